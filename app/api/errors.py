@@ -1,0 +1,96 @@
+"""One place that turns every error into the service's JSON error body. Never a traceback."""
+
+from __future__ import annotations
+
+import logging
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from app.core.errors import (
+    DeviceFailure,
+    InvalidRequest,
+    MalformedRequest,
+    Overloaded,
+    Problem,
+    ServiceError,
+    TooLarge,
+    UnknownFunction,
+    UnsupportedMediaType,
+)
+
+logger = logging.getLogger(__name__)
+
+STATUS_BY_ERROR: dict[type[ServiceError], int] = {
+    MalformedRequest: 400,
+    UnknownFunction: 404,
+    TooLarge: 413,
+    UnsupportedMediaType: 415,
+    InvalidRequest: 422,
+    Overloaded: 503,
+    DeviceFailure: 500,
+}
+_MAX_MESSAGE = 500
+
+
+def status_of(error: ServiceError) -> int:
+    for cls in type(error).__mro__:
+        if cls in STATUS_BY_ERROR:
+            return STATUS_BY_ERROR[cls]
+    return 500
+
+
+def error_response(
+    status: int, code: str, problems: list[Problem], max_details: int, headers: dict[str, str] | None = None
+) -> Response:
+    shown = problems[:max_details]
+    message = "; ".join(f"{'.'.join(map(str, p.loc))}: {p.msg}" for p in shown) or code
+    body = {
+        "error": code,
+        "message": message[:_MAX_MESSAGE],
+        "details": [{"loc": list(p.loc), "msg": p.msg[:_MAX_MESSAGE], "type": p.type} for p in shown],
+        "truncated": len(problems) > len(shown),
+    }
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=headers)
+
+
+def _max_details(request: Request) -> int:
+    settings = getattr(request.app.state, "settings", None)
+    return settings.max_reported_errors if settings is not None else 10
+
+
+async def _service_error(request: Request, error: Exception) -> Response:
+    assert isinstance(error, ServiceError)
+    status = status_of(error)
+    if isinstance(error, DeviceFailure):
+        logger.error("device failure: %s", error)
+    headers = {"Retry-After": "1"} if status == 503 else None
+    return error_response(status, error.code, error.problems, _max_details(request), headers)
+
+
+async def _validation_error(request: Request, error: Exception) -> Response:
+    assert isinstance(error, RequestValidationError)
+    problems = [Problem(tuple(e.get("loc", ())), str(e.get("msg", "")), str(e.get("type", ""))) for e in error.errors()]
+    return error_response(422, "invalid_request", problems, _max_details(request))
+
+
+async def _http_error(request: Request, error: Exception) -> Response:
+    assert isinstance(error, StarletteHTTPException)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")
+    problems = [Problem(("request",), str(error.detail), code)]
+    return error_response(error.status_code, code, problems, _max_details(request), dict(error.headers or {}))
+
+
+async def _unexpected(request: Request, error: Exception) -> Response:
+    logger.exception("unhandled error on %s %s", request.method, request.url.path)
+    return error_response(500, "internal_error", [Problem(("server",), "internal error", "internal_error")], 1)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(ServiceError, _service_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected)

@@ -1,0 +1,268 @@
+"""Host-side checks, run on the decoded numpy arrays before any tensor reaches the device.
+
+Some of these guard the process itself: on CUDA an out-of-range class index or a BCE input
+outside [0, 1] trips a device-side assert that poisons the whole context.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from app.compute.catalogue.spec import Arrays, Check, Params
+
+
+class ArgumentError(Exception):
+    """A check failed on the named tensor argument or parameter; the caller knows its location."""
+
+    def __init__(self, arg: str, msg: str, type_: str) -> None:
+        super().__init__(msg)
+        self.arg, self.msg, self.type = arg, msg, type_
+
+
+def fail(name: str, msg: str, type_: str) -> ArgumentError:
+    return ArgumentError(name, msg, type_)
+
+
+def _shape(arr: np.ndarray) -> list[int]:
+    return list(arr.shape)
+
+
+def same_shape(*names: str) -> Check:
+    """All named tensors have the shape of the first one."""
+    first, rest = names[0], names[1:]
+
+    def check(arrays: Arrays, params: Params) -> None:
+        expected = arrays[first].shape
+        for name in rest:
+            if arrays[name].shape != expected:
+                raise fail(
+                    name,
+                    f"shape {_shape(arrays[name])} does not match {first}'s shape {list(expected)}",
+                    "shape_mismatch",
+                )
+
+    return check
+
+
+def rank_in(name: str, ranks: tuple[int, ...]) -> Check:
+    def check(arrays: Arrays, params: Params) -> None:
+        ndim = arrays[name].ndim
+        if ndim not in ranks:
+            allowed = " or ".join(f"{r}-D" for r in ranks)
+            raise fail(name, f"must be {allowed}, got {ndim}-D", "wrong_rank")
+
+    return check
+
+
+def in_unit_interval(*names: str) -> Check:
+    """Values in [0, 1] (binary cross-entropy probabilities). NaN is not in [0, 1]."""
+
+    def check(arrays: Arrays, params: Params) -> None:
+        for name in names:
+            arr = arrays[name]
+            if arr.size and not bool(((arr >= 0) & (arr <= 1)).all()):
+                bad = np.flatnonzero(~((arr >= 0) & (arr <= 1)))[0]
+                index = [int(i) for i in np.unravel_index(bad, arr.shape)]
+                raise fail(
+                    name,
+                    f"values must lie in [0, 1]; element {index} is {arr.flat[bad]!r}",
+                    "out_of_range",
+                )
+
+    return check
+
+
+def dim_in_range(name: str = "input", param: str = "dim") -> Check:
+    def check(arrays: Arrays, params: Params) -> None:
+        dim = params.get(param)
+        if dim is None:
+            return
+        ndim = max(arrays[name].ndim, 1)
+        if not -ndim <= dim < ndim:
+            raise fail(
+                param,
+                f"dim {dim} is out of range for a {arrays[name].ndim}-D {name} (expected {-ndim} <= dim < {ndim})",
+                "out_of_range",
+            )
+
+    return check
+
+
+def even_along_dim(name: str = "input", param: str = "dim") -> Check:
+    def check(arrays: Arrays, params: Params) -> None:
+        arr = arrays[name]
+        if arr.ndim == 0:
+            raise fail(name, "must have at least 1 dimension", "wrong_rank")
+        dim = params[param]
+        size = arr.shape[dim]
+        if size % 2:
+            raise fail(name, f"size {size} along dim {dim} must be even to halve", "wrong_shape")
+
+    return check
+
+
+def nonempty_when_mean(*names: str) -> Check:
+    """A mean over no elements is NaN in torch: refuse it rather than return NaN silently."""
+
+    def check(arrays: Arrays, params: Params) -> None:
+        if params.get("reduction") not in ("mean", "batchmean"):
+            return
+        for name in names:
+            if arrays[name].size == 0:
+                raise fail(
+                    name,
+                    f"is empty; a '{params['reduction']}' reduction over no elements is NaN",
+                    "empty_tensor",
+                )
+
+    return check
+
+
+def _check_indices(name: str, values: np.ndarray, low: int, high: int, allowed: int | None = None) -> None:
+    """Every value in [low, high), or equal to ``allowed``."""
+    ok = (values >= low) & (values < high)
+    if allowed is not None:
+        ok |= values == allowed
+    if values.size and not bool(ok.all()):
+        bad = int(np.flatnonzero(~ok)[0])
+        index = [int(i) for i in np.unravel_index(bad, values.shape)]
+        extra = f" or {allowed} (ignore_index)" if allowed is not None else ""
+        raise fail(
+            name,
+            f"element {index} is {int(values.flat[bad])}; class indices must be in [{low}, {high}){extra}",
+            "index_out_of_range",
+        )
+
+
+def _require_integer(name: str, arr: np.ndarray, what: str) -> None:
+    if arr.dtype.kind not in "iu":
+        raise fail(name, f"must hold integer {what}, got {arr.dtype.name} values", "wrong_type")
+
+
+def class_targets(ignore_index: bool, allow_probabilities: bool) -> Check:
+    """nll_loss / cross_entropy: input (C) or (N, C, d1, ...); target () or (N, d1, ...)."""
+
+    def check(arrays: Arrays, params: Params) -> None:
+        inp, target = arrays["input"], arrays["target"]
+        if inp.ndim == 0:
+            raise fail("input", "must be 1-D (C) or N-D (N, C, ...), got a scalar", "wrong_rank")
+        classes = inp.shape[0] if inp.ndim == 1 else inp.shape[1]
+        if allow_probabilities and target.dtype.kind == "f":
+            if target.shape != inp.shape:
+                raise fail(
+                    "target",
+                    f"class probabilities must have input's shape {_shape(inp)}, got {_shape(target)}",
+                    "shape_mismatch",
+                )
+            return
+        what = "class indices" + (" (or floating-point class probabilities)" if allow_probabilities else "")
+        _require_integer("target", target, what)
+        expected = [] if inp.ndim == 1 else [inp.shape[0], *inp.shape[2:]]
+        if _shape(target) != expected:
+            raise fail(
+                "target",
+                f"shape {_shape(target)} does not fit input of shape {_shape(inp)}; expected {expected}",
+                "shape_mismatch",
+            )
+        allowed = params["ignore_index"] if ignore_index else None
+        _check_indices("target", target, 0, classes, allowed)
+
+    return check
+
+
+def multi_margin_targets(arrays: Arrays, params: Params) -> None:
+    inp, target = arrays["input"], arrays["target"]
+    if inp.ndim not in (1, 2):
+        raise fail("input", f"must be 1-D (C) or 2-D (N, C), got {inp.ndim}-D", "wrong_rank")
+    _require_integer("target", target, "class indices")
+    expected = [] if inp.ndim == 1 else [inp.shape[0]]
+    if _shape(target) != expected and not (inp.ndim == 1 and _shape(target) == [1]):
+        raise fail("target", f"shape {_shape(target)} should be {expected}", "shape_mismatch")
+    _check_indices("target", target, 0, inp.shape[-1])
+
+
+def multilabel_margin_targets(arrays: Arrays, params: Params) -> None:
+    inp, target = arrays["input"], arrays["target"]
+    if inp.ndim not in (1, 2):
+        raise fail("input", f"must be 1-D (C) or 2-D (N, C), got {inp.ndim}-D", "wrong_rank")
+    _require_integer("target", target, "class indices padded with -1")
+    if target.shape != inp.shape:
+        raise fail("target", f"shape {_shape(target)} does not match input's {_shape(inp)}", "shape_mismatch")
+    _check_indices("target", target, -1, inp.shape[-1])
+
+
+def ctc_arguments(arrays: Arrays, params: Params) -> None:
+    log_probs, targets = arrays["log_probs"], arrays["targets"]
+    input_lengths, target_lengths = arrays["input_lengths"], arrays["target_lengths"]
+    if log_probs.ndim not in (2, 3):
+        raise fail("log_probs", f"must be (T, C) or (T, N, C), got {log_probs.ndim}-D", "wrong_rank")
+    steps, classes = log_probs.shape[0], log_probs.shape[-1]
+    batch = 1 if log_probs.ndim == 2 else log_probs.shape[1]
+    for name, arr in (("targets", targets), ("input_lengths", input_lengths), ("target_lengths", target_lengths)):
+        _require_integer(name, arr, "values")
+    blank = params["blank"]
+    if not 0 <= blank < classes:
+        raise fail("blank", f"must be in [0, {classes}) for {classes} classes", "out_of_range")
+    batched_shape = [batch] if log_probs.ndim == 3 else []
+    for name, arr in (("input_lengths", input_lengths), ("target_lengths", target_lengths)):
+        if _shape(arr) != batched_shape:
+            raise fail(name, f"shape {_shape(arr)} should be {batched_shape}", "shape_mismatch")
+    if input_lengths.size and not bool(((input_lengths >= 0) & (input_lengths <= steps)).all()):
+        raise fail("input_lengths", f"every length must be in [0, {steps}] (T)", "out_of_range")
+    if target_lengths.size and bool((target_lengths < 0).any()):
+        raise fail("target_lengths", "lengths must not be negative", "out_of_range")
+    if targets.ndim == 2 and log_probs.ndim == 3:
+        if targets.shape[0] != batch:
+            raise fail("targets", f"padded targets need {batch} rows (N)", "shape_mismatch")
+        if target_lengths.size and int(target_lengths.max()) > targets.shape[1]:
+            raise fail("target_lengths", f"a length exceeds the padded width {targets.shape[1]}", "out_of_range")
+        used = np.arange(targets.shape[1])[None, :] < target_lengths.reshape(-1, 1)
+        values = targets[used]
+    elif targets.ndim == 1:
+        total = int(target_lengths.sum()) if target_lengths.size else 0
+        if log_probs.ndim == 3 and total != targets.shape[0]:
+            raise fail(
+                "targets",
+                f"concatenated targets hold {targets.shape[0]} labels but target_lengths sum to {total}",
+                "shape_mismatch",
+            )
+        if log_probs.ndim == 2 and int(target_lengths) > targets.shape[0]:
+            raise fail("target_lengths", "exceeds the number of targets", "out_of_range")
+        values = targets
+    else:
+        raise fail("targets", f"must be 1-D or (N, S), got {targets.ndim}-D", "wrong_rank")
+    _check_indices("targets", values, 0, classes)
+    if values.size and bool((values == blank).any()):
+        raise fail("targets", f"must not contain the blank label {blank}", "index_out_of_range")
+
+
+def non_negative(name: str) -> Check:
+    def check(arrays: Arrays, params: Params) -> None:
+        arr = arrays[name]
+        if arr.size and bool((arr < 0).any()):
+            raise fail(name, "must not hold negative values", "out_of_range")
+
+    return check
+
+
+def prelu_weight(arrays: Arrays, params: Params) -> None:
+    inp, weight = arrays["input"], arrays["weight"]
+    channels = inp.shape[1] if inp.ndim >= 2 else 1
+    if weight.ndim > 1 or weight.size not in (1, channels):
+        raise fail(
+            "weight",
+            f"must hold 1 value or one per channel ({channels} for input of shape {_shape(inp)}), "
+            f"got shape {_shape(weight)}",
+            "wrong_shape",
+        )
+
+
+def pair_with_label(arrays: Arrays, params: Params) -> None:
+    """cosine_embedding_loss: input1, input2 of (N, D) or (D); target (N) or ()."""
+    same_shape("input1", "input2")(arrays, params)
+    x = arrays["input1"]
+    if x.ndim not in (1, 2):
+        raise fail("input1", f"must be 1-D (D) or 2-D (N, D), got {x.ndim}-D", "wrong_rank")
+    expected = [] if x.ndim == 1 else [x.shape[0]]
+    if _shape(arrays["target"]) != expected:
+        raise fail("target", f"shape {_shape(arrays['target'])} should be {expected}", "shape_mismatch")

@@ -1,0 +1,62 @@
+"""Name lookup over the function table: canonical names, aliases, case-insensitive, suggestions."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterator
+
+from app.compute.catalogue.activations import ACTIVATIONS
+from app.compute.catalogue.losses import LOSSES
+from app.compute.catalogue.spec import FunctionKind, FunctionSpec
+
+REFUSED_EVERYWHERE: dict[str, str] = {
+    "inplace": "in-place operation has no meaning over HTTP: the service never sees your tensor again",
+    "size_average": "deprecated in torch; use `reduction` instead",
+    "reduce": "deprecated in torch; use `reduction` instead",
+    "_stacklevel": "internal to torch's warnings",
+}
+
+
+class Catalogue:
+    """Every function, found by canonical name or alias, ignoring case."""
+
+    def __init__(self, specs: tuple[FunctionSpec, ...]) -> None:
+        self._specs = specs
+        self._by_key: dict[str, FunctionSpec] = {}
+        for spec in specs:
+            for key in (spec.name, *spec.aliases):
+                folded = key.lower()
+                if self._by_key.get(folded, spec) is not spec:
+                    raise ValueError(f"duplicate function name {key!r}")
+                self._by_key[folded] = spec
+
+    def __iter__(self) -> Iterator[FunctionSpec]:
+        return iter(self._specs)
+
+    def __len__(self) -> int:
+        return len(self._specs)
+
+    def find(self, name: str) -> FunctionSpec | None:
+        return self._by_key.get(name.lower())
+
+    def of_kind(self, kind: FunctionKind) -> tuple[FunctionSpec, ...]:
+        return tuple(spec for spec in self._specs if spec.kind == kind)
+
+    def suggest(self, name: str, kind: FunctionKind | None = None, limit: int = 3) -> list[str]:
+        """The canonical names closest to ``name``."""
+        keys = [k for k, s in self._by_key.items() if kind is None or s.kind == kind]
+        matches = difflib.get_close_matches(name.lower(), keys, n=limit * 3, cutoff=0.5)
+        names: list[str] = []
+        for key in matches:
+            canonical = self._by_key[key].name
+            if canonical not in names:
+                names.append(canonical)
+        return names[:limit]
+
+    @staticmethod
+    def refusal(spec: FunctionSpec, param: str) -> str | None:
+        """Why a torch keyword argument is refused for this function, if it is."""
+        return spec.refused.get(param) or REFUSED_EVERYWHERE.get(param)
+
+
+CATALOGUE = Catalogue(ACTIVATIONS + LOSSES)

@@ -1,0 +1,146 @@
+"""The declarative description of one function: from it come validation, the catalogue and tests."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+FunctionKind = Literal["activation", "loss"]
+ParamKind = Literal["float", "int", "bool", "choice", "tensor"]
+TensorKind = Literal["float", "index", "float_or_index"]
+
+Arrays = Mapping[str, np.ndarray]
+Params = Mapping[str, Any]
+Check = Callable[[Arrays, Params], None]
+"""A host-side check on the decoded arrays and parameters; raises ``InvalidRequest``."""
+Call = Callable[[Mapping[str, torch.Tensor], Mapping[str, Any]], torch.Tensor]
+"""Runs the torch function on device tensors (tensor parameters included) and parameters."""
+
+TOP_LEVEL_TENSORS = frozenset({"input", "target"})
+
+
+class _Required:
+    def __repr__(self) -> str:
+        return "REQUIRED"
+
+
+REQUIRED: Any = _Required()
+
+
+@dataclass(frozen=True)
+class Param:
+    """A keyword argument of the torch function that is not a tensor argument."""
+
+    name: str
+    kind: ParamKind
+    doc: str
+    default: Any = REQUIRED
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+    choices: tuple[Any, ...] = ()
+    nullable: bool = False
+
+    @property
+    def required(self) -> bool:
+        return self.default is REQUIRED
+
+    def describe(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "type": self.kind, "doc": self.doc}
+        out["required"] = self.required
+        if not self.required:
+            out["default"] = self.default
+        for bound in ("ge", "gt", "le", "lt"):
+            value = getattr(self, bound)
+            if value is not None:
+                out[bound] = value
+        if self.choices:
+            out["choices"] = list(self.choices)
+        if self.nullable:
+            out["nullable"] = True
+        return out
+
+
+@dataclass(frozen=True)
+class TensorArg:
+    """A tensor argument of the torch function, named exactly as in ``torch.nn.functional``."""
+
+    name: str
+    doc: str
+    kind: TensorKind = "float"
+    differentiable: bool = True
+    optional: bool = False
+
+    @property
+    def top_level(self) -> bool:
+        return self.name in TOP_LEVEL_TENSORS
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "doc": self.doc,
+            "element_type": {
+                "float": "floating point",
+                "index": "integer",
+                "float_or_index": "integer class indices or floating-point probabilities",
+            }[self.kind],
+            "differentiable": self.differentiable and self.kind != "index",
+            "location": "top level" if self.top_level else "inputs",
+            "required": not self.optional,
+        }
+
+
+@dataclass(frozen=True)
+class FunctionSpec:
+    """One activation or loss function of ``torch.nn``."""
+
+    name: str
+    kind: FunctionKind
+    summary: str
+    call: Call
+    tensors: tuple[TensorArg, ...]
+    example: Mapping[str, Any]
+    params: tuple[Param, ...] = ()
+    aliases: tuple[str, ...] = ()
+    checks: tuple[Check, ...] = ()
+    refused: Mapping[str, str] = field(default_factory=dict)
+
+    def param(self, name: str) -> Param | None:
+        for param in self.params:
+            if param.name == name:
+                return param
+        return None
+
+    def tensor(self, name: str) -> TensorArg | None:
+        for arg in self.tensors:
+            if arg.name == name:
+                return arg
+        return None
+
+    @property
+    def tensor_params(self) -> tuple[Param, ...]:
+        return tuple(p for p in self.params if p.kind == "tensor")
+
+    @property
+    def differentiable(self) -> tuple[str, ...]:
+        return tuple(a.name for a in self.tensors if a.differentiable and a.kind != "index")
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "summary": self.summary,
+            "aliases": list(self.aliases),
+            "endpoint": "/activate" if self.kind == "activation" else "/loss",
+            "tensors": [arg.describe() for arg in self.tensors],
+            "params": [param.describe() for param in self.params],
+            "refused_params": dict(self.refused),
+            "differentiable": bool(self.differentiable),
+            "gradient_wrt": list(self.differentiable),
+            "example": dict(self.example),
+        }

@@ -1,0 +1,57 @@
+"""Every setting of the service, typed and read from ``TORCHFN_*`` environment variables."""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+FloatDType = Literal["float32", "float64", "float16", "bfloat16"]
+
+_DEVICE_PATTERN = re.compile(r"^(cpu|auto|cuda(:\d+)?)$")
+
+
+class Settings(BaseSettings):
+    """Service settings. Each field is read from ``TORCHFN_<FIELD NAME IN CAPITALS>``."""
+
+    model_config = SettingsConfigDict(env_prefix="TORCHFN_", env_file=None, extra="ignore", validate_default=True)
+
+    device: str = "cpu"
+    """Where torch computes: ``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (CUDA when available)."""
+
+    torch_threads: int | None = Field(default=None, ge=1, le=1024)
+    """Intra-op threads torch may use (``torch.set_num_threads``); unset keeps torch's default."""
+
+    compute_workers: int = Field(default=1, ge=1, le=64)
+    """Threads that run torch calls off the event loop."""
+
+    default_dtype: FloatDType = "float32"
+    """Floating-point dtype used when a request does not set ``dtype``."""
+
+    max_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    """Largest request body accepted, in bytes (413 above it)."""
+
+    max_tensor_elements: int = Field(default=4_000_000, ge=1)
+    """Largest number of elements in any one tensor of a request (413 above it)."""
+
+    max_total_elements: int = Field(default=16_000_000, ge=1)
+    """Largest number of elements over all tensors of a request (413 above it)."""
+
+    max_rank: int = Field(default=8, ge=1, le=32)
+    """Deepest tensor rank (list nesting) accepted."""
+
+    max_reported_errors: int = Field(default=10, ge=1, le=1000)
+    """How many validation errors one error response lists at most."""
+
+    inline_decode_bytes: int = Field(default=64 * 1024, ge=0)
+    """Bodies up to this size are decoded on the event loop; larger ones in a worker thread."""
+
+    @field_validator("device")
+    @classmethod
+    def _check_device(cls, value: str) -> str:
+        value = value.strip().lower()
+        if not _DEVICE_PATTERN.match(value):
+            raise ValueError("device must be 'cpu', 'cuda', 'cuda:N' or 'auto'")
+        return value

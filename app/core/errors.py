@@ -1,0 +1,94 @@
+"""Errors raised by the compute layer. Transport-neutral: the API layer maps them to HTTP."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Self
+
+Loc = tuple[str | int, ...]
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a request: where (``loc``), what (``msg``) and its kind (``type``)."""
+
+    loc: Loc
+    msg: str
+    type: str
+
+
+class ServiceError(Exception):
+    """Base of every error the service layer raises on purpose."""
+
+    code = "service_error"
+
+    def __init__(self, problems: Sequence[Problem]) -> None:
+        self.problems = list(problems)
+        super().__init__("; ".join(f"{'.'.join(map(str, p.loc))}: {p.msg}" for p in problems))
+
+    @classmethod
+    def at(cls, loc: Loc, msg: str, type_: str) -> Self:
+        return cls([Problem(loc, msg, type_)])
+
+
+class InvalidRequest(ServiceError):
+    """The request is well-formed JSON but its content is wrong (HTTP 422)."""
+
+    code = "invalid_request"
+
+
+class MalformedRequest(ServiceError):
+    """The body cannot be parsed at all (HTTP 400)."""
+
+    code = "malformed_request"
+
+
+class TooLarge(ServiceError):
+    """A body or tensor exceeds a configured limit (HTTP 413)."""
+
+    code = "too_large"
+
+
+class UnsupportedDType(InvalidRequest):
+    """Torch has no kernel for the function in this dtype on this device (HTTP 422)."""
+
+    code = "unsupported_dtype"
+
+
+class UnknownFunction(ServiceError):
+    """No function of that name in the catalogue (HTTP 404 on lookups, 422 in a request body)."""
+
+    code = "unknown_function"
+
+
+@dataclass
+class ProblemList:
+    """Collects problems and raises them together."""
+
+    problems: list[Problem] = field(default_factory=list)
+
+    def add(self, loc: Loc, msg: str, type_: str) -> None:
+        self.problems.append(Problem(loc, msg, type_))
+
+    def raise_if_any(self) -> None:
+        if self.problems:
+            raise InvalidRequest(self.problems)
+
+
+class Overloaded(ServiceError):
+    """The service cannot take this work now; the client may retry (HTTP 503)."""
+
+    code = "overloaded"
+
+
+class DeviceFailure(ServiceError):
+    """The device is in a failed state (HTTP 500 with a generic message; liveness fails)."""
+
+    code = "device_failure"
+
+
+class UnsupportedMediaType(ServiceError):
+    """The body is not JSON by its content type (HTTP 415)."""
+
+    code = "unsupported_media_type"

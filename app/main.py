@@ -1,0 +1,56 @@
+"""The application factory. ``app`` at the bottom is for ``uvicorn app.main:app`` only."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from app.api.errors import install_error_handlers
+from app.api.openapi import install_openapi
+from app.api.routes import compute, functions, health
+from app.compute.catalogue import CATALOGUE
+from app.compute.service import ComputeService
+from app.core.config import Settings
+from app.wire.json_protocol import DecodeOptions
+from app.wire.models import ActivateRequest, LossRequest
+from app.wire.tensors import Limits
+
+DESCRIPTION = """
+Every activation and loss function of `torch.nn`, over HTTP, with torch's exact numbers
+and, on request, gradients. See `GET /functions` for the catalogue and a worked example of
+each function; every example below can be sent as it is.
+"""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        compute_service = ComputeService(settings, CATALOGUE)
+        await compute_service.start()
+        app.state.compute = compute_service
+        try:
+            yield
+        finally:
+            await compute_service.stop()
+
+    app = FastAPI(title="torch functions service", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    app.state.settings = settings
+    app.state.decode_options = DecodeOptions(
+        catalogue=CATALOGUE,
+        limits=Limits(max_elements=settings.max_tensor_elements, max_rank=settings.max_rank),
+        max_total_elements=settings.max_total_elements,
+        default_dtype=settings.default_dtype,
+    )
+    install_error_handlers(app)
+    app.include_router(compute.router)
+    app.include_router(functions.router)
+    app.include_router(health.router)
+    install_openapi(app, [ActivateRequest, LossRequest])
+    return app
+
+
+app = create_app()

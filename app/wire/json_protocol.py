@@ -1,0 +1,219 @@
+"""The JSON protocol of /activate and /loss: request bytes to a ``Job``, a ``Result`` to bytes."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import orjson
+from pydantic import ValidationError
+
+from app.compute.catalogue import Catalogue, FunctionSpec
+from app.compute.catalogue.spec import FunctionKind
+from app.compute.jobs import Job, Result, build_job
+from app.compute.params import validate_params
+from app.core.config import FloatDType
+from app.core.errors import InvalidRequest, Loc, MalformedRequest, Problem, TooLarge
+from app.wire.models import ActivateRequest, Encoding, LossRequest
+from app.wire.tensors import Limits, decode_tensor, encode_tensor
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    catalogue: Catalogue
+    limits: Limits
+    max_total_elements: int
+    default_dtype: FloatDType
+
+
+@dataclass(frozen=True)
+class Decoded:
+    job: Job
+    encoding: Encoding
+
+
+def parse_json(body: bytes) -> dict[str, Any]:
+    try:
+        obj = orjson.loads(body)
+    except orjson.JSONDecodeError as error:
+        raise MalformedRequest.at(("body",), f"invalid JSON: {error}", "json_invalid") from None
+    if not isinstance(obj, dict):
+        raise InvalidRequest.at(("body",), "the body must be a JSON object", "model_type")
+    return obj
+
+
+def may_hold_list_booleans(body: bytes) -> bool:
+    """Whether ``true`` or ``false`` might stand inside a JSON array of ``body``.
+
+    A scan for the letters 'u' and 'l' (memchr-fast; no number contains them) finds every
+    literal; only one that follows '[' or ',' can be a list element. False positives (inside
+    strings) merely send the tensors to the exact check.
+    """
+    for letter, literal, offset in ((b"u", b"true", 2), (b"l", b"false", 2)):
+        position = body.find(letter)
+        while position != -1:
+            start = position - offset
+            if body[start : start + len(literal)] == literal:
+                before = start - 1
+                while before >= 0 and body[before] in b" \t\r\n":
+                    before -= 1
+                if before >= 0 and body[before] in b"[,":
+                    return True
+            position = body.find(letter, position + 1)
+    return False
+
+
+def _envelope_problems(error: ValidationError) -> list[Problem]:
+    return [
+        Problem(("body", *e["loc"]), e["msg"], e["type"])
+        for e in error.errors(include_url=False, include_input=False, include_context=False)
+    ]
+
+
+def _find_function(name: str, kind: FunctionKind, catalogue: Catalogue) -> FunctionSpec:
+    spec = catalogue.find(name)
+    if spec is None:
+        close = catalogue.suggest(name, kind) or catalogue.suggest(name)
+        hint = f"; closest: {', '.join(close)}" if close else "; see GET /functions"
+        raise InvalidRequest.at(("body", "function"), f"unknown function {name!r}{hint}", "unknown_function")
+    if spec.kind != kind:
+        endpoint = "/activate" if spec.kind == "activation" else "/loss"
+        raise InvalidRequest.at(
+            ("body", "function"),
+            f"{spec.name} is {'an' if spec.kind == 'activation' else 'a'} {spec.kind}; POST it to {endpoint}",
+            "wrong_endpoint",
+        )
+    return spec
+
+
+class _Decoder:
+    def __init__(self, body: bytes, options: DecodeOptions) -> None:
+        self.options = options
+        self.maybe_booleans = may_hold_list_booleans(body)
+        self.arrays: dict[str, np.ndarray] = {}
+        self.locs: dict[str, Loc] = {}
+        self.total = 0
+
+    def tensor(self, name: str, value: Any, loc: Loc) -> None:
+        arr = decode_tensor(value, loc, self.options.limits, self.maybe_booleans)
+        self.total += arr.size
+        if self.total > self.options.max_total_elements:
+            raise TooLarge.at(
+                loc,
+                f"the request's tensors exceed {self.options.max_total_elements} elements in all",
+                "too_many_elements",
+            )
+        self.arrays[name] = arr
+        self.locs[name] = loc
+
+    def finish(
+        self, spec: FunctionSpec, params: Mapping[str, Any], grad: bool, grad_output: Any, dtype: FloatDType | None
+    ) -> Job:
+        scalars, tensor_params = validate_params(spec, params, ("body", "params"))
+        for name in scalars:
+            self.locs[name] = ("body", "params", name)
+        for name, value in tensor_params.items():
+            self.tensor(name, value, ("body", "params", name))
+        grad_array = None
+        if grad_output is not None:
+            loc: Loc = ("body", "grad_output")
+            grad_array = decode_tensor(grad_output, loc, self.options.limits, self.maybe_booleans)
+            self.locs["grad_output"] = loc
+        return build_job(spec, self.arrays, scalars, self.locs, dtype or self.options.default_dtype, grad, grad_array)
+
+
+def decode_activation(body: bytes, options: DecodeOptions) -> Decoded:
+    obj = parse_json(body)
+    try:
+        request = ActivateRequest.model_validate(obj)
+    except ValidationError as error:
+        raise InvalidRequest(_envelope_problems(error)) from None
+    spec = _find_function(request.function, "activation", options.catalogue)
+    decoder = _Decoder(body, options)
+    decoder.tensor("input", request.input, ("body", "input"))
+    job = decoder.finish(spec, request.params, request.grad, request.grad_output, request.dtype)
+    return Decoded(job, request.encoding)
+
+
+def decode_loss(body: bytes, options: DecodeOptions) -> Decoded:
+    obj = parse_json(body)
+    try:
+        request = LossRequest.model_validate(obj)
+    except ValidationError as error:
+        raise InvalidRequest(_envelope_problems(error)) from None
+    spec = _find_function(request.function, "loss", options.catalogue)
+    decoder = _Decoder(body, options)
+    expected = {arg.name for arg in spec.tensors}
+    problems: list[Problem] = []
+    for name in request.inputs:
+        if name not in expected:
+            problems.append(
+                Problem(
+                    ("body", "inputs", name),
+                    f"{spec.name} has no tensor argument {name!r} (expected: {', '.join(sorted(expected))})",
+                    "unknown_tensor",
+                )
+            )
+    for field_name in ("input", "target"):
+        if getattr(request, field_name) is not None and field_name not in expected:
+            problems.append(
+                Problem(
+                    ("body", field_name),
+                    f"{spec.name} takes no {field_name!r}; its tensors are "
+                    f"{', '.join(a.name for a in spec.tensors)} under 'inputs'",
+                    "unknown_tensor",
+                )
+            )
+    for arg in spec.tensors:
+        top = getattr(request, arg.name, None) if arg.top_level else None
+        nested = request.inputs.get(arg.name)
+        if top is not None and nested is not None:
+            problems.append(Problem(("body", "inputs", arg.name), f"{arg.name!r} is given twice", "duplicate_tensor"))
+        elif top is None and nested is None and not arg.optional:
+            where = ("body", arg.name) if arg.top_level else ("body", "inputs", arg.name)
+            problems.append(Problem(where, f"required by {spec.name}", "missing"))
+    if problems:
+        raise InvalidRequest(problems)
+    for arg in spec.tensors:
+        if arg.top_level and getattr(request, arg.name) is not None:
+            decoder.tensor(arg.name, getattr(request, arg.name), ("body", arg.name))
+        elif arg.name in request.inputs:
+            decoder.tensor(arg.name, request.inputs[arg.name], ("body", "inputs", arg.name))
+    job = decoder.finish(spec, request.params, request.grad, request.grad_output, request.dtype)
+    return Decoded(job, request.encoding)
+
+
+_DUMP_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
+
+
+def encode_activation(decoded: Decoded, result: Result) -> bytes:
+    job, encoding = decoded.job, decoded.encoding
+    grad = None
+    if result.grads is not None:
+        grad = encode_tensor(result.grads["input"], job.dtype, encoding)
+    reply = {
+        "function": job.spec.name,
+        "output": encode_tensor(result.output, job.dtype, encoding),
+        "grad": grad,
+        "shape": list(result.output.shape),
+        "dtype": job.dtype,
+    }
+    return orjson.dumps(reply, option=_DUMP_OPTIONS)
+
+
+def encode_loss(decoded: Decoded, result: Result) -> bytes:
+    job, encoding = decoded.job, decoded.encoding
+    grads = None
+    if result.grads is not None:
+        grads = {name: encode_tensor(g, job.dtype, encoding) for name, g in result.grads.items()}
+    loss = result.output
+    reply = {
+        "function": job.spec.name,
+        "loss": encode_tensor(loss, job.dtype, "json" if loss.ndim == 0 else encoding),
+        "grad": grads,
+        "shape": list(loss.shape),
+        "dtype": job.dtype,
+    }
+    return orjson.dumps(reply, option=_DUMP_OPTIONS)
