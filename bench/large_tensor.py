@@ -335,7 +335,7 @@ def print_table(report: dict[str, Any]) -> None:
     print(f"server RSS idle (VmRSS after small warm-up requests): {rss['idle_mib']:.1f} MiB")
     for name, row in report["cases"].items():
         print(
-            f"server peak RSS over the {name} 1M requests (VmHWM): {row['server_peak_rss_mib']:.1f} MiB "
+            f"server peak RSS over the {name} {config['elements']:,}-element requests (VmHWM): {row['server_peak_rss_mib']:.1f} MiB "
             f"= {row['server_peak_rss_mib'] / rss['idle_mib']:.2f}x idle "
             f"(+{row['server_peak_rss_mib'] - rss['idle_mib']:.1f} MiB); "
             f"VmRSS afterwards {row['server_rss_after_mib']:.1f} MiB"
