@@ -29,6 +29,10 @@ async def read_json_body(request: Request, limit: int) -> bytes:
         if size > limit:
             raise TooLarge.at(("body",), f"body exceeds the limit of {limit} bytes", "body_too_large")
         chunks.append(chunk)
+    if declared is not None and size != int(declared):
+        raise MalformedRequest.at(
+            ("header", "content-length"), f"declares {declared} bytes but the body holds {size}", "invalid_header"
+        )
     if size == 0:
         raise MalformedRequest.at(("body",), "the request body is empty", "json_invalid")
     return b"".join(chunks)

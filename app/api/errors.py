@@ -34,6 +34,13 @@ STATUS_BY_ERROR: dict[type[ServiceError], int] = {
     DeviceFailure: 500,
 }
 _MAX_MESSAGE = 500
+_MAX_NAME = 64
+_MAX_LOC_PARTS = 12
+
+
+def _short(part: str | int) -> str | int:
+    """Field names come from the client: never echo a huge one back."""
+    return part if isinstance(part, int) or len(part) <= _MAX_NAME else part[:_MAX_NAME] + "..."
 
 
 def status_of(error: ServiceError) -> int:
@@ -46,12 +53,15 @@ def status_of(error: ServiceError) -> int:
 def error_response(
     status: int, code: str, problems: list[Problem], max_details: int, headers: dict[str, str] | None = None
 ) -> Response:
-    shown = problems[:max_details]
+    shown = [
+        Problem(tuple(_short(part) for part in p.loc[:_MAX_LOC_PARTS]), p.msg[:_MAX_MESSAGE], p.type[:_MAX_NAME])
+        for p in problems[:max_details]
+    ]
     message = "; ".join(f"{'.'.join(map(str, p.loc))}: {p.msg}" for p in shown) or code
     body = {
         "error": code,
         "message": message[:_MAX_MESSAGE],
-        "details": [{"loc": list(p.loc), "msg": p.msg[:_MAX_MESSAGE], "type": p.type} for p in shown],
+        "details": [{"loc": list(p.loc), "msg": p.msg, "type": p.type} for p in shown],
         "truncated": len(problems) > len(shown),
     }
     return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=headers)

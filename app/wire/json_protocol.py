@@ -17,6 +17,7 @@ from app.compute.params import validate_params
 from app.core.config import FloatDType
 from app.core.errors import InvalidRequest, Loc, MalformedRequest, Problem, TooLarge
 from app.wire.models import ActivateRequest, Encoding, LossRequest
+from app.wire.scan import scan_body
 from app.wire.tensors import Limits, decode_tensor, encode_tensor
 
 
@@ -42,27 +43,6 @@ def parse_json(body: bytes) -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise InvalidRequest.at(("body",), "the body must be a JSON object", "model_type")
     return obj
-
-
-def may_hold_list_booleans(body: bytes) -> bool:
-    """Whether ``true`` or ``false`` might stand inside a JSON array of ``body``.
-
-    A scan for the letters 'u' and 'l' (memchr-fast; no number contains them) finds every
-    literal; only one that follows '[' or ',' can be a list element. False positives (inside
-    strings) merely send the tensors to the exact check.
-    """
-    for letter, literal, offset in ((b"u", b"true", 2), (b"l", b"false", 2)):
-        position = body.find(letter)
-        while position != -1:
-            start = position - offset
-            if body[start : start + len(literal)] == literal:
-                before = start - 1
-                while before >= 0 and body[before] in b" \t\r\n":
-                    before -= 1
-                if before >= 0 and body[before] in b"[,":
-                    return True
-            position = body.find(letter, position + 1)
-    return False
 
 
 def _envelope_problems(error: ValidationError) -> list[Problem]:
@@ -91,13 +71,13 @@ def _find_function(name: str, kind: FunctionKind, catalogue: Catalogue) -> Funct
 class _Decoder:
     def __init__(self, body: bytes, options: DecodeOptions) -> None:
         self.options = options
-        self.maybe_booleans = may_hold_list_booleans(body)
+        self.scan = scan_body(body)
         self.arrays: dict[str, np.ndarray] = {}
         self.locs: dict[str, Loc] = {}
         self.total = 0
 
     def tensor(self, name: str, value: Any, loc: Loc) -> None:
-        arr = decode_tensor(value, loc, self.options.limits, self.maybe_booleans)
+        arr = decode_tensor(value, loc, self.options.limits, self.scan)
         self.total += arr.size
         if self.total > self.options.max_total_elements:
             raise TooLarge.at(
@@ -119,7 +99,7 @@ class _Decoder:
         grad_array = None
         if grad_output is not None:
             loc: Loc = ("body", "grad_output")
-            grad_array = decode_tensor(grad_output, loc, self.options.limits, self.maybe_booleans)
+            grad_array = decode_tensor(grad_output, loc, self.options.limits, self.scan)
             self.locs["grad_output"] = loc
         return build_job(spec, self.arrays, scalars, self.locs, dtype or self.options.default_dtype, grad, grad_array)
 

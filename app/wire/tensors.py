@@ -17,6 +17,7 @@ from typing import Any, Literal
 import numpy as np
 
 from app.core.errors import InvalidRequest, Loc, TooLarge
+from app.wire.scan import EVERYTHING_SUSPECT, BodyScan
 
 Encoding = Literal["json", "base64"]
 
@@ -55,11 +56,11 @@ def _float32_to_bfloat16_bits(values: np.ndarray) -> np.ndarray:
     return (np.ascontiguousarray(values, dtype=np.float32).view(np.uint32) >> 16).astype(np.uint16)
 
 
-def decode_tensor(value: Any, loc: Loc, limits: Limits, maybe_booleans: bool = True) -> np.ndarray:
+def decode_tensor(value: Any, loc: Loc, limits: Limits, scan: BodyScan = EVERYTHING_SUSPECT) -> np.ndarray:
     """A wire tensor as a numpy array: float64 or int64 from JSON numbers, else the sent dtype.
 
-    ``maybe_booleans`` is False when a scan of the raw body proved no ``true``/``false`` sits
-    inside a list, so the exact boolean check can be skipped.
+    ``scan`` (of the raw body) tells whether booleans or strings may sit inside lists; when
+    neither can, ``numpy.asarray`` alone builds the array.
     """
     if isinstance(value, bool):
         raise _invalid(loc, "booleans are not tensor elements", "boolean_element")
@@ -68,14 +69,18 @@ def decode_tensor(value: Any, loc: Loc, limits: Limits, maybe_booleans: bool = T
     if isinstance(value, str):
         if value in NON_FINITE_IN:
             return np.asarray(NON_FINITE_IN[value], dtype=np.float64)
-        raise _invalid(loc, "strings are not tensor elements (except NaN, Infinity, -Infinity)", "string_element")
+        raise _invalid(loc, _STRING_MESSAGE, "string_element")
     if isinstance(value, list):
-        return _decode_nested(value, loc, limits, maybe_booleans)
+        return _decode_nested(value, loc, limits, scan)
     if isinstance(value, dict):
-        return _decode_object(value, loc, limits)
+        return _decode_object(value, loc, limits, scan)
     if value is None:
         raise _invalid(loc, "a tensor is required, got null", "null_tensor")
     raise _invalid(loc, f"not a tensor: {type(value).__name__}", "not_a_tensor")
+
+
+_STRING_MESSAGE = 'strings are not tensor elements (except "NaN", "Infinity", "-Infinity")'
+_RAGGED_MESSAGE = "ragged nested list: every list at the same depth must have the same length"
 
 
 def _nested_shape(value: list[Any], loc: Loc, limits: Limits) -> list[int]:
@@ -99,88 +104,66 @@ def _check_size(shape: Sequence[int], loc: Loc, limits: Limits) -> int:
     return count
 
 
-def _decode_nested(value: list[Any], loc: Loc, limits: Limits, maybe_booleans: bool) -> np.ndarray:
+def _decode_nested(value: list[Any], loc: Loc, limits: Limits, scan: BodyScan) -> np.ndarray:
     shape = _nested_shape(value, loc, limits)
     _check_size(shape, loc, limits)
+    if scan.strings_in_lists:
+        return _decode_exact(value, loc)
     try:
         arr = np.asarray(value)
     except (ValueError, TypeError):
-        raise _invalid(
-            loc, "ragged nested list: every list at the same depth must have the same length", "ragged_tensor"
-        ) from None
-    if arr.ndim != len(shape) and arr.size:
-        raise _invalid(loc, "ragged nested list or non-numeric elements", "ragged_tensor")
+        raise _invalid(loc, _RAGGED_MESSAGE, "ragged_tensor") from None
     kind = arr.dtype.kind
     if kind == "b":
         raise _invalid(loc, "booleans are not tensor elements", "boolean_element")
-    if kind in "fiu":
-        if maybe_booleans and kind in "fi" and _contains_boolean(value):
-            raise _invalid(loc, "booleans are not tensor elements", "boolean_element")
-        if kind == "u":  # only integers beyond int64 end up here
-            raise _invalid(loc, "integer out of the int64 range", "integer_overflow")
-        return arr
-    if kind == "U":
-        return _decode_with_non_finite(value, loc, arr.shape)
-    return _reject_elements(value, loc)
+    if kind in "fi" and arr.ndim == len(shape):
+        return _decode_exact(value, loc) if scan.booleans_in_lists else arr
+    return _decode_exact(value, loc)
 
 
-def _flatten(value: Any) -> list[Any]:
-    """Leaves of a nested list, in C order (exact path only)."""
-    out: list[Any] = []
-    stack = [value]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, list):
-            stack.extend(reversed(node))
+def _decode_exact(value: list[Any], loc: Loc) -> np.ndarray:
+    """Element by element: for non-finite tokens, and to name the first bad element."""
+    try:
+        objects = np.asarray(value, dtype=object)
+    except (ValueError, TypeError):
+        raise _invalid(loc, _RAGGED_MESSAGE, "ragged_tensor") from None
+    leaves = objects.ravel().tolist()
+    has_token = False
+    for position, leaf in enumerate(leaves):
+        kind = type(leaf)
+        if kind is float or kind is int:
+            continue
+        where = (*loc, *_unravel(position, objects.shape))
+        if kind is str and leaf in NON_FINITE_IN:
+            has_token = True
+        elif kind is str:
+            raise _invalid(where, _STRING_MESSAGE, "string_element")
+        elif kind is bool:
+            raise _invalid(where, "booleans are not tensor elements", "boolean_element")
+        elif leaf is None:
+            raise _invalid(where, 'null is not a tensor element; non-finite values travel as "NaN"', "null_element")
+        elif kind is list:
+            raise _invalid(loc, _RAGGED_MESSAGE, "ragged_tensor")
         else:
-            out.append(node)
-    return out
-
-
-def _contains_boolean(value: list[Any]) -> bool:
-    return any(leaf is True or leaf is False for leaf in _flatten(value))
-
-
-def _decode_with_non_finite(value: list[Any], loc: Loc, shape: tuple[int, ...]) -> np.ndarray:
-    out = []
-    for position, leaf in enumerate(_flatten(value)):
-        if isinstance(leaf, str):
-            if leaf not in NON_FINITE_IN:
-                raise _invalid(
-                    (*loc, *_unravel(position, shape)),
-                    "strings are not tensor elements (except NaN, Infinity, -Infinity)",
-                    "string_element",
-                )
-            out.append(NON_FINITE_IN[leaf])
-        elif isinstance(leaf, bool):
-            raise _invalid((*loc, *_unravel(position, shape)), "booleans are not tensor elements", "boolean_element")
-        else:
-            out.append(leaf)
-    return np.asarray(out, dtype=np.float64).reshape(shape)
+            raise _invalid(where, "tensor elements must be numbers", "not_a_number")
+    if has_token:
+        leaves = [NON_FINITE_IN[leaf] if type(leaf) is str else leaf for leaf in leaves]
+        return np.asarray(leaves, dtype=np.float64).reshape(objects.shape)
+    return np.asarray(leaves).reshape(objects.shape)
 
 
 def _unravel(position: int, shape: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(int(i) for i in np.unravel_index(position, shape)) if shape else ()
 
 
-def _reject_elements(value: list[Any], loc: Loc) -> np.ndarray:
-    for leaf in _flatten(value):
-        if leaf is None:
-            raise _invalid(loc, 'null is not a tensor element; non-finite values travel as "NaN"', "null_element")
-        if isinstance(leaf, dict):
-            raise _invalid(loc, "objects cannot be nested inside a list tensor", "not_a_tensor")
-    raise _invalid(loc, "tensor elements must be numbers", "not_a_number")
-
-
 _OBJECT_KEYS = frozenset({"shape", "dtype", "data"})
 
 
-def _decode_object(value: dict[str, Any], loc: Loc, limits: Limits) -> np.ndarray:
+def _decode_object(value: dict[str, Any], loc: Loc, limits: Limits, scan: BodyScan) -> np.ndarray:
     unknown = set(value) - _OBJECT_KEYS
     if unknown:
-        raise _invalid(
-            (*loc, sorted(unknown)[0]), "unknown key in tensor object (expected shape, dtype, data)", "extra_forbidden"
-        )
+        key = sorted(unknown)[0]
+        raise _invalid((*loc, key), "unknown key in tensor object (expected shape, dtype, data)", "extra_forbidden")
     shape = value.get("shape")
     if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
         raise _invalid((*loc, "shape"), "must be a list of non-negative integers", "invalid_shape")
@@ -188,40 +171,57 @@ def _decode_object(value: dict[str, Any], loc: Loc, limits: Limits) -> np.ndarra
         raise _invalid((*loc, "shape"), f"rank {len(shape)} exceeds the rank limit {limits.max_rank}", "rank_limit")
     count = _check_size(shape, (*loc, "shape"), limits)
     dtype_name = value.get("dtype", "float32")
-    if dtype_name not in WIRE_DTYPES:
+    if not isinstance(dtype_name, str) or dtype_name not in WIRE_DTYPES:
         raise _invalid((*loc, "dtype"), f"unknown dtype; one of {', '.join(WIRE_DTYPES)}", "invalid_dtype")
-    dtype = WIRE_DTYPES[dtype_name]
     data = value.get("data")
     if isinstance(data, str):
-        try:
-            raw = binascii.a2b_base64(data, strict_mode=True)
-        except (binascii.Error, ValueError):
-            raise _invalid((*loc, "data"), "not valid base64", "invalid_base64") from None
-        if len(raw) != count * dtype.itemsize:
-            raise _invalid(
-                (*loc, "data"),
-                f"holds {len(raw)} bytes; shape {shape} of {dtype_name} needs {count * dtype.itemsize}",
-                "size_mismatch",
-            )
-        arr = np.frombuffer(raw, dtype=dtype).reshape(shape)
-    elif isinstance(data, list):
+        return _from_base64(data, shape, count, dtype_name, (*loc, "data"))
+    if isinstance(data, list):
         if len(data) != count:
             raise _invalid((*loc, "data"), f"holds {len(data)} values; shape {shape} needs {count}", "size_mismatch")
-        flat = _decode_nested(data, (*loc, "data"), Limits(limits.max_elements, 1), True) if data else np.zeros(0)
-        if dtype.kind in "iu" and flat.dtype.kind == "f":
-            raise _invalid((*loc, "data"), f"{dtype_name} data must be integers", "wrong_type")
-        arr = flat.astype(np.float32 if dtype_name == "bfloat16" else dtype).reshape(shape)
-        return _widen(arr, dtype_name, raw_bits=False)
-    else:
-        raise _invalid((*loc, "data"), "must be a base64 string or a flat list of numbers", "invalid_data")
-    return _widen(arr, dtype_name, raw_bits=True)
+        flat = _decode_nested(data, (*loc, "data"), Limits(limits.max_elements, 1), scan) if data else np.zeros(0)
+        return _cast_declared(flat, dtype_name, (*loc, "data")).reshape(shape)
+    raise _invalid((*loc, "data"), "must be a base64 string or a flat list of numbers", "invalid_data")
 
 
-def _widen(arr: np.ndarray, dtype_name: str, raw_bits: bool) -> np.ndarray:
-    """Native byte order; bfloat16 bits become float32 (exactly)."""
-    if dtype_name == "bfloat16" and raw_bits:
+def _from_base64(data: str, shape: list[int], count: int, dtype_name: str, loc: Loc) -> np.ndarray:
+    dtype = WIRE_DTYPES[dtype_name]
+    try:
+        raw = binascii.a2b_base64(data, strict_mode=True)
+    except (binascii.Error, ValueError):
+        raise _invalid(loc, "not valid base64", "invalid_base64") from None
+    if len(raw) != count * dtype.itemsize:
+        needed = count * dtype.itemsize
+        raise _invalid(loc, f"holds {len(raw)} bytes; shape {shape} of {dtype_name} needs {needed}", "size_mismatch")
+    arr = np.frombuffer(bytearray(raw), dtype=dtype).reshape(shape)  # bytearray: writable, as torch wants
+    if dtype_name == "bfloat16":
         return _bfloat16_bits_to_float32(arr)
     return arr.astype(arr.dtype.newbyteorder("="), copy=False)
+
+
+_BFLOAT16_MAX = 3.3895313892515355e38
+
+
+def _cast_declared(flat: np.ndarray, dtype_name: str, loc: Loc) -> np.ndarray:
+    """Flat list data as the object's declared dtype, refusing values that do not fit it."""
+    dtype = WIRE_DTYPES[dtype_name]
+    if dtype.kind in "iu":
+        if flat.dtype.kind == "f":
+            raise _invalid(loc, f"{dtype_name} data must be integers", "wrong_type")
+        info = np.iinfo(dtype)
+        if flat.size and (int(flat.min()) < info.min or int(flat.max()) > info.max):
+            raise _invalid(loc, f"values must lie in [{info.min}, {info.max}] for {dtype_name}", "dtype_overflow")
+        return flat.astype(dtype.newbyteorder("="))
+    if dtype_name == "bfloat16":
+        finite = flat[np.isfinite(flat)] if flat.dtype.kind == "f" else flat
+        if finite.size and float(np.abs(finite).max()) > _BFLOAT16_MAX:
+            raise _invalid(loc, "a value overflows bfloat16", "dtype_overflow")
+        return flat.astype(np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        cast = flat.astype(dtype.newbyteorder("="))
+    if cast.size and not bool(np.isfinite(cast).all()) and bool((np.isfinite(flat) & ~np.isfinite(cast)).any()):
+        raise _invalid(loc, f"a value overflows {dtype_name}", "dtype_overflow")
+    return cast
 
 
 def encode_tensor(arr: np.ndarray, dtype_name: str, encoding: Encoding) -> Any:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 
 from app.api.responses import error_responses
 from app.compute.catalogue import CATALOGUE
@@ -16,7 +16,7 @@ router = APIRouter(tags=["catalogue"])
 @router.get("/functions", summary="List every activation and loss function")
 async def list_functions(kind: Literal["activation", "loss"] | None = None) -> dict[str, Any]:
     specs = CATALOGUE.of_kind(kind) if kind else tuple(CATALOGUE)
-    return {"count": len(specs), "functions": [spec.describe() for spec in specs]}
+    return {"count": len(specs), "functions": [CATALOGUE.describe(spec) for spec in specs]}
 
 
 @router.get(
@@ -24,10 +24,10 @@ async def list_functions(kind: Literal["activation", "loss"] | None = None) -> d
     summary="Describe one function (canonical name or alias, any case)",
     responses=error_responses(404),
 )
-async def get_function(name: str, request: Request) -> dict[str, Any]:
+async def get_function(name: str) -> dict[str, object]:
     spec = CATALOGUE.find(name)
     if spec is None:
         close = CATALOGUE.suggest(name)
         hint = f"; closest: {', '.join(close)}" if close else ""
         raise UnknownFunction.at(("path", "name"), f"unknown function {name[:100]!r}{hint}", "unknown_function")
-    return spec.describe()
+    return CATALOGUE.describe(spec)

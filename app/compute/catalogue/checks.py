@@ -266,3 +266,70 @@ def pair_with_label(arrays: Arrays, params: Params) -> None:
     expected = [] if x.ndim == 1 else [x.shape[0]]
     if _shape(arrays["target"]) != expected:
         raise fail("target", f"shape {_shape(arrays['target'])} should be {expected}", "shape_mismatch")
+
+
+def gaussian_variance(arrays: Arrays, params: Params) -> None:
+    """var: input's shape, input's shape less its last dim, or one dim of size 1 (torch's rule)."""
+    inp, var = arrays["input"], arrays["var"]
+    if var.shape == inp.shape or var.shape == inp.shape[:-1]:
+        return
+    if var.ndim == inp.ndim and sum(v for i, v in zip(inp.shape, var.shape, strict=True) if i != v) == 1:
+        return
+    raise fail(
+        "var",
+        f"shape {_shape(var)} does not fit input {_shape(inp)}: use input's shape, input's shape without its "
+        "last dim, or input's shape with one dim of size 1",
+        "shape_mismatch",
+    )
+
+
+def class_weight(class_dim: int) -> Check:
+    """A per-class ``weight`` of shape (C,), C read from ``input`` along ``class_dim`` (or dim 0 if 1-D)."""
+
+    def check(arrays: Arrays, params: Params) -> None:
+        weight = arrays.get("weight")
+        if weight is None:
+            return
+        inp = arrays["input"]
+        classes = inp.shape[0] if inp.ndim == 1 else inp.shape[class_dim] if inp.ndim else 1
+        if weight.shape != (classes,):
+            raise fail(
+                "weight", f"must hold one weight per class: shape [{classes}], got {_shape(weight)}", "wrong_shape"
+            )
+
+    return check
+
+
+def broadcastable_to_input(*names: str) -> Check:
+    """Each named tensor parameter, when given, broadcasts to input's shape."""
+
+    def check(arrays: Arrays, params: Params) -> None:
+        inp = arrays["input"]
+        for name in names:
+            tensor = arrays.get(name)
+            if tensor is None:
+                continue
+            try:
+                fits = np.broadcast_shapes(tensor.shape, inp.shape) == inp.shape
+            except ValueError:
+                fits = False
+            if not fits:
+                raise fail(name, f"shape {_shape(tensor)} does not broadcast to input's {_shape(inp)}", "wrong_shape")
+
+    return check
+
+
+def some_target_counts(arrays: Arrays, params: Params) -> None:
+    """A 'mean' over class-index targets divides by their total weight: refuse a zero total (NaN)."""
+    target = arrays["target"]
+    if params.get("reduction") != "mean" or target.dtype.kind not in "iu" or target.size == 0:
+        return
+    counted = target[target != params["ignore_index"]]
+    weight = arrays.get("weight")
+    total = counted.size if weight is None else float(np.asarray(weight, dtype=np.float64)[counted].sum())
+    if total == 0:
+        raise fail(
+            "target",
+            "every target is ignore_index or has weight 0: a 'mean' over no weight is NaN",
+            "empty_tensor",
+        )

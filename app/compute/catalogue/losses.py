@@ -97,7 +97,7 @@ _Y = [[0.0, -1.0, 1.0], [1.5, 0.5, -0.5]]
 _P = [[0.8, 0.1, 0.6], [0.3, 0.9, 0.2]]
 _B = [[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]]
 _PM = [[1.0, -1.0, 1.0], [-1.0, 1.0, 1.0]]
-_ELEMENTWISE = (checks.same_shape("input", "target"),)
+_ELEMENTWISE = (checks.same_shape("input", "target"), checks.broadcastable_to_input("weight", "pos_weight"))
 _CLASS_WEIGHT = _weight("a manual rescaling weight per class (C)")
 _IGNORE = Param("ignore_index", "int", "target value that is ignored", default=-100)
 
@@ -136,7 +136,11 @@ LOSSES: tuple[FunctionSpec, ...] = (
             REDUCTION,
             Param("label_smoothing", "float", "amount of smoothing", default=0.0, ge=0.0, le=1.0),
         ),
-        extra_checks=(checks.class_targets(ignore_index=True, allow_probabilities=True),),
+        extra_checks=(
+            checks.class_targets(ignore_index=True, allow_probabilities=True),
+            checks.class_weight(1),
+            checks.some_target_counts,
+        ),
     ),
     _loss(
         "ctc_loss",
@@ -171,7 +175,11 @@ LOSSES: tuple[FunctionSpec, ...] = (
         (_INPUT, TensorArg("target", "class indices (N) or (N, d1, ...)", kind="index")),
         {"input": [[-0.5, -1.2, -2.0], [-1.0, -0.3, -2.2]], "target": [0, 1]},
         params=(_CLASS_WEIGHT, _IGNORE, REDUCTION),
-        extra_checks=(checks.class_targets(ignore_index=True, allow_probabilities=False),),
+        extra_checks=(
+            checks.class_targets(ignore_index=True, allow_probabilities=False),
+            checks.class_weight(1),
+            checks.some_target_counts,
+        ),
     ),
     _loss(
         "poisson_nll_loss",
@@ -198,7 +206,7 @@ LOSSES: tuple[FunctionSpec, ...] = (
             Param("eps", "float", "clamp for the variance", default=1e-6, gt=0.0),
             REDUCTION,
         ),
-        extra_checks=(*_ELEMENTWISE, checks.non_negative("var")),
+        extra_checks=(*_ELEMENTWISE, checks.gaussian_variance, checks.non_negative("var")),
     ),
     _loss(
         "kl_div",
@@ -331,7 +339,7 @@ LOSSES: tuple[FunctionSpec, ...] = (
             _CLASS_WEIGHT,
             REDUCTION,
         ),
-        extra_checks=(checks.multi_margin_targets,),
+        extra_checks=(checks.multi_margin_targets, checks.class_weight(-1)),
     ),
     _loss(
         "triplet_margin_loss",

@@ -9,10 +9,16 @@ from app.compute.catalogue.activations import ACTIVATIONS
 from app.compute.catalogue.losses import LOSSES
 from app.compute.catalogue.spec import FunctionKind, FunctionSpec
 
+_INPLACE = "in-place operation has no meaning over HTTP: the service never sees your tensor again"
+_DEPRECATED = "deprecated in torch; use `reduction` instead"
+REFUSED_BY_KIND: dict[FunctionKind, dict[str, str]] = {
+    "activation": {"inplace": _INPLACE},
+    "loss": {"size_average": _DEPRECATED, "reduce": _DEPRECATED},
+}
 REFUSED_EVERYWHERE: dict[str, str] = {
-    "inplace": "in-place operation has no meaning over HTTP: the service never sees your tensor again",
-    "size_average": "deprecated in torch; use `reduction` instead",
-    "reduce": "deprecated in torch; use `reduction` instead",
+    "inplace": _INPLACE,
+    "size_average": _DEPRECATED,
+    "reduce": _DEPRECATED,
     "_stacklevel": "internal to torch's warnings",
 }
 
@@ -52,6 +58,10 @@ class Catalogue:
             if canonical not in names:
                 names.append(canonical)
         return names[:limit]
+
+    @staticmethod
+    def describe(spec: FunctionSpec) -> dict[str, object]:
+        return spec.describe({**REFUSED_BY_KIND[spec.kind], **spec.refused})
 
     @staticmethod
     def refusal(spec: FunctionSpec, param: str) -> str | None:

@@ -130,7 +130,8 @@ class FunctionSpec:
     def differentiable(self) -> tuple[str, ...]:
         return tuple(a.name for a in self.tensors if a.differentiable and a.kind != "index")
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self, refused: Mapping[str, str]) -> dict[str, Any]:
+        """The catalogue entry; ``refused`` lists the torch arguments refused, with reasons."""
         return {
             "name": self.name,
             "kind": self.kind,
@@ -139,7 +140,7 @@ class FunctionSpec:
             "endpoint": "/activate" if self.kind == "activation" else "/loss",
             "tensors": [arg.describe() for arg in self.tensors],
             "params": [param.describe() for param in self.params],
-            "refused_params": dict(self.refused),
+            "refused_params": dict(refused),
             "differentiable": bool(self.differentiable),
             "gradient_wrt": list(self.differentiable),
             "example": dict(self.example),

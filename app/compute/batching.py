@@ -1,0 +1,243 @@
+"""Dynamic batching: concurrent compatible work shares one compute call; a bad item fails alone.
+
+Self-contained and transport-neutral. Items wait in one queue; a consumer task takes the oldest
+item and every queued item with the same key (up to ``max_batch_size`` items and
+``max_batch_elements`` elements), waiting up to ``max_batch_delay`` for more only when others
+are already queued, so a lone item never waits for company. Each group runs through ``compute``
+in the executor, which returns one result or one exception per item: an exception fails its own
+item only. Cancelled or expired items are dropped before their batch runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable, Hashable, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from app.core.errors import Overloaded
+
+ItemT = TypeVar("ItemT")
+ResultT = TypeVar("ResultT")
+
+
+class QueueFull(Overloaded):
+    code = "queue_full"
+
+
+class DeadlineExceeded(Overloaded):
+    code = "deadline_exceeded"
+
+
+@dataclass(frozen=True)
+class Served(Generic[ResultT]):
+    """A result and how it was served."""
+
+    result: ResultT
+    queue_wait: float
+    compute_time: float
+    batch_size: int
+
+
+@dataclass
+class BatcherStats:
+    """Counters a metrics exporter can read."""
+
+    batches: int = 0
+    items: int = 0
+    rejected_full: int = 0
+    expired: int = 0
+    cancelled: int = 0
+    failed: int = 0
+
+
+@dataclass
+class _Pending(Generic[ItemT, ResultT]):
+    item: ItemT
+    key: Hashable
+    size: int
+    enqueued: float
+    deadline: float | None
+    future: asyncio.Future[Served[ResultT]] = field(repr=False)
+
+
+BatchCompute = Callable[[Sequence[ItemT]], Sequence[ResultT | Exception]]
+
+
+class DynamicBatcher(Generic[ItemT, ResultT]):
+    def __init__(
+        self,
+        compute: BatchCompute[ItemT, ResultT],
+        *,
+        key: Callable[[ItemT], Hashable],
+        size: Callable[[ItemT], int],
+        executor: Executor,
+        max_batch_size: int,
+        max_batch_elements: int,
+        max_batch_delay: float,
+        max_queue_size: int,
+        consumers: int = 1,
+    ) -> None:
+        if max_batch_size < 1 or max_batch_elements < 1 or max_queue_size < 1 or consumers < 1:
+            raise ValueError("batch size, element budget, queue size and consumers must be positive")
+        if max_batch_delay < 0:
+            raise ValueError("max_batch_delay must not be negative")
+        self._compute = compute
+        self._key = key
+        self._size = size
+        self._executor = executor
+        self.max_batch_size = max_batch_size
+        self.max_batch_elements = max_batch_elements
+        self.max_batch_delay = max_batch_delay
+        self.max_queue_size = max_queue_size
+        self._consumers = consumers
+        self.stats = BatcherStats()
+        self._queue: deque[_Pending[ItemT, ResultT]] = deque()
+        self._arrived: asyncio.Event | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._closing = False
+
+    @property
+    def depth(self) -> int:
+        return len(self._queue)
+
+    def start(self) -> None:
+        """Start the consumers; call inside the running loop (the queue's events belong to it)."""
+        self._arrived = asyncio.Event()
+        self._tasks = [asyncio.create_task(self._consume(), name=f"batcher-{i}") for i in range(self._consumers)]
+
+    async def stop(self) -> None:
+        """Refuse new items, finish the queued ones, then stop the consumers."""
+        self._closing = True
+        if self._arrived is not None:
+            self._arrived.set()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+
+    async def submit(self, item: ItemT, timeout: float | None = None) -> Served[ResultT]:
+        """Queue ``item`` and wait for its result; 503-type errors when full or too late."""
+        if self._arrived is None or self._closing:
+            raise Overloaded.at(("service",), "not accepting work (starting or shutting down)", "not_ready")
+        if len(self._queue) >= self.max_queue_size:
+            self.stats.rejected_full += 1
+            raise QueueFull.at(("service",), f"the queue is full ({self.max_queue_size} waiting)", "queue_full")
+        loop = asyncio.get_running_loop()
+        now = time.monotonic()
+        pending: _Pending[ItemT, ResultT] = _Pending(
+            item,
+            self._key(item),
+            self._size(item),
+            now,
+            None if timeout is None else now + timeout,
+            loop.create_future(),
+        )
+        self._queue.append(pending)
+        self._arrived.set()
+        try:
+            return await asyncio.wait_for(asyncio.shield(pending.future), timeout)
+        except TimeoutError:
+            if pending.future.cancel():
+                self.stats.expired += 1
+            if pending.future.done() and not pending.future.cancelled():
+                return pending.future.result()
+            raise DeadlineExceeded.at(
+                ("service",), f"not served within the deadline of {timeout:.3f} s", "deadline_exceeded"
+            ) from None
+        except asyncio.CancelledError:
+            if pending.future.cancel():
+                self.stats.cancelled += 1
+            raise
+
+    def _take_batch(self) -> list[_Pending[ItemT, ResultT]]:
+        """The oldest live item and the queued items sharing its key, within the limits."""
+        while self._queue and self._queue[0].future.done():
+            self._queue.popleft()
+        if not self._queue:
+            return []
+        first = self._queue.popleft()
+        batch, elements = [first], first.size
+        kept: deque[_Pending[ItemT, ResultT]] = deque()
+        while self._queue and len(batch) < self.max_batch_size:
+            candidate = self._queue.popleft()
+            if candidate.future.done():
+                continue
+            if candidate.key == first.key and elements + candidate.size <= self.max_batch_elements:
+                batch.append(candidate)
+                elements += candidate.size
+            else:
+                kept.append(candidate)
+        kept.extend(self._queue)
+        self._queue = kept
+        return batch
+
+    def _top_up(self, batch: list[_Pending[ItemT, ResultT]]) -> None:
+        elements = sum(p.size for p in batch)
+        kept: deque[_Pending[ItemT, ResultT]] = deque()
+        while self._queue:
+            candidate = self._queue.popleft()
+            fits = len(batch) < self.max_batch_size and elements + candidate.size <= self.max_batch_elements
+            if not candidate.future.done() and candidate.key == batch[0].key and fits:
+                batch.append(candidate)
+                elements += candidate.size
+            elif not candidate.future.done():
+                kept.append(candidate)
+        self._queue = kept
+
+    async def _wait_for_company(self, batch: list[_Pending[ItemT, ResultT]]) -> None:
+        """Others were queued: give compatible work up to ``max_batch_delay`` to fill the batch."""
+        assert self._arrived is not None
+        deadline = time.monotonic() + self.max_batch_delay
+        while len(batch) < self.max_batch_size and not self._closing:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            self._arrived.clear()
+            try:
+                await asyncio.wait_for(self._arrived.wait(), remaining)
+            except TimeoutError:
+                break
+            self._top_up(batch)
+
+    async def _consume(self) -> None:
+        assert self._arrived is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._queue:
+                if self._closing:
+                    return
+                self._arrived.clear()
+                await self._arrived.wait()
+                continue
+            had_company = len(self._queue) > 1
+            batch = self._take_batch()
+            if not batch:
+                continue
+            if had_company and self.max_batch_delay > 0:
+                await self._wait_for_company(batch)
+            live = [p for p in batch if not p.future.done()]
+            if not live:
+                continue
+            started = time.monotonic()
+            try:
+                outcomes = await loop.run_in_executor(self._executor, self._compute, [p.item for p in live])
+            except Exception as error:  # the compute function itself broke: fail this batch only
+                outcomes = [error] * len(live)
+            finished = time.monotonic()
+            if len(outcomes) != len(live):
+                mismatch = RuntimeError(f"compute returned {len(outcomes)} outcomes for {len(live)} items")
+                outcomes = [mismatch] * len(live)
+            self.stats.batches += 1
+            self.stats.items += len(live)
+            for pending, outcome in zip(live, outcomes, strict=True):
+                if pending.future.done():
+                    continue
+                if isinstance(outcome, Exception):
+                    self.stats.failed += 1
+                    pending.future.set_exception(outcome)
+                else:
+                    pending.future.set_result(
+                        Served(outcome, started - pending.enqueued, finished - started, len(live))
+                    )

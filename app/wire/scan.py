@@ -1,0 +1,93 @@
+"""A cheap scan of the raw body for the two things ``numpy.asarray`` would hide or make slow:
+booleans and strings inside JSON arrays.
+
+numpy turns ``true`` into 1 among numbers, and converts every number to text when one string
+is present (half a second for a million elements). The scan visits only string tokens and the
+letters of ``true``/``false``, never the digits, so a body of numbers costs a few memchr passes.
+A positive is a hint that sends the tensors down the exact path, never a rejection by itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+_WHITESPACE = b" \t\r\n"
+_BACKSLASH, _COLON = ord("\\"), ord(":")
+_MAX_HITS = 256
+"""Past this many candidates the body is simply suspect: a body of numbers has almost none."""
+
+
+@dataclass(frozen=True)
+class BodyScan:
+    strings_in_lists: bool
+    booleans_in_lists: bool
+
+
+NOTHING_SUSPECT = BodyScan(strings_in_lists=False, booleans_in_lists=False)
+EVERYTHING_SUSPECT = BodyScan(strings_in_lists=True, booleans_in_lists=True)
+
+
+def scan_body(body: bytes) -> BodyScan:
+    return BodyScan(_strings_in_lists(body), _booleans_in_lists(body))
+
+
+def _previous_significant(body: bytes, index: int) -> int:
+    index -= 1
+    while index >= 0 and body[index] in _WHITESPACE:
+        index -= 1
+    return index
+
+
+def _next_significant(body: bytes, index: int) -> int:
+    while index < len(body) and body[index] in _WHITESPACE:
+        index += 1
+    return index if index < len(body) else -1
+
+
+def _closing_quote(body: bytes, start: int) -> int:
+    end = body.find(b'"', start)
+    while end != -1:
+        backslashes = 0
+        while body[end - 1 - backslashes] == _BACKSLASH:
+            backslashes += 1
+        if backslashes % 2 == 0:
+            return end
+        end = body.find(b'"', end + 1)
+    return -1
+
+
+def _strings_in_lists(body: bytes) -> bool:
+    """A string that follows '[' or ',' and is not an object key (no ':' after it)."""
+    opening = body.find(b'"')
+    for _ in range(_MAX_HITS):
+        if opening == -1:
+            return False
+        closing = _closing_quote(body, opening + 1)
+        if closing == -1:
+            return False  # unterminated: the JSON parser rejects the body
+        before = _previous_significant(body, opening)
+        if before >= 0 and body[before] in b"[,":
+            after = _next_significant(body, closing + 1)
+            if after == -1 or body[after] != _COLON:
+                return True
+        opening = body.find(b'"', closing + 1)
+    return True
+
+
+def _booleans_in_lists(body: bytes) -> bool:
+    """``true``/``false`` after '[' or ','. Found through the letters 'u' and 'l', which no
+    number contains; hits inside strings are harmless false positives."""
+    for letter, literal in ((b"u", b"true"), (b"l", b"false")):
+        position = body.find(letter)
+        for _ in range(_MAX_HITS):
+            if position == -1:
+                break
+            start = position - 2
+            if start >= 0 and body[start : start + len(literal)] == literal:
+                before = _previous_significant(body, start)
+                if before >= 0 and body[before] in b"[,":
+                    return True
+            position = body.find(letter, position + 1)
+        else:
+            return True
+    return False
