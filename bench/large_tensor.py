@@ -7,7 +7,8 @@ then, for the JSON-list form and for the base64 form of the same float32 tensor,
 * service:    ``POST /activate`` with the prepared body bytes on a keep-alive ``httpx.Client``,
               until the whole reply has been read as bytes. The client-side parse of the reply
               (``orjson.loads``) is NOT included; it is timed apart and reported as ``client parse``.
-* in-process: the bare work on the same body bytes, in this process, producing the same reply bytes:
+* in-process: the bare work on the same body bytes, in this process, producing the same reply bytes,
+              by default on the server's core (idle meanwhile; ``--in-process-cpu client`` to change):
               JSON:   orjson.loads(body) + numpy.asarray + torch.from_numpy + cast to float32 + relu
                       + orjson.dumps(reply dict, OPT_SERIALIZE_NUMPY);
               base64: orjson.loads(body) + base64 decode + numpy.frombuffer + torch.from_numpy + relu
@@ -242,11 +243,32 @@ def check_agreement(case: Case, service_reply: bytes, local_reply: bytes) -> Non
         raise RuntimeError(f"{case.name}: the service's output differs from the in-process output")
 
 
-def measure(client: httpx.Client, server: Server, case: Case, warmups: int, repeats: int) -> None:
+@dataclass(frozen=True)
+class Cpus:
+    """Where each side runs: the client's requests, and the in-process work (None: not pinned)."""
+
+    client: int | None
+    in_process: int | None
+
+
+@contextlib.contextmanager
+def on_cpu(cpu: int | None, back_to: int | None) -> Iterator[None]:
+    """Run the block pinned to ``cpu``, then go back to ``back_to`` (outside any timed region)."""
+    if cpu is not None and cpu != back_to:
+        os.sched_setaffinity(0, {cpu})
+    try:
+        yield
+    finally:
+        if back_to is not None and cpu != back_to:
+            os.sched_setaffinity(0, {back_to})
+
+
+def measure(client: httpx.Client, server: Server, case: Case, cpus: Cpus, warmups: int, repeats: int) -> None:
     case.peak_reset = server.reset_peak()
     for _ in range(warmups):
         service_reply = post(client, case.body)
-        local_reply = case.in_process(case.body)
+        with on_cpu(cpus.in_process, cpus.client):
+            local_reply = case.in_process(case.body)
     check_agreement(case, service_reply, local_reply)
     del service_reply, local_reply
     for rep in range(repeats):
@@ -261,11 +283,61 @@ def measure(client: httpx.Client, server: Server, case: Case, warmups: int, repe
                 orjson.loads(reply)
                 case.client_parse_ms.append((time.perf_counter_ns() - start) / 1e6)
             else:
-                elapsed, reply = timed(lambda: case.in_process(case.body))
+                with on_cpu(cpus.in_process, cpus.client):
+                    elapsed, reply = timed(lambda: case.in_process(case.body))
                 case.in_process_ms.append(elapsed)
             del reply
     case.peak_kib = server.status_kib("VmHWM")
     case.rss_after_kib = server.status_kib("VmRSS")
+
+
+def system_busy_s() -> float:
+    """CPU seconds all cores spent busy since boot: user, nice, system and steal (by the hypervisor).
+
+    irq and softirq time is left out: the loopback traffic of the benchmark itself lands there.
+    """
+    with open("/proc/stat", encoding="ascii") as stat:
+        fields = [int(f) for f in stat.readline().split()[1:9]]
+    user, nice, system, _idle, _iowait, _irq, _softirq, steal = fields
+    return (user + nice + system + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system, all threads) a process has used."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+        fields = stat.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Noise:
+    """CPU time other processes used while measuring: a busy machine makes every figure unreliable."""
+
+    server_pid: int
+    wall: float = 0.0
+    busy: float = 0.0
+    ours: float = 0.0
+
+    def __enter__(self) -> Noise:
+        self.wall, self.busy = time.monotonic(), system_busy_s()
+        self.ours = process_cpu_s(os.getpid()) + process_cpu_s(self.server_pid)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.wall = time.monotonic() - self.wall
+        with contextlib.suppress(OSError):  # the server may have died: keep the original error
+            self.busy = system_busy_s() - self.busy
+            self.ours = process_cpu_s(os.getpid()) + process_cpu_s(self.server_pid) - self.ours
+
+    def report(self) -> dict[str, float]:
+        other = max(0.0, self.busy - self.ours)
+        cores = os.cpu_count() or 1
+        return {
+            "wall_s": self.wall,
+            "benchmark_cpu_s": self.ours,
+            "other_cpu_s": other,
+            "other_share_of_machine": other / (self.wall * cores),
+        }
 
 
 def warm_up_small(client: httpx.Client, rng: np.random.Generator, count: int = 50) -> None:
@@ -309,11 +381,13 @@ def print_table(report: dict[str, Any]) -> None:
     print()
     print(
         f"relu of {config['elements']:,} float32 elements; {config['repeats']} repeats after "
-        f"{config['warmups']} warm-ups; server cpu {config['server_cpu']}, client cpu {config['client_cpu']}, "
-        f"torch threads server {config['server_torch_threads']} / in-process {config['client_torch_threads']}"
+        f"{config['warmups']} warm-ups; cpu: server {config['server_cpu']}, client {config['client_cpu']}, "
+        f"in-process {config['in_process_cpu']}; torch threads: server {config['server_torch_threads']}, "
+        f"in-process {config['client_torch_threads']}"
     )
     print("service    = POST /activate with the prepared body bytes + read the whole reply (keep-alive httpx)")
     print("in-process = orjson.loads(body) + asarray/frombuffer + torch relu + encode + orjson.dumps(reply)")
+    print("             (the same reply bytes as the server's; not parsed either)")
     print("client parse = orjson.loads(reply) after a service call (not in either column; shown apart)")
     print()
     header = (
@@ -335,12 +409,23 @@ def print_table(report: dict[str, Any]) -> None:
     print(f"server RSS idle (VmRSS after small warm-up requests): {rss['idle_mib']:.1f} MiB")
     for name, row in report["cases"].items():
         print(
-            f"server peak RSS over the {name} {config['elements']:,}-element requests (VmHWM): {row['server_peak_rss_mib']:.1f} MiB "
+            f"server peak RSS over the {name} {config['elements']:,}-element requests (VmHWM): "
+            f"{row['server_peak_rss_mib']:.1f} MiB "
             f"= {row['server_peak_rss_mib'] / rss['idle_mib']:.2f}x idle "
             f"(+{row['server_peak_rss_mib'] - rss['idle_mib']:.1f} MiB); "
             f"VmRSS afterwards {row['server_rss_after_mib']:.1f} MiB"
             + ("" if row["server_peak_rss_reset_before"] else " [VmHWM not resettable: peak since start]")
         )
+    other = report["other_processes"]
+    print(
+        f"other processes used {other['other_cpu_s']:.1f} CPU-s during the {other['wall_s']:.0f} s of measuring "
+        f"({100 * other['other_share_of_machine']:.0f}% of the machine)"
+        + (
+            "  ** busy machine: the timings are unreliable, rerun when it is idle **"
+            if other["other_share_of_machine"] > 0.1
+            else ""
+        )
+    )
     print(f"figures written to {report['output']}")
 
 
@@ -352,6 +437,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--elements", type=int, default=1_000_000, help="tensor elements (default 1,000,000)")
     parser.add_argument("--repeats", type=int, default=15, help="timed runs of each side (default 15)")
     parser.add_argument("--warmups", type=int, default=3, help="untimed runs of each side first (default 3)")
+    parser.add_argument(
+        "--in-process-cpu",
+        choices=("server", "client"),
+        default="server",
+        help="core for the in-process work: the server's (default; it idles meanwhile, so both sides compute "
+        "on the same core) or the client's",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", type=Path, default=RESULTS, help=f"JSON results file (default {RESULTS})")
     args = parser.parse_args(argv)
@@ -365,6 +457,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     torch_threads = 1 if server_cpu is not None else None
     if client_cpu is not None:
         os.sched_setaffinity(0, {client_cpu})
+    cpus = Cpus(client_cpu, server_cpu if args.in_process_cpu == "server" else client_cpu)
     if torch_threads is not None:
         torch.set_num_threads(torch_threads)
 
@@ -384,9 +477,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         ready = client.get("/readyz").json()
         warm_up_small(client, rng)
         idle_kib = server.status_kib("VmRSS")
-        for case in cases:
-            print(f"measuring {case.name}: {len(case.body) / MIB:.1f} MiB body ...", file=sys.stderr, flush=True)
-            measure(client, server, case, args.warmups, args.repeats)
+        with Noise(server.pid) as noise:
+            for case in cases:
+                print(f"measuring {case.name}: {len(case.body) / MIB:.1f} MiB body ...", file=sys.stderr, flush=True)
+                measure(client, server, case, cpus, args.warmups, args.repeats)
 
     return {
         "config": {
@@ -396,6 +490,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "seed": args.seed,
             "server_cpu": server_cpu,
             "client_cpu": client_cpu,
+            "in_process_cpu": cpus.in_process,
             "cpus": os.cpu_count(),
             "server_torch_threads": os.environ.get("TORCHFN_TORCH_THREADS") or torch_threads,
             "client_torch_threads": torch.get_num_threads(),
@@ -410,17 +505,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "definitions": {
             "service_ms": "POST /activate with the prepared body bytes on a keep-alive httpx.Client, "
             "until the whole reply is read as bytes; excludes parsing the reply",
-            "in_process_ms": "same process as the client: orjson.loads(body) + numpy.asarray (JSON) or base64 "
-            "decode + numpy.frombuffer (base64) + torch.from_numpy + relu (float32) + encode + "
+            "in_process_ms": "in the client process, on in_process_cpu: orjson.loads(body) + numpy.asarray (JSON) "
+            "or base64 decode + numpy.frombuffer (base64) + torch.from_numpy + relu (float32) + encode + "
             "orjson.dumps(reply dict); produces the same reply bytes; excludes parsing the reply",
             "client_parse_ms": "orjson.loads(reply) on the client after each service call; in neither column",
             "ratio_of_medians": "median service_ms / median in_process_ms",
             "ratio_incl_client_parse": "(median service_ms + median client_parse_ms) / median in_process_ms",
+            "other_processes": "CPU time the rest of the machine used while measuring (/proc/stat busy time minus "
+            "this process and the server); a large share means noisy figures",
             "server_rss": "VmRSS of the server idle after small warm-up requests; VmHWM over each form's "
             "1M requests (reset with /proc/<pid>/clear_refs before each form)",
         },
         "cases": {case.name: summary(case) for case in reversed(cases)},
         "server_rss": {"idle_mib": idle_kib / 1024},
+        "other_processes": noise.report(),
         "output": str(args.output),
     }
 

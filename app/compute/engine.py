@@ -70,7 +70,7 @@ class Engine:
         return arg is not None and arg.kind != "float" and arr.dtype.kind in "iu"
 
     def _to_device(self, arr: np.ndarray, dtype: torch.dtype, loc: Loc, keep_integer: bool) -> torch.Tensor:
-        source = torch.from_numpy(np.ascontiguousarray(arr))
+        source = torch.from_numpy(np.asarray(arr, order="C"))  # keeps 0-d arrays 0-d
         if keep_integer:
             return source.to(self.device, torch.int64)
         cast = source.to(dtype)

@@ -205,7 +205,7 @@ _BFLOAT16_MAX = 3.3895313892515355e38
 def _cast_declared(flat: np.ndarray, dtype_name: str, loc: Loc) -> np.ndarray:
     """Flat list data as the object's declared dtype, refusing values that do not fit it."""
     dtype = WIRE_DTYPES[dtype_name]
-    if dtype.kind in "iu":
+    if dtype.kind in "iu" and dtype_name != "bfloat16":
         if flat.dtype.kind == "f":
             raise _invalid(loc, f"{dtype_name} data must be integers", "wrong_type")
         info = np.iinfo(dtype)

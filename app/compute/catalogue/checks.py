@@ -333,3 +333,16 @@ def some_target_counts(arrays: Arrays, params: Params) -> None:
             "every target is ignore_index or has weight 0: a 'mean' over no weight is NaN",
             "empty_tensor",
         )
+
+
+def same_shape_when_given(name: str) -> Check:
+    """A tensor parameter that, when given, must have exactly input's shape (torch's rule)."""
+
+    def check(arrays: Arrays, params: Params) -> None:
+        tensor = arrays.get(name)
+        if tensor is not None and tensor.shape != arrays["input"].shape:
+            raise fail(
+                name, f"shape {_shape(tensor)} must equal input's shape {_shape(arrays['input'])}", "shape_mismatch"
+            )
+
+    return check

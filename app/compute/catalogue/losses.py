@@ -98,6 +98,7 @@ _P = [[0.8, 0.1, 0.6], [0.3, 0.9, 0.2]]
 _B = [[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]]
 _PM = [[1.0, -1.0, 1.0], [-1.0, 1.0, 1.0]]
 _ELEMENTWISE = (checks.same_shape("input", "target"), checks.broadcastable_to_input("weight", "pos_weight"))
+_WEIGHTED_ELEMENTWISE = (*_ELEMENTWISE, checks.same_shape_when_given("weight"))
 _CLASS_WEIGHT = _weight("a manual rescaling weight per class (C)")
 _IGNORE = Param("ignore_index", "int", "target value that is ignored", default=-100)
 
@@ -108,8 +109,8 @@ LOSSES: tuple[FunctionSpec, ...] = (
         "Mean absolute error.",
         (_INPUT, _TARGET),
         {"input": _X, "target": _Y, "params": {"reduction": "mean"}},
-        params=(REDUCTION, _weight("per-element weight, broadcastable to input")),
-        extra_checks=_ELEMENTWISE,
+        params=(REDUCTION, _weight("per-element weight, input's shape")),
+        extra_checks=_WEIGHTED_ELEMENTWISE,
     ),
     _loss(
         "mse_loss",
@@ -117,8 +118,8 @@ LOSSES: tuple[FunctionSpec, ...] = (
         "Mean squared error.",
         (_INPUT, _TARGET),
         {"input": _X, "target": _Y, "params": {"reduction": "mean"}},
-        params=(REDUCTION, _weight("per-element weight, broadcastable to input")),
-        extra_checks=_ELEMENTWISE,
+        params=(REDUCTION, _weight("per-element weight, input's shape")),
+        extra_checks=_WEIGHTED_ELEMENTWISE,
     ),
     _loss(
         "cross_entropy",
@@ -284,9 +285,9 @@ LOSSES: tuple[FunctionSpec, ...] = (
         params=(
             REDUCTION,
             Param("delta", "float", "threshold between the quadratic and linear parts", default=1.0, gt=0.0),
-            _weight("per-element weight, broadcastable to input"),
+            _weight("per-element weight, input's shape"),
         ),
-        extra_checks=_ELEMENTWISE,
+        extra_checks=_WEIGHTED_ELEMENTWISE,
     ),
     _loss(
         "smooth_l1_loss",
