@@ -216,6 +216,7 @@ class Case:
     service_ms: list[float] = field(default_factory=list)
     in_process_ms: list[float] = field(default_factory=list)
     client_parse_ms: list[float] = field(default_factory=list)
+    server_timing_ms: dict[str, list[float]] = field(default_factory=dict)
     reply_bytes: int = 0
     identical_bytes: bool = False
     peak_kib: int = 0
@@ -223,11 +224,28 @@ class Case:
     rss_after_kib: int = 0
 
 
-def post(client: httpx.Client, body: bytes) -> bytes:
+def post(client: httpx.Client, body: bytes, timings: dict[str, list[float]] | None = None) -> bytes:
+    """The reply bytes; the durations of its ``Server-Timing`` header, if any, go to ``timings``."""
     response = client.post("/activate", content=body, headers=JSON_HEADERS)
     if response.status_code != 200:
         raise RuntimeError(f"POST /activate answered {response.status_code}: {response.text[:500]}")
+    if timings is not None:
+        for name, duration in server_timing(response.headers.get("server-timing", "")).items():
+            timings.setdefault(name, []).append(duration)
     return response.content
+
+
+def server_timing(header: str) -> dict[str, float]:
+    """``name;dur=1.5, other;desc="x"`` as {"name": 1.5}: the entries that carry a duration (ms)."""
+    durations: dict[str, float] = {}
+    for entry in header.split(","):
+        name, *params = (part.strip() for part in entry.split(";"))
+        for param in params:
+            key, _, value = param.partition("=")
+            if key.strip() == "dur" and name:
+                with contextlib.suppress(ValueError):
+                    durations[name] = float(value.strip().strip('"'))
+    return durations
 
 
 def timed(fn: Callable[[], bytes]) -> tuple[float, bytes]:
@@ -277,7 +295,7 @@ def measure(client: httpx.Client, server: Server, case: Case, cpus: Cpus, warmup
         order = ("service", "in_process") if rep % 2 == 0 else ("in_process", "service")
         for side in order:
             if side == "service":
-                elapsed, reply = timed(lambda: post(client, case.body))
+                elapsed, reply = timed(lambda: post(client, case.body, case.server_timing_ms))
                 case.service_ms.append(elapsed)
                 start = time.perf_counter_ns()
                 orjson.loads(reply)
@@ -369,6 +387,10 @@ def summary(case: Case) -> dict[str, Any]:
             "samples": case.client_parse_ms,
         },
         "ratio_of_medians": service / local,
+        "server_timing_ms": {
+            name: {"median": statistics.median(samples), "p90": p90(samples), "samples": samples}
+            for name, samples in case.server_timing_ms.items()
+        },
         "ratio_incl_client_parse": (service + statistics.median(case.client_parse_ms)) / local,
         "server_peak_rss_mib": case.peak_kib / 1024,
         "server_peak_rss_reset_before": case.peak_reset,
@@ -404,6 +426,10 @@ def print_table(report: dict[str, Any]) -> None:
             f"{row['ratio_of_medians']:>5.2f}x {row['client_parse_ms']['median']:>10.1f} ms "
             f"{row['ratio_incl_client_parse']:>11.2f}x"
         )
+    for name, row in report["cases"].items():
+        if row["server_timing_ms"]:
+            parts = ", ".join(f"{key} {value['median']:.1f} ms" for key, value in row["server_timing_ms"].items())
+            print(f"{name}: the server's own Server-Timing header (medians, part of the service time): {parts}")
     rss = report["server_rss"]
     print()
     print(f"server RSS idle (VmRSS after small warm-up requests): {rss['idle_mib']:.1f} MiB")
@@ -509,6 +535,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "or base64 decode + numpy.frombuffer (base64) + torch.from_numpy + relu (float32) + encode + "
             "orjson.dumps(reply dict); produces the same reply bytes; excludes parsing the reply",
             "client_parse_ms": "orjson.loads(reply) on the client after each service call; in neither column",
+            "server_timing_ms": "durations the server reports in its Server-Timing header, when it sends one",
             "ratio_of_medians": "median service_ms / median in_process_ms",
             "ratio_incl_client_parse": "(median service_ms + median client_parse_ms) / median in_process_ms",
             "other_processes": "CPU time the rest of the machine used while measuring (/proc/stat busy time minus "

@@ -10,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
+from app.compute.batching import ClientGone
 from app.core.errors import (
     DeviceFailure,
     InvalidRequest,
@@ -25,6 +26,7 @@ from app.core.errors import (
 logger = logging.getLogger(__name__)
 
 STATUS_BY_ERROR: dict[type[ServiceError], int] = {
+    ClientGone: 499,
     MalformedRequest: 400,
     UnknownFunction: 404,
     TooLarge: 413,

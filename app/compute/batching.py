@@ -13,12 +13,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from app.core.errors import Overloaded
+from app.core.errors import Overloaded, ServiceError
 
 ItemT = TypeVar("ItemT")
 ResultT = TypeVar("ResultT")
@@ -30,6 +30,16 @@ class QueueFull(Overloaded):
 
 class DeadlineExceeded(Overloaded):
     code = "deadline_exceeded"
+
+
+class ClientGone(ServiceError):
+    """The caller went away while its item was queued; the item was dropped uncomputed."""
+
+    code = "client_gone"
+
+
+GoneProbe = Callable[[], Awaitable[bool]]
+"""Answers whether the caller of a queued item has gone (e.g. the HTTP client disconnected)."""
 
 
 @dataclass(frozen=True)
@@ -62,6 +72,7 @@ class _Pending(Generic[ItemT, ResultT]):
     enqueued: float
     deadline: float | None
     future: asyncio.Future[Served[ResultT]] = field(repr=False)
+    gone: GoneProbe | None = field(default=None, repr=False)
 
 
 BatchCompute = Callable[[Sequence[ItemT]], Sequence[ResultT | Exception]]
@@ -117,7 +128,7 @@ class DynamicBatcher(Generic[ItemT, ResultT]):
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
 
-    async def submit(self, item: ItemT, timeout: float | None = None) -> Served[ResultT]:
+    async def submit(self, item: ItemT, timeout: float | None = None, gone: GoneProbe | None = None) -> Served[ResultT]:
         """Queue ``item`` and wait for its result; 503-type errors when full or too late."""
         if self._arrived is None or self._closing:
             raise Overloaded.at(("service",), "not accepting work (starting or shutting down)", "not_ready")
@@ -133,6 +144,7 @@ class DynamicBatcher(Generic[ItemT, ResultT]):
             now,
             None if timeout is None else now + timeout,
             loop.create_future(),
+            gone,
         )
         self._queue.append(pending)
         self._arrived.set()
@@ -201,6 +213,21 @@ class DynamicBatcher(Generic[ItemT, ResultT]):
                 break
             self._top_up(batch)
 
+    async def _still_wanted(self, batch: list[_Pending[ItemT, ResultT]]) -> list[_Pending[ItemT, ResultT]]:
+        """Drop items whose caller was cancelled or has gone away, before computing anything."""
+        live = []
+        for pending in batch:
+            if pending.future.done():
+                continue
+            if pending.gone is not None and await pending.gone():
+                self.stats.cancelled += 1
+                pending.future.set_exception(
+                    ClientGone.at(("client",), "the client went away before its request ran", "client_gone")
+                )
+                continue
+            live.append(pending)
+        return live
+
     async def _consume(self) -> None:
         assert self._arrived is not None
         loop = asyncio.get_running_loop()
@@ -217,7 +244,7 @@ class DynamicBatcher(Generic[ItemT, ResultT]):
                 continue
             if had_company and self.max_batch_delay > 0:
                 await self._wait_for_company(batch)
-            live = [p for p in batch if not p.future.done()]
+            live = await self._still_wanted(batch)
             if not live:
                 continue
             started = time.monotonic()

@@ -6,13 +6,15 @@ Called from worker threads only, never on the event loop.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 
+from app.compute.fusion import fused_call, fusion_key
 from app.compute.jobs import Job, Result
 from app.core.config import FloatDType
-from app.core.errors import DeviceFailure, InvalidRequest, Loc, Overloaded, UnsupportedDType
+from app.core.errors import DeviceFailure, InvalidRequest, Loc, Overloaded, ServiceError, UnsupportedDType
 
 TORCH_DTYPES: dict[FloatDType, torch.dtype] = {
     "float32": torch.float32,
@@ -43,6 +45,66 @@ class Engine:
     def __init__(self, device: torch.device) -> None:
         self.device = device
 
+    def run_batch(self, jobs: Sequence[Job]) -> list[Result | Exception]:
+        """One outcome per job, in order: a result, or the error of that job alone.
+
+        Jobs that share a fusion key run as one torch call; if that call fails, each job runs
+        on its own so that only the bad one fails.
+        """
+        if len(jobs) > 1 and fusion_key(jobs[0]) is not None:
+            fused = self._try_fused(jobs)
+            if fused is not None:
+                return fused
+        return [self._run_isolated(job) for job in jobs]
+
+    def _run_isolated(self, job: Job) -> Result | Exception:
+        try:
+            return self.run(job)
+        except Exception as error:  # each job's own failure, handed back to its own caller
+            return error
+
+    def _try_fused(self, jobs: Sequence[Job]) -> list[Result | Exception] | None:
+        dtype = TORCH_DTYPES[jobs[0].dtype]
+        outcomes: list[Result | Exception | None] = [None] * len(jobs)
+        rows: list[torch.Tensor] = []
+        grad_rows: list[torch.Tensor] = []
+        fused_at: list[int] = []
+        for index, job in enumerate(jobs):
+            try:
+                row = cast_on_host(job.arrays["input"], dtype, job.locs["input"], keep_integer=False)
+                if job.grad_output is not None:
+                    grad_rows.append(self._grad_row(job, dtype))
+            except ServiceError as error:
+                outcomes[index] = error
+                continue
+            rows.append(row)
+            fused_at.append(index)
+        if fused_at:
+            try:
+                results = fused_call(
+                    [jobs[i] for i in fused_at],
+                    rows,
+                    grad_rows if jobs[0].grad_output is not None else None,
+                    self.device,
+                )
+            except Exception:  # some job is bad in a way only torch detects: run them one by one
+                return None
+            for index, result in zip(fused_at, results, strict=True):
+                outcomes[index] = result
+        return [outcome for outcome in outcomes if outcome is not None]
+
+    @staticmethod
+    def _grad_row(job: Job, dtype: torch.dtype) -> torch.Tensor:
+        assert job.grad_output is not None
+        row = cast_on_host(job.grad_output, dtype, job.locs["grad_output"], keep_integer=False)
+        if tuple(row.shape) != job.arrays["input"].shape:
+            raise InvalidRequest.at(
+                job.locs["grad_output"],
+                f"shape {list(row.shape)} must equal the output's shape {list(job.arrays['input'].shape)}",
+                "shape_mismatch",
+            )
+        return row
+
     def run(self, job: Job) -> Result:
         dtype = TORCH_DTYPES[job.dtype]
         tensors = {
@@ -70,19 +132,7 @@ class Engine:
         return arg is not None and arg.kind != "float" and arr.dtype.kind in "iu"
 
     def _to_device(self, arr: np.ndarray, dtype: torch.dtype, loc: Loc, keep_integer: bool) -> torch.Tensor:
-        source = torch.from_numpy(np.asarray(arr, order="C"))  # keeps 0-d arrays 0-d
-        if keep_integer:
-            return source.to(self.device, torch.int64)
-        cast = source.to(dtype)
-        if cast.numel() and not bool(torch.isfinite(cast).all()):
-            overflow = ~torch.isfinite(cast) & torch.isfinite(source)
-            if bool(overflow.any()):
-                first = int(torch.nonzero(overflow.flatten())[0])
-                index = [int(i) for i in np.unravel_index(first, arr.shape)]
-                value = source.flatten()[first].item()
-                dtype_name = str(dtype).removeprefix("torch.")
-                raise InvalidRequest.at(loc, f"element {index} = {value!r} overflows {dtype_name}", "dtype_overflow")
-        return cast.to(self.device)
+        return cast_on_host(arr, dtype, loc, keep_integer).to(self.device)
 
     def _gradients(
         self, job: Job, output: torch.Tensor, leaves: list[torch.Tensor], dtype: torch.dtype
@@ -120,6 +170,23 @@ class Engine:
         return InvalidRequest.at(
             ("body",), f"torch rejected the request: {message[:_MAX_TORCH_MESSAGE]}", "torch_error"
         )
+
+
+def cast_on_host(arr: np.ndarray, dtype: torch.dtype, loc: Loc, keep_integer: bool) -> torch.Tensor:
+    """A host tensor in the computation dtype (integers stay int64); refuses finite values that overflow."""
+    source = torch.from_numpy(np.asarray(arr, order="C"))  # keeps 0-d arrays 0-d
+    if keep_integer:
+        return source.to(torch.int64)
+    cast = source.to(dtype)
+    if cast.numel() and not bool(torch.isfinite(cast).all()):
+        overflow = ~torch.isfinite(cast) & torch.isfinite(source)
+        if bool(overflow.any()):
+            first = int(torch.nonzero(overflow.flatten())[0])
+            index = [int(i) for i in np.unravel_index(first, arr.shape)]
+            value = source.flatten()[first].item()
+            dtype_name = str(dtype).removeprefix("torch.")
+            raise InvalidRequest.at(loc, f"element {index} = {value!r} overflows {dtype_name}", "dtype_overflow")
+    return cast
 
 
 def _to_host(tensor: torch.Tensor) -> np.ndarray:

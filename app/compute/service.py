@@ -1,30 +1,46 @@
-"""The compute service: owns the device and the worker threads; runs jobs off the event loop."""
+"""The compute service: owns the device, the worker threads and the batcher; transport-neutral."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Hashable
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
+from app.compute.batching import DeadlineExceeded, DynamicBatcher, GoneProbe, Served
 from app.compute.catalogue import CATALOGUE, Catalogue
 from app.compute.engine import Engine, resolve_device
+from app.compute.fusion import fusion_key
 from app.compute.jobs import Job, Result
 from app.core.config import Settings
 from app.core.errors import Overloaded
 
 logger = logging.getLogger(__name__)
 
+_COMPUTED_ONE_BY_ONE = "one-by-one"
+"""Batch key of jobs that cannot be fused: they still share one trip to the worker thread."""
+
+
+def batch_key(job: Job) -> Hashable:
+    return fusion_key(job) or _COMPUTED_ONE_BY_ONE
+
+
+def job_size(job: Job) -> int:
+    return sum(arr.size for arr in job.arrays.values())
+
 
 class ComputeService:
-    """Started and stopped by the app's lifespan; transport-neutral."""
+    """Started and stopped by the app's lifespan."""
 
     def __init__(self, settings: Settings, catalogue: Catalogue = CATALOGUE) -> None:
         self.settings = settings
         self.catalogue = catalogue
         self._executor: ThreadPoolExecutor | None = None
         self._engine: Engine | None = None
+        self._batcher: DynamicBatcher[Job, Result] | None = None
         self._accepting = False
 
     @property
@@ -36,26 +52,59 @@ class ComputeService:
     def device(self) -> str:
         return str(self._engine.device) if self._engine else "uninitialised"
 
+    @property
+    def batcher(self) -> DynamicBatcher[Job, Result] | None:
+        return self._batcher
+
     async def start(self) -> None:
-        device = resolve_device(self.settings.device)
-        if self.settings.torch_threads is not None:
-            torch.set_num_threads(self.settings.torch_threads)
-        self._executor = ThreadPoolExecutor(self.settings.compute_workers, thread_name_prefix="torch-compute")
-        self._engine = Engine(device)
-        await asyncio.get_running_loop().run_in_executor(self._executor, self._warm_up, self._engine)
+        settings = self.settings
+        device = resolve_device(settings.device)
+        if settings.torch_threads is not None:
+            torch.set_num_threads(settings.torch_threads)
+        self._executor = ThreadPoolExecutor(settings.compute_workers, thread_name_prefix="torch-compute")
+        engine = Engine(device)
+        await asyncio.get_running_loop().run_in_executor(self._executor, self._warm_up, engine)
+        self._engine = engine
+        if settings.batching:
+            self._batcher = DynamicBatcher(
+                engine.run_batch,
+                key=batch_key,
+                size=job_size,
+                executor=self._executor,
+                max_batch_size=settings.max_batch_size,
+                max_batch_elements=settings.max_batch_elements,
+                max_batch_delay=settings.max_batch_delay_ms / 1000.0,
+                max_queue_size=settings.max_queue_size,
+                consumers=settings.compute_workers,
+            )
+            self._batcher.start()
         self._accepting = True
         logger.info("compute ready on %s with %d torch threads", device, torch.get_num_threads())
 
     async def stop(self) -> None:
+        """Refuse new work, finish the queued work, release the threads."""
         self._accepting = False
+        if self._batcher is not None:
+            await self._batcher.stop()
         if self._executor is not None:
             await asyncio.get_running_loop().run_in_executor(None, self._executor.shutdown, True)
             self._executor = None
 
-    async def run(self, job: Job) -> Result:
+    async def run(self, job: Job, timeout: float | None = None, gone: GoneProbe | None = None) -> Served[Result]:
         if not self._accepting or self._executor is None or self._engine is None:
             raise Overloaded.at(("service",), "not accepting work (starting or shutting down)", "not_ready")
-        return await asyncio.get_running_loop().run_in_executor(self._executor, self._engine.run, job)
+        limit = self.settings.request_timeout_s if timeout is None else min(timeout, self.settings.request_timeout_s)
+        if self._batcher is not None:
+            return await self._batcher.submit(job, limit, gone)
+        started = time.monotonic()
+        work = asyncio.get_running_loop().run_in_executor(self._executor, self._engine.run, job)
+        try:
+            result = await asyncio.wait_for(work, limit)
+        except TimeoutError:
+            raise DeadlineExceeded.at(
+                ("service",), f"not served within the deadline of {limit:.3f} s", "deadline_exceeded"
+            ) from None
+        return Served(result, 0.0, time.monotonic() - started, 1)
 
     @staticmethod
     def _warm_up(engine: Engine) -> None:

@@ -48,6 +48,25 @@ class Settings(BaseSettings):
     inline_decode_bytes: int = Field(default=64 * 1024, ge=0)
     """Bodies up to this size are decoded on the event loop; larger ones in a worker thread."""
 
+    batching: bool = True
+    """Group concurrent compatible requests into shared compute calls (dynamic batching)."""
+
+    max_batch_size: int = Field(default=64, ge=1, le=4096)
+    """Most requests in one batch."""
+
+    max_batch_elements: int = Field(default=1_048_576, ge=1)
+    """Most tensor elements in one batch (a request larger than this runs alone)."""
+
+    max_batch_delay_ms: float = Field(default=0.0, ge=0.0, le=1000.0)
+    """How long a batch that already has company waits for more; a lone request never waits."""
+
+    max_queue_size: int = Field(default=512, ge=1)
+    """Requests waiting for compute at most; beyond it new requests get 503 with Retry-After."""
+
+    request_timeout_s: float = Field(default=30.0, gt=0.0)
+    """Longest a request may wait for compute before it gets 503 and leaves the queue; a request
+    can shorten it with the ``X-Request-Timeout`` header (seconds)."""
+
     @field_validator("device")
     @classmethod
     def _check_device(cls, value: str) -> str:

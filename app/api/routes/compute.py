@@ -13,6 +13,7 @@ from app.api.body import read_json_body
 from app.api.deps import ComputeDep, DecodeOptionsDep, SettingsDep
 from app.api.openapi import request_body
 from app.api.responses import COMPUTE_ERRORS
+from app.api.timing import request_timeout, server_timing
 from app.compute.catalogue import CATALOGUE
 from app.compute.jobs import Result
 from app.compute.service import ComputeService
@@ -44,12 +45,13 @@ async def _serve(
     decode: Callable[[bytes, DecodeOptions], Decoded],
     encode: Callable[[Decoded, Result], bytes],
 ) -> Response:
+    timeout = request_timeout(request)
     body = await read_json_body(request, settings.max_body_bytes)
     large = len(body) > settings.inline_decode_bytes
     decoded = await _maybe_off_loop(large, decode, body, options)
-    result = await compute.run(decoded.job)
-    payload = await _maybe_off_loop(large, encode, decoded, result)
-    return Response(payload, media_type="application/json")
+    served = await compute.run(decoded.job, timeout, request.is_disconnected)
+    payload = await _maybe_off_loop(large, encode, decoded, served.result)
+    return Response(payload, media_type="application/json", headers={"Server-Timing": server_timing(served)})
 
 
 @router.post(

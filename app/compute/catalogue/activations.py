@@ -34,6 +34,7 @@ def _activation(
     example_input: Any = None,
     extra_checks: tuple[Check, ...] = (),
     refused: Mapping[str, str] | None = None,
+    fusable: Callable[[Params], bool] | None = lambda params: True,
 ) -> FunctionSpec:
     example: dict[str, Any] = {"function": name, "input": _X if example_input is None else example_input}
     if example_params:
@@ -50,6 +51,7 @@ def _activation(
         checks=extra_checks,
         example=example,
         refused=dict(refused or {}),
+        fusable=fusable,
     )
 
 
@@ -62,6 +64,7 @@ def _softmax_like(name: str, alias: str, summary: str) -> FunctionSpec:
         example_params={"dim": -1},
         extra_checks=(checks.dim_in_range(),),
         refused={"dtype": "use the request's top-level `dtype` to choose the computation dtype"},
+        fusable=None,
     )
 
 
@@ -131,6 +134,7 @@ ACTIVATIONS: tuple[FunctionSpec, ...] = (
         example_params={"weight": [0.25, 0.1]},
         example_input=[[-1.5, 0.2], [3.0, -0.1]],
         extra_checks=(checks.prelu_weight,),
+        fusable=None,
     ),
     _activation("relu", "ReLU", "Rectified linear unit."),
     _activation("relu6", "ReLU6", "min(max(0, x), 6)."),
@@ -148,6 +152,7 @@ ACTIVATIONS: tuple[FunctionSpec, ...] = (
         call=_rrelu,
         example_params={"lower": 0.125, "upper": 0.333},
         extra_checks=(_rrelu_seed_with_training,),
+        fusable=lambda params: not params["training"],
     ),
     _activation("selu", "SELU", "Scaled exponential linear unit."),
     _activation("celu", "CELU", "Continuously differentiable ELU.", (_ALPHA,), example_params={"alpha": 1.0}),
@@ -157,6 +162,8 @@ ACTIVATIONS: tuple[FunctionSpec, ...] = (
         "Gaussian error linear unit, exact or tanh-approximated.",
         (Param("approximate", "choice", "approximation", default="none", choices=("none", "tanh")),),
         example_params={"approximate": "tanh"},
+        # The exact GELU kernel rounds some elements differently when they share a call (measured).
+        fusable=lambda params: params["approximate"] == "tanh",
     ),
     _activation("sigmoid", "Sigmoid", "Logistic sigmoid.", call=lambda t, p: torch.sigmoid(t["input"])),
     _activation("silu", "SiLU", "Sigmoid linear unit (swish)."),
@@ -193,6 +200,7 @@ ACTIVATIONS: tuple[FunctionSpec, ...] = (
         example_params={"dim": -1},
         example_input=[[-1.5, 0.2, 3.0, 0.4], [0.7, -0.1, 2.5, -2.0]],
         extra_checks=(checks.dim_in_range(), checks.even_along_dim()),
+        fusable=None,
     ),
     _softmax_like("softmin", "Softmin", "softmax(-x) along `dim`."),
     _softmax_like("softmax", "Softmax", "Normalised exponential along `dim`."),
@@ -203,6 +211,7 @@ ACTIVATIONS: tuple[FunctionSpec, ...] = (
         call=_softmax2d,
         example_input=[[[0.1, 0.2]], [[1.0, -1.0]]],
         extra_checks=(checks.rank_in("input", (3, 4)),),
+        fusable=None,
     ),
     _softmax_like("log_softmax", "LogSoftmax", "log(softmax(x)) along `dim`."),
 )

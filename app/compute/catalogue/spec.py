@@ -109,6 +109,10 @@ class FunctionSpec:
     aliases: tuple[str, ...] = ()
     checks: tuple[Check, ...] = ()
     refused: Mapping[str, str] = field(default_factory=dict)
+    fusable: Callable[[Params], bool] | None = None
+    """Whether same-sized requests with these parameters may share one torch call, each as one
+    row of a strided 2-D view, and still get bit-identical results (a pointwise function whose
+    kernel treats every row alike; checked by the test suite on every device it runs on)."""
 
     def param(self, name: str) -> Param | None:
         for param in self.params:

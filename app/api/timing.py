@@ -1,0 +1,36 @@
+"""Per-request deadline header in, Server-Timing header out."""
+
+from __future__ import annotations
+
+import math
+
+from fastapi import Request
+
+from app.compute.batching import Served
+from app.compute.jobs import Result
+from app.core.errors import InvalidRequest
+
+TIMEOUT_HEADER = "x-request-timeout"
+
+
+def request_timeout(request: Request) -> float | None:
+    """Seconds the client is willing to wait for compute (``X-Request-Timeout``), if it says."""
+    raw = request.headers.get(TIMEOUT_HEADER)
+    if raw is None:
+        return None
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = math.nan
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise InvalidRequest.at(("header", TIMEOUT_HEADER), "must be a positive number of seconds", "invalid_header")
+    return seconds
+
+
+def server_timing(served: Served[Result]) -> str:
+    """How the request was served: queue wait, compute time (ms) and the batch it shared."""
+    return (
+        f"queue;dur={served.queue_wait * 1000:.3f}, "
+        f"compute;dur={served.compute_time * 1000:.3f}, "
+        f'batch;desc="size={served.batch_size}"'
+    )
