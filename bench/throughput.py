@@ -1,0 +1,576 @@
+"""Throughput and latency of small requests under concurrency: the service against FastAPI's ceiling.
+
+Run with ``.venv/bin/python -m bench.throughput`` (``--help`` for the options). For each server
+configuration in turn
+
+* ``bare``:         ``uvicorn bench.bare_app:app``, routes that only read the body and return a
+                    constant (the framework's own ceiling),
+* ``batching-off``: ``uvicorn app.main:app`` with ``TORCHFN_BATCHING=false``,
+* ``batching-on``:  ``uvicorn app.main:app`` with ``TORCHFN_BATCHING=true``,
+
+it starts one uvicorn worker pinned to one core (``taskset``; ``TORCHFN_TORCH_THREADS=1``,
+``OMP_NUM_THREADS=1``), waits until it is ready, checks one reply of each payload, warms up, and
+drives it with ``wrk`` pinned to another core: for each payload (``relu256``: relu on 256
+floats; ``ce32x10``: cross_entropy on 32x10 logits) ``--connections`` concurrent connections
+for ``--duration`` seconds, then one connection (``-c1``) for the lone-request latency. The
+body, method and header are set by ``bench/post.lua``, which also counts statuses and the batch
+sizes the service reports in ``Server-Timing``.
+
+It prints a table (requests/s, p50, p99 per configuration and payload), the throughput ratios
+(batching on / bare, batching off / bare, on / off) and the lone-request comparison, and writes
+everything to ``bench/results/throughput.json``. A benchmark, not a test: the exit status is
+non-zero only on errors (a server failing, a wrong reply, a non-2xx status or a socket error
+during a run), never because of a ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import platform
+import resource
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import httpx
+import numpy as np
+import orjson
+
+ROOT = Path(__file__).resolve().parent.parent
+LUA_SCRIPT = ROOT / "bench" / "post.lua"
+RESULTS = ROOT / "bench" / "results" / "throughput.json"
+READY_TIMEOUT_S = 120.0
+STOP_TIMEOUT_S = 15.0
+WRK_TIMEOUT = "30s"
+JSON_HEADERS = {"content-type": "application/json"}
+THROUGHPUT_TARGET = 0.60
+"""Batching on must reach this share of the bare endpoint's requests/s (the issue's requirement)."""
+LONE_LATENCY_TOLERANCE = 0.10
+"""At one connection, batching on may be at most this much slower than off (p50)."""
+
+
+# ----------------------------------------------------------------------------- what is measured
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    name: str
+    app: str
+    env: dict[str, str]
+    service: bool
+    """The real service (ready through /readyz, replies checked) rather than the bare app."""
+
+
+@dataclass(frozen=True)
+class Payload:
+    name: str
+    path: str
+    body: bytes
+    expected: dict[str, Any]
+    """What the service must answer: ``output`` (relu) or ``loss`` (cross_entropy)."""
+
+
+def server_configs(batch_env: dict[str, str]) -> list[ServerConfig]:
+    return [
+        ServerConfig("bare", "bench.bare_app:app", {}, service=False),
+        ServerConfig("batching-off", "app.main:app", {"TORCHFN_BATCHING": "false"}, service=True),
+        ServerConfig("batching-on", "app.main:app", {"TORCHFN_BATCHING": "true", **batch_env}, service=True),
+    ]
+
+
+def payloads(seed: int = 0) -> list[Payload]:
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(256).astype(np.float32)
+    relu = orjson.dumps({"function": "relu", "input": x}, option=orjson.OPT_SERIALIZE_NUMPY)
+    logits = rng.standard_normal((32, 10)).astype(np.float32)
+    target = rng.integers(0, 10, size=32)
+    ce = orjson.dumps(
+        {"function": "cross_entropy", "input": logits, "target": target.tolist()},
+        option=orjson.OPT_SERIALIZE_NUMPY,
+    )
+    z = logits.astype(np.float64)
+    log_softmax = z - z.max(axis=1, keepdims=True)
+    log_softmax -= np.log(np.exp(log_softmax).sum(axis=1, keepdims=True))
+    loss = float(-log_softmax[np.arange(32), target].mean())
+    return [
+        Payload("relu256", "/activate", relu, {"output": np.maximum(x, np.float32(0.0))}),
+        Payload("ce32x10", "/loss", ce, {"loss": loss}),
+    ]
+
+
+# ----------------------------------------------------------------------------- the server
+
+
+@dataclass
+class Server:
+    config: ServerConfig
+    process: subprocess.Popen[bytes]
+    url: str
+    log: TextIO
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def log_text(self) -> str:
+        self.log.flush()
+        self.log.seek(0)
+        return self.log.read()[-5000:]
+
+    def check_alive(self) -> None:
+        if self.process.poll() is not None:
+            raise RuntimeError(
+                f"{self.config.name}: the server exited with {self.process.returncode}:\n{self.log_text()}"
+            )
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def choose_cpus() -> tuple[int | None, int | None]:
+    """(server cpu, load generator cpu): the first two CPUs this process may use."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) >= 2 and shutil.which("taskset"):
+        return cpus[0], cpus[1]
+    return None, None
+
+
+def pinned(command: list[str], cpu: int | None) -> list[str]:
+    return command if cpu is None else ["taskset", "-c", str(cpu), *command]
+
+
+@contextlib.contextmanager
+def running_server(config: ServerConfig, cpu: int | None, probe: Payload) -> Iterator[Server]:
+    port = free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        config.app,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--log-level",
+        "warning",
+        "--no-access-log",
+    ]
+    env = {key: value for key, value in os.environ.items() if not key.startswith("TORCHFN_")}
+    env.update({"TORCHFN_TORCH_THREADS": "1", "OMP_NUM_THREADS": "1", **config.env})
+    with tempfile.TemporaryFile("w+", encoding="utf-8") as log:
+        process = subprocess.Popen(pinned(command, cpu), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        server = Server(config, process, f"http://127.0.0.1:{port}", log)
+        try:
+            wait_ready(server, probe)
+            yield server
+        finally:
+            if process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(timeout=STOP_TIMEOUT_S)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait(timeout=STOP_TIMEOUT_S)
+
+
+def wait_ready(server: Server, probe: Payload) -> None:
+    """The service: GET /readyz answers 200. The bare app: a POST of ``probe`` answers 200."""
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    with httpx.Client(base_url=server.url, timeout=5.0) as client:
+        while time.monotonic() < deadline:
+            server.check_alive()
+            with contextlib.suppress(httpx.TransportError):
+                if server.config.service:
+                    response = client.get("/readyz")
+                else:
+                    response = client.post(probe.path, content=probe.body, headers=JSON_HEADERS)
+                if response.status_code == 200:
+                    return
+            time.sleep(0.1)
+    raise RuntimeError(f"{server.config.name}: not ready within {READY_TIMEOUT_S:.0f} s:\n{server.log_text()}")
+
+
+def check_replies(server: Server, cases: list[Payload]) -> None:
+    """One request of each payload answers 200, and the service's numbers are right."""
+    with httpx.Client(base_url=server.url, timeout=30.0) as client:
+        for payload in cases:
+            response = client.post(payload.path, content=payload.body, headers=JSON_HEADERS)
+            if response.status_code != 200:
+                raise RuntimeError(
+                    f"{server.config.name} {payload.name}: POST {payload.path} answered "
+                    f"{response.status_code}: {response.text[:500]}"
+                )
+            if not server.config.service:
+                continue
+            reply = orjson.loads(response.content)
+            if "output" in payload.expected and not np.array_equal(
+                np.asarray(reply.get("output"), dtype=np.float32), payload.expected["output"]
+            ):
+                raise RuntimeError(f"{server.config.name} {payload.name}: wrong output {str(reply)[:300]}")
+            if "loss" in payload.expected:
+                loss = reply.get("loss")
+                if not isinstance(loss, float) or not math.isclose(loss, payload.expected["loss"], rel_tol=1e-5):
+                    raise RuntimeError(
+                        f"{server.config.name} {payload.name}: loss {loss!r}, expected {payload.expected['loss']!r}"
+                    )
+            if "batch;desc=" not in response.headers.get("server-timing", ""):
+                raise RuntimeError(f"{server.config.name} {payload.name}: no batch entry in Server-Timing")
+
+
+# ----------------------------------------------------------------------------- driving wrk
+
+
+@dataclass
+class Run:
+    config: str
+    payload: str
+    connections: int
+    duration_s: float
+    requests: int
+    requests_per_s: float
+    p50_ms: float
+    p75_ms: float
+    p90_ms: float
+    p99_ms: float
+    p999_ms: float
+    mean_ms: float
+    max_ms: float
+    non_2xx: int
+    statuses: dict[str, int]
+    socket_errors: dict[str, int]
+    mean_batch_size: float | None
+    max_batch_size: int | None
+    server_cpu_share: float
+    """Server CPU seconds over wall seconds: near 1.0 when its core is saturated."""
+    wrk_cpu_share: float
+    other_cpu_share: float
+    """CPU used by other processes over the run, as a share of all the machine's cores."""
+    wrk_command: list[str] = field(default_factory=list)
+
+
+def process_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system, all threads) a process has used."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+        fields = stat.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def system_busy_s() -> float:
+    """CPU seconds all cores spent busy since boot (user, nice, system, steal; not irq/softirq)."""
+    with open("/proc/stat", encoding="ascii") as stat:
+        values = [int(v) for v in stat.readline().split()[1:9]]
+    user, nice, system, _idle, _iowait, _irq, _softirq, steal = values
+    return (user + nice + system + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def wrk(server: Server, payload: Payload, connections: int, duration_s: int, cpu: int | None, workdir: Path) -> Run:
+    """One wrk run against ``server``; raises on socket errors or any non-2xx reply."""
+    body_file = workdir / f"{payload.name}.json"
+    body_file.write_bytes(payload.body)
+    result_file = workdir / "wrk-result.json"
+    result_file.unlink(missing_ok=True)
+    command = pinned(
+        [
+            "wrk",
+            "-t1",
+            f"-c{connections}",
+            f"-d{duration_s}s",
+            "--timeout",
+            WRK_TIMEOUT,
+            "--latency",
+            "-s",
+            str(LUA_SCRIPT),
+            server.url + payload.path,
+        ],
+        cpu,
+    )
+    env = {**os.environ, "BENCH_BODY_FILE": str(body_file), "BENCH_RESULT_FILE": str(result_file)}
+    server.check_alive()
+    server_before, wrk_before, busy_before = process_cpu_s(server.pid), children_cpu_s(), system_busy_s()
+    started = time.monotonic()
+    completed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=duration_s + 120)
+    wall = time.monotonic() - started
+    busy = system_busy_s() - busy_before
+    wrk_cpu = children_cpu_s() - wrk_before
+    server.check_alive()
+    server_cpu = process_cpu_s(server.pid) - server_before
+    if completed.returncode != 0 or not result_file.exists():
+        raise RuntimeError(
+            f"wrk failed ({completed.returncode}) on {server.config.name} {payload.name}:\n"
+            f"{completed.stdout}\n{completed.stderr}"
+        )
+    raw: dict[str, Any] = json.loads(result_file.read_text(encoding="utf-8"))
+    latency: dict[str, float] = raw["latency_us"]
+    duration = raw["duration_us"] / 1e6
+    batched = int(raw["batched_responses"])
+    cores = os.cpu_count() or 1
+    run = Run(
+        config=server.config.name,
+        payload=payload.name,
+        connections=connections,
+        duration_s=duration,
+        requests=int(raw["requests"]),
+        requests_per_s=raw["requests"] / duration,
+        p50_ms=latency["p50"] / 1000,
+        p75_ms=latency["p75"] / 1000,
+        p90_ms=latency["p90"] / 1000,
+        p99_ms=latency["p99"] / 1000,
+        p999_ms=latency["p999"] / 1000,
+        mean_ms=latency["mean"] / 1000,
+        max_ms=latency["max"] / 1000,
+        non_2xx=int(raw["non_2xx"]),
+        statuses={str(k): int(v) for k, v in raw["statuses"].items()},
+        socket_errors={k: int(v) for k, v in raw["errors"].items() if k != "status"},
+        mean_batch_size=raw["batch_size_sum"] / batched if batched else None,
+        max_batch_size=int(raw["batch_size_max"]) if batched else None,
+        server_cpu_share=server_cpu / wall,
+        wrk_cpu_share=wrk_cpu / wall,
+        other_cpu_share=max(0.0, busy - server_cpu - wrk_cpu) / (wall * cores),
+        wrk_command=command,
+    )
+    problems = []
+    if run.requests == 0:
+        problems.append("no request completed")
+    if run.non_2xx:
+        problems.append(f"{run.non_2xx} non-2xx replies (statuses {run.statuses})")
+    if any(run.socket_errors.values()):
+        problems.append(f"socket errors {run.socket_errors}")
+    if problems:
+        raise RuntimeError(
+            f"{server.config.name} {payload.name} -c{connections}: {'; '.join(problems)}\n{server.log_text()}"
+        )
+    return run
+
+
+# ----------------------------------------------------------------------------- reporting
+
+
+def find(runs: list[Run], config: str, payload: str, connections: int) -> Run | None:
+    for run in runs:
+        if (run.config, run.payload, run.connections) == (config, payload, connections):
+            return run
+    return None
+
+
+def ratios(runs: list[Run], cases: list[Payload], connections: int) -> dict[str, dict[str, float]]:
+    out: dict[str, dict[str, float]] = {}
+    for payload in cases:
+        bare = find(runs, "bare", payload.name, connections)
+        off = find(runs, "batching-off", payload.name, connections)
+        on = find(runs, "batching-on", payload.name, connections)
+        entry: dict[str, float] = {}
+        if on and bare:
+            entry["on_over_bare"] = on.requests_per_s / bare.requests_per_s
+        if off and bare:
+            entry["off_over_bare"] = off.requests_per_s / bare.requests_per_s
+        if on and off:
+            entry["on_over_off"] = on.requests_per_s / off.requests_per_s
+        out[payload.name] = entry
+    return out
+
+
+def lone_latency(runs: list[Run], cases: list[Payload]) -> dict[str, dict[str, float | bool]]:
+    out: dict[str, dict[str, float | bool]] = {}
+    for payload in cases:
+        off = find(runs, "batching-off", payload.name, 1)
+        on = find(runs, "batching-on", payload.name, 1)
+        if off and on:
+            ratio = on.p50_ms / off.p50_ms
+            out[payload.name] = {
+                "off_p50_ms": off.p50_ms,
+                "on_p50_ms": on.p50_ms,
+                "on_over_off_p50": ratio,
+                "off_p99_ms": off.p99_ms,
+                "on_p99_ms": on.p99_ms,
+                "within_tolerance": ratio <= 1.0 + LONE_LATENCY_TOLERANCE,
+            }
+    return out
+
+
+def print_report(
+    runs: list[Run], cases: list[Payload], connections: int, out: TextIO = sys.stdout
+) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float | bool]]]:
+    header = (
+        f"{'config':<13} {'payload':<8} {'conns':>5} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
+        f"{'mean batch':>10} {'srv cpu':>7} {'wrk cpu':>7} {'other':>6}"
+    )
+    print(header, file=out)
+    print("-" * len(header), file=out)
+    for run in sorted(runs, key=lambda r: (-r.connections, r.payload)):
+        batch = "-" if run.mean_batch_size is None else f"{run.mean_batch_size:.2f}"
+        print(
+            f"{run.config:<13} {run.payload:<8} {run.connections:>5} {run.requests_per_s:>9.0f} "
+            f"{run.p50_ms:>8.3f} {run.p99_ms:>8.3f} {batch:>10} {run.server_cpu_share:>7.2f} "
+            f"{run.wrk_cpu_share:>7.2f} {run.other_cpu_share:>6.2f}",
+            file=out,
+        )
+    throughput = ratios(runs, cases, connections)
+    print(f"\nthroughput ratios at -c{connections} (target: batching-on / bare >= {THROUGHPUT_TARGET:.2f}):", file=out)
+    for name, entry in throughput.items():
+        parts = [f"{key.replace('_over_', ' / ')} = {value:.3f}" for key, value in entry.items()]
+        verdict = ""
+        if "on_over_bare" in entry:
+            verdict = "  [meets target]" if entry["on_over_bare"] >= THROUGHPUT_TARGET else "  [BELOW target]"
+        print(f"  {name:<8} " + ", ".join(parts) + verdict, file=out)
+    lone = lone_latency(runs, cases)
+    if lone:
+        print(
+            f"\nlone request (-c1 -t1) p50, batching on vs off (target: on <= off x {1 + LONE_LATENCY_TOLERANCE:.2f}):",
+            file=out,
+        )
+        for name, c1 in lone.items():
+            verdict = "within 10%" if c1["within_tolerance"] else "SLOWER than 10%"
+            print(
+                f"  {name:<8} off {c1['off_p50_ms']:.3f} ms, on {c1['on_p50_ms']:.3f} ms, "
+                f"on / off = {c1['on_over_off_p50']:.3f}  [{verdict}]",
+                file=out,
+            )
+    return throughput, lone
+
+
+def machine() -> dict[str, Any]:
+    model = ""
+    with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+        for line in cpuinfo:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    wrk_version = subprocess.run(["wrk", "--version"], capture_output=True, text=True).stdout.splitlines()
+    return {
+        "platform": platform.platform(),
+        "python": sys.version.split()[0],
+        "cpu_model": model,
+        "cpus": os.cpu_count(),
+        "wrk": wrk_version[0] if wrk_version else "",
+    }
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.throughput", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=int, default=10, help="seconds of each measured wrk run (default 10)")
+    parser.add_argument("--connections", type=int, default=64, help="concurrent connections (default 64)")
+    parser.add_argument(
+        "--warmup", type=int, default=2, help="seconds of unmeasured load per payload before measuring (default 2)"
+    )
+    parser.add_argument(
+        "--c1-duration", type=int, default=None, help="seconds of each -c1 run (default: --duration); 0 skips them"
+    )
+    parser.add_argument(
+        "--configs",
+        default="bare,batching-off,batching-on",
+        help="comma-separated subset of bare, batching-off, batching-on",
+    )
+    parser.add_argument("--max-batch-size", type=int, default=None, help="TORCHFN_MAX_BATCH_SIZE for batching-on")
+    parser.add_argument(
+        "--max-batch-delay-ms", type=float, default=None, help="TORCHFN_MAX_BATCH_DELAY_MS for batching-on"
+    )
+    parser.add_argument("--output", type=Path, default=RESULTS, help=f"JSON results (default {RESULTS})")
+    args = parser.parse_args(argv)
+    if args.duration < 1 or args.connections < 1 or args.warmup < 0:
+        parser.error("--duration and --connections must be positive, --warmup not negative")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if shutil.which("wrk") is None:
+        print("wrk is not installed", file=sys.stderr)
+        return 2
+    c1_duration = args.duration if args.c1_duration is None else args.c1_duration
+    batch_env: dict[str, str] = {}
+    if args.max_batch_size is not None:
+        batch_env["TORCHFN_MAX_BATCH_SIZE"] = str(args.max_batch_size)
+    if args.max_batch_delay_ms is not None:
+        batch_env["TORCHFN_MAX_BATCH_DELAY_MS"] = str(args.max_batch_delay_ms)
+    wanted = {name.strip() for name in args.configs.split(",") if name.strip()}
+    configs = [config for config in server_configs(batch_env) if config.name in wanted]
+    if not configs:
+        print(f"no known configuration in --configs {args.configs!r}", file=sys.stderr)
+        return 2
+    server_cpu, client_cpu = choose_cpus()
+    if server_cpu is None:
+        print("warning: fewer than two CPUs (or no taskset): server and wrk are not pinned", file=sys.stderr)
+    elif client_cpu is not None:
+        os.sched_setaffinity(0, {client_cpu})  # keep this driver off the server's core too
+    cases = payloads()
+    runs: list[Run] = []
+    with tempfile.TemporaryDirectory(prefix="bench-throughput-") as tmp:
+        workdir = Path(tmp)
+        for config in configs:
+            print(f"# {config.name}: uvicorn {config.app} {config.env or ''}", file=sys.stderr, flush=True)
+            with running_server(config, server_cpu, cases[0]) as server:
+                check_replies(server, cases)
+                for payload in cases:
+                    if args.warmup:
+                        wrk(server, payload, args.connections, args.warmup, client_cpu, workdir)
+                    run = wrk(server, payload, args.connections, args.duration, client_cpu, workdir)
+                    runs.append(run)
+                    print(
+                        f"  {payload.name} -c{args.connections}: {run.requests_per_s:.0f} req/s, "
+                        f"p50 {run.p50_ms:.3f} ms, p99 {run.p99_ms:.3f} ms",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                if c1_duration:
+                    for payload in cases:
+                        run = wrk(server, payload, 1, c1_duration, client_cpu, workdir)
+                        runs.append(run)
+                        print(
+                            f"  {payload.name} -c1: {run.requests_per_s:.0f} req/s, p50 {run.p50_ms:.3f} ms",
+                            file=sys.stderr,
+                            flush=True,
+                        )
+    print()
+    throughput, lone = print_report(runs, cases, args.connections)
+    report = {
+        "command": [sys.executable, "-m", "bench.throughput", *(sys.argv[1:] if argv is None else argv)],
+        "settings": {
+            "duration_s": args.duration,
+            "c1_duration_s": c1_duration,
+            "connections": args.connections,
+            "warmup_s": args.warmup,
+            "server_cpu": server_cpu,
+            "wrk_cpu": client_cpu,
+            "server_env": {"TORCHFN_TORCH_THREADS": "1", "OMP_NUM_THREADS": "1"},
+            "configs": [asdict(config) for config in configs],
+            "payloads": {p.name: {"path": p.path, "body_bytes": len(p.body)} for p in cases},
+        },
+        "machine": machine(),
+        "runs": [asdict(run) for run in runs],
+        "throughput_ratios": throughput,
+        "throughput_target_on_over_bare": THROUGHPUT_TARGET,
+        "lone_request": lone,
+    }
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    print(f"\nresults: {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
