@@ -59,6 +59,7 @@ def make_batcher(
         max_batch_elements=1000,
         max_batch_delay=max_batch_delay,
         max_queue_size=max_queue_size,
+        probe_after=0.0,
     )
 
 

@@ -91,7 +91,11 @@ class DynamicBatcher(Generic[ItemT, ResultT]):
         max_batch_delay: float,
         max_queue_size: int,
         consumers: int = 1,
+        probe_after: float = 0.001,
     ) -> None:
+        """``probe_after``: only items queued longer than this are asked whether their caller is
+        still there; asking costs a little, and computing an item whose caller left within that
+        time is harmless."""
         if max_batch_size < 1 or max_batch_elements < 1 or max_queue_size < 1 or consumers < 1:
             raise ValueError("batch size, element budget, queue size and consumers must be positive")
         if max_batch_delay < 0:
@@ -105,6 +109,7 @@ class DynamicBatcher(Generic[ItemT, ResultT]):
         self.max_batch_delay = max_batch_delay
         self.max_queue_size = max_queue_size
         self._consumers = consumers
+        self._probe_after = probe_after
         self.stats = BatcherStats()
         self._queue: deque[_Pending[ItemT, ResultT]] = deque()
         self._arrived: asyncio.Event | None = None
@@ -216,10 +221,11 @@ class DynamicBatcher(Generic[ItemT, ResultT]):
     async def _still_wanted(self, batch: list[_Pending[ItemT, ResultT]]) -> list[_Pending[ItemT, ResultT]]:
         """Drop items whose caller was cancelled or has gone away, before computing anything."""
         live = []
+        asked_before = time.monotonic() - self._probe_after
         for pending in batch:
             if pending.future.done():
                 continue
-            if pending.gone is not None and await pending.gone():
+            if pending.gone is not None and pending.enqueued < asked_before and await pending.gone():
                 self.stats.cancelled += 1
                 pending.future.set_exception(
                     ClientGone.at(("client",), "the client went away before its request ran", "client_gone")
