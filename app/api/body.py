@@ -35,4 +35,4 @@ async def read_json_body(request: Request, limit: int) -> bytes:
         )
     if size == 0:
         raise MalformedRequest.at(("body",), "the request body is empty", "json_invalid")
-    return b"".join(chunks)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)

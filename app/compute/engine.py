@@ -178,7 +178,7 @@ def cast_on_host(arr: np.ndarray, dtype: torch.dtype, loc: Loc, keep_integer: bo
     if keep_integer:
         return source.to(torch.int64)
     cast = source.to(dtype)
-    if cast.numel() and not bool(torch.isfinite(cast).all()):
+    if cast.numel() and _narrows(source.dtype, dtype) and not _all_finite(cast):
         overflow = ~torch.isfinite(cast) & torch.isfinite(source)
         if bool(overflow.any()):
             first = int(torch.nonzero(overflow.flatten())[0])
@@ -187,6 +187,19 @@ def cast_on_host(arr: np.ndarray, dtype: torch.dtype, loc: Loc, keep_integer: bo
             dtype_name = str(dtype).removeprefix("torch.")
             raise InvalidRequest.at(loc, f"element {index} = {value!r} overflows {dtype_name}", "dtype_overflow")
     return cast
+
+
+def _narrows(source: torch.dtype, target: torch.dtype) -> bool:
+    """Whether a finite value of ``source`` can become infinite in ``target``."""
+    if not source.is_floating_point:
+        return target in (torch.float16, torch.bfloat16)
+    return torch.finfo(source).max > torch.finfo(target).max or (source, target) == (torch.float16, torch.bfloat16)
+
+
+def _all_finite(tensor: torch.Tensor) -> bool:
+    if tensor.dtype == torch.bfloat16:
+        return bool(torch.isfinite(tensor).all())
+    return bool(np.isfinite(tensor.numpy()).all())  # numpy's check is many times faster on the host
 
 
 def _to_host(tensor: torch.Tensor) -> np.ndarray:

@@ -7,7 +7,6 @@ array from the parsed lists in C, and the checks that follow are vectorised. The
 
 from __future__ import annotations
 
-import base64
 import binascii
 import math
 from collections.abc import Sequence
@@ -232,8 +231,9 @@ def encode_tensor(arr: np.ndarray, dtype_name: str, encoding: Encoding) -> Any:
     """
     if encoding == "base64":
         bits = _float32_to_bfloat16_bits(arr) if dtype_name == "bfloat16" else arr
-        data = base64.b64encode(np.ascontiguousarray(bits).astype(bits.dtype.newbyteorder("<"), copy=False).tobytes())
-        return {"shape": list(arr.shape), "dtype": dtype_name, "data": data.decode("ascii")}
+        little = np.ascontiguousarray(bits).astype(bits.dtype.newbyteorder("<"), copy=False)
+        data = binascii.b2a_base64(little.reshape(-1).view(np.uint8).data, newline=False).decode("ascii")
+        return {"shape": list(arr.shape), "dtype": dtype_name, "data": data}
     finite = bool(np.isfinite(arr).all()) if arr.dtype.kind == "f" else True
     if arr.ndim == 0:
         scalar = arr.item()
