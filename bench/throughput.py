@@ -34,6 +34,7 @@ import platform
 import resource
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -263,6 +264,7 @@ class Run:
     other_cpu_share: float
     """CPU used by other processes over the run, as a share of all the machine's cores."""
     wrk_command: list[str] = field(default_factory=list)
+    round: int = 0
 
 
 def process_cpu_s(pid: int) -> float:
@@ -367,19 +369,69 @@ def wrk(server: Server, payload: Payload, connections: int, duration_s: int, cpu
 # ----------------------------------------------------------------------------- reporting
 
 
-def find(runs: list[Run], config: str, payload: str, connections: int) -> Run | None:
-    for run in runs:
-        if (run.config, run.payload, run.connections) == (config, payload, connections):
-            return run
+@dataclass
+class Cell:
+    """One configuration x payload x connection count, over every round: medians of the runs."""
+
+    config: str
+    payload: str
+    connections: int
+    rounds: int
+    requests_per_s: float
+    p50_ms: float
+    p99_ms: float
+    requests_per_s_min: float
+    requests_per_s_max: float
+    mean_batch_size: float | None
+    server_cpu_share: float
+    wrk_cpu_share: float
+    other_cpu_share: float
+
+
+def summarize(runs: list[Run], configs: list[ServerConfig], cases: list[Payload]) -> list[Cell]:
+    cells = []
+    for connections in sorted({run.connections for run in runs}, reverse=True):
+        for payload in cases:
+            for config in configs:
+                group = [
+                    r for r in runs if (r.config, r.payload, r.connections) == (config.name, payload.name, connections)
+                ]
+                if not group:
+                    continue
+                batches = [r.mean_batch_size for r in group if r.mean_batch_size is not None]
+                cells.append(
+                    Cell(
+                        config=config.name,
+                        payload=payload.name,
+                        connections=connections,
+                        rounds=len(group),
+                        requests_per_s=statistics.median(r.requests_per_s for r in group),
+                        p50_ms=statistics.median(r.p50_ms for r in group),
+                        p99_ms=statistics.median(r.p99_ms for r in group),
+                        requests_per_s_min=min(r.requests_per_s for r in group),
+                        requests_per_s_max=max(r.requests_per_s for r in group),
+                        mean_batch_size=statistics.median(batches) if batches else None,
+                        server_cpu_share=statistics.median(r.server_cpu_share for r in group),
+                        wrk_cpu_share=statistics.median(r.wrk_cpu_share for r in group),
+                        other_cpu_share=max(r.other_cpu_share for r in group),
+                    )
+                )
+    return cells
+
+
+def find(cells: list[Cell], config: str, payload: str, connections: int) -> Cell | None:
+    for cell in cells:
+        if (cell.config, cell.payload, cell.connections) == (config, payload, connections):
+            return cell
     return None
 
 
-def ratios(runs: list[Run], cases: list[Payload], connections: int) -> dict[str, dict[str, float]]:
+def ratios(cells: list[Cell], cases: list[Payload], connections: int) -> dict[str, dict[str, float]]:
     out: dict[str, dict[str, float]] = {}
     for payload in cases:
-        bare = find(runs, "bare", payload.name, connections)
-        off = find(runs, "batching-off", payload.name, connections)
-        on = find(runs, "batching-on", payload.name, connections)
+        bare = find(cells, "bare", payload.name, connections)
+        off = find(cells, "batching-off", payload.name, connections)
+        on = find(cells, "batching-on", payload.name, connections)
         entry: dict[str, float] = {}
         if on and bare:
             entry["on_over_bare"] = on.requests_per_s / bare.requests_per_s
@@ -391,11 +443,11 @@ def ratios(runs: list[Run], cases: list[Payload], connections: int) -> dict[str,
     return out
 
 
-def lone_latency(runs: list[Run], cases: list[Payload]) -> dict[str, dict[str, float | bool]]:
+def lone_latency(cells: list[Cell], cases: list[Payload]) -> dict[str, dict[str, float | bool]]:
     out: dict[str, dict[str, float | bool]] = {}
     for payload in cases:
-        off = find(runs, "batching-off", payload.name, 1)
-        on = find(runs, "batching-on", payload.name, 1)
+        off = find(cells, "batching-off", payload.name, 1)
+        on = find(cells, "batching-on", payload.name, 1)
         if off and on:
             ratio = on.p50_ms / off.p50_ms
             out[payload.name] = {
@@ -410,23 +462,32 @@ def lone_latency(runs: list[Run], cases: list[Payload]) -> dict[str, dict[str, f
 
 
 def print_report(
-    runs: list[Run], cases: list[Payload], connections: int, out: TextIO = sys.stdout
+    cells: list[Cell], cases: list[Payload], connections: int, out: TextIO = sys.stdout
 ) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float | bool]]]:
+    rounds = max((cell.rounds for cell in cells), default=1)
+    if rounds > 1:
+        print(f"medians over {rounds} rounds (req/s range in brackets)", file=out)
     header = (
-        f"{'config':<13} {'payload':<8} {'conns':>5} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
-        f"{'mean batch':>10} {'srv cpu':>7} {'wrk cpu':>7} {'other':>6}"
+        f"{'config':<13} {'payload':<8} {'conns':>5} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
+        f"{'batch':>6} {'srv cpu':>7} {'wrk cpu':>7} {'other':>6}"
     )
     print(header, file=out)
     print("-" * len(header), file=out)
-    for run in sorted(runs, key=lambda r: (-r.connections, r.payload)):
-        batch = "-" if run.mean_batch_size is None else f"{run.mean_batch_size:.2f}"
+    for cell in cells:
+        batch = "-" if cell.mean_batch_size is None else f"{cell.mean_batch_size:.1f}"
+        spread = f"  [{cell.requests_per_s_min:.0f}..{cell.requests_per_s_max:.0f}]" if cell.rounds > 1 else ""
         print(
-            f"{run.config:<13} {run.payload:<8} {run.connections:>5} {run.requests_per_s:>9.0f} "
-            f"{run.p50_ms:>8.3f} {run.p99_ms:>8.3f} {batch:>10} {run.server_cpu_share:>7.2f} "
-            f"{run.wrk_cpu_share:>7.2f} {run.other_cpu_share:>6.2f}",
+            f"{cell.config:<13} {cell.payload:<8} {cell.connections:>5} {cell.requests_per_s:>8.0f} "
+            f"{cell.p50_ms:>8.3f} {cell.p99_ms:>8.3f} {batch:>6} {cell.server_cpu_share:>7.2f} "
+            f"{cell.wrk_cpu_share:>7.2f} {cell.other_cpu_share:>6.2f}{spread}",
             file=out,
         )
-    throughput = ratios(runs, cases, connections)
+    print(
+        "(batch: mean requests per compute call from Server-Timing; srv/wrk cpu: cores used by the server and"
+        " wrk; other: share of the machine used by other processes during the run)",
+        file=out,
+    )
+    throughput = ratios(cells, cases, connections)
     print(f"\nthroughput ratios at -c{connections} (target: batching-on / bare >= {THROUGHPUT_TARGET:.2f}):", file=out)
     for name, entry in throughput.items():
         parts = [f"{key.replace('_over_', ' / ')} = {value:.3f}" for key, value in entry.items()]
@@ -434,14 +495,14 @@ def print_report(
         if "on_over_bare" in entry:
             verdict = "  [meets target]" if entry["on_over_bare"] >= THROUGHPUT_TARGET else "  [BELOW target]"
         print(f"  {name:<8} " + ", ".join(parts) + verdict, file=out)
-    lone = lone_latency(runs, cases)
+    lone = lone_latency(cells, cases)
     if lone:
         print(
             f"\nlone request (-c1 -t1) p50, batching on vs off (target: on <= off x {1 + LONE_LATENCY_TOLERANCE:.2f}):",
             file=out,
         )
         for name, c1 in lone.items():
-            verdict = "within 10%" if c1["within_tolerance"] else "SLOWER than 10%"
+            verdict = "within 10%" if c1["within_tolerance"] else "SLOWER by more than 10%"
             print(
                 f"  {name:<8} off {c1['off_p50_ms']:.3f} ms, on {c1['on_p50_ms']:.3f} ms, "
                 f"on / off = {c1['on_over_off_p50']:.3f}  [{verdict}]",
@@ -489,11 +550,53 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--max-batch-delay-ms", type=float, default=None, help="TORCHFN_MAX_BATCH_DELAY_MS for batching-on"
     )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="repeat the whole measurement (servers restarted) and report medians (default 1)",
+    )
     parser.add_argument("--output", type=Path, default=RESULTS, help=f"JSON results (default {RESULTS})")
     args = parser.parse_args(argv)
-    if args.duration < 1 or args.connections < 1 or args.warmup < 0:
-        parser.error("--duration and --connections must be positive, --warmup not negative")
+    if args.duration < 1 or args.connections < 1 or args.rounds < 1 or args.warmup < 0:
+        parser.error("--duration, --connections and --rounds must be positive, --warmup not negative")
     return args
+
+
+def measure_config(
+    config: ServerConfig,
+    cases: list[Payload],
+    args: argparse.Namespace,
+    c1_duration: int,
+    server_cpu: int | None,
+    client_cpu: int | None,
+    workdir: Path,
+) -> list[Run]:
+    """Start one server, check it, then for each payload: warm up and measure at --connections;
+    then each payload at one connection."""
+    runs = []
+    with running_server(config, server_cpu, cases[0]) as server:
+        check_replies(server, cases)
+        for payload in cases:
+            if args.warmup:
+                wrk(server, payload, args.connections, args.warmup, client_cpu, workdir)
+            run = wrk(server, payload, args.connections, args.duration, client_cpu, workdir)
+            runs.append(run)
+            print(
+                f"  {payload.name} -c{args.connections}: {run.requests_per_s:.0f} req/s, "
+                f"p50 {run.p50_ms:.3f} ms, p99 {run.p99_ms:.3f} ms, batch {run.mean_batch_size or 0:.1f}",
+                file=sys.stderr,
+                flush=True,
+            )
+        for payload in cases if c1_duration else []:
+            run = wrk(server, payload, 1, c1_duration, client_cpu, workdir)
+            runs.append(run)
+            print(
+                f"  {payload.name} -c1: {run.requests_per_s:.0f} req/s, p50 {run.p50_ms:.3f} ms",
+                file=sys.stderr,
+                flush=True,
+            )
+    return runs
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -521,32 +624,20 @@ def main(argv: list[str] | None = None) -> int:
     runs: list[Run] = []
     with tempfile.TemporaryDirectory(prefix="bench-throughput-") as tmp:
         workdir = Path(tmp)
-        for config in configs:
-            print(f"# {config.name}: uvicorn {config.app} {config.env or ''}", file=sys.stderr, flush=True)
-            with running_server(config, server_cpu, cases[0]) as server:
-                check_replies(server, cases)
-                for payload in cases:
-                    if args.warmup:
-                        wrk(server, payload, args.connections, args.warmup, client_cpu, workdir)
-                    run = wrk(server, payload, args.connections, args.duration, client_cpu, workdir)
-                    runs.append(run)
-                    print(
-                        f"  {payload.name} -c{args.connections}: {run.requests_per_s:.0f} req/s, "
-                        f"p50 {run.p50_ms:.3f} ms, p99 {run.p99_ms:.3f} ms",
-                        file=sys.stderr,
-                        flush=True,
-                    )
-                if c1_duration:
-                    for payload in cases:
-                        run = wrk(server, payload, 1, c1_duration, client_cpu, workdir)
-                        runs.append(run)
-                        print(
-                            f"  {payload.name} -c1: {run.requests_per_s:.0f} req/s, p50 {run.p50_ms:.3f} ms",
-                            file=sys.stderr,
-                            flush=True,
-                        )
+        for round_index in range(args.rounds):
+            for config in configs:
+                print(
+                    f"# round {round_index + 1}/{args.rounds} {config.name}: uvicorn {config.app} {config.env or ''}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                measured = measure_config(config, cases, args, c1_duration, server_cpu, client_cpu, workdir)
+                for run in measured:
+                    run.round = round_index
+                runs.extend(measured)
     print()
-    throughput, lone = print_report(runs, cases, args.connections)
+    cells = summarize(runs, configs, cases)
+    throughput, lone = print_report(cells, cases, args.connections)
     report = {
         "command": [sys.executable, "-m", "bench.throughput", *(sys.argv[1:] if argv is None else argv)],
         "settings": {
@@ -554,6 +645,7 @@ def main(argv: list[str] | None = None) -> int:
             "c1_duration_s": c1_duration,
             "connections": args.connections,
             "warmup_s": args.warmup,
+            "rounds": args.rounds,
             "server_cpu": server_cpu,
             "wrk_cpu": client_cpu,
             "server_env": {"TORCHFN_TORCH_THREADS": "1", "OMP_NUM_THREADS": "1"},
@@ -561,6 +653,7 @@ def main(argv: list[str] | None = None) -> int:
             "payloads": {p.name: {"path": p.path, "body_bytes": len(p.body)} for p in cases},
         },
         "machine": machine(),
+        "cells": [asdict(cell) for cell in cells],
         "runs": [asdict(run) for run in runs],
         "throughput_ratios": throughput,
         "throughput_target_on_over_bare": THROUGHPUT_TARGET,

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import orjson
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from app.compute.catalogue import Catalogue, FunctionSpec
 from app.compute.catalogue.spec import FunctionKind
@@ -104,12 +104,19 @@ class _Decoder:
         return build_job(spec, self.arrays, scalars, self.locs, dtype or self.options.default_dtype, grad, grad_array)
 
 
-def decode_activation(body: bytes, options: DecodeOptions) -> Decoded:
+EnvelopeT = TypeVar("EnvelopeT", bound=BaseModel)
+
+
+def _parse_envelope(body: bytes, model: type[EnvelopeT]) -> EnvelopeT:
     obj = parse_json(body)
     try:
-        request = ActivateRequest.model_validate(obj)
+        return model.model_validate(obj)
     except ValidationError as error:
         raise InvalidRequest(_envelope_problems(error)) from None
+
+
+def decode_activation(body: bytes, options: DecodeOptions) -> Decoded:
+    request = _parse_envelope(body, ActivateRequest)
     spec = _find_function(request.function, "activation", options.catalogue)
     decoder = _Decoder(body, options)
     decoder.tensor("input", request.input, ("body", "input"))
@@ -118,11 +125,7 @@ def decode_activation(body: bytes, options: DecodeOptions) -> Decoded:
 
 
 def decode_loss(body: bytes, options: DecodeOptions) -> Decoded:
-    obj = parse_json(body)
-    try:
-        request = LossRequest.model_validate(obj)
-    except ValidationError as error:
-        raise InvalidRequest(_envelope_problems(error)) from None
+    request = _parse_envelope(body, LossRequest)
     spec = _find_function(request.function, "loss", options.catalogue)
     decoder = _Decoder(body, options)
     expected = {arg.name for arg in spec.tensors}
