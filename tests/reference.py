@@ -196,9 +196,11 @@ def assert_same(actual: torch.Tensor, expected: torch.Tensor) -> None:
 
 
 def assert_close(actual: torch.Tensor, expected: torch.Tensor) -> None:
-    """For results torch itself does not reproduce bit for bit (nondeterministic CUDA kernels):
-    torch's default tolerances for the dtype, with NaN at the same positions."""
+    """For results torch itself does not reproduce bit for bit (nondeterministic CUDA kernels,
+    whose atomic accumulation order varies from call to call): within a few units of rounding of
+    the dtype, with NaN at the same positions."""
     expected = expected.detach().cpu()
     actual = actual.detach().cpu()
     assert actual.dtype == expected.dtype, f"dtype {actual.dtype} != {expected.dtype}"
-    torch.testing.assert_close(actual, expected, equal_nan=True)
+    eps = torch.finfo(expected.dtype).eps if expected.is_floating_point() else 0.0
+    torch.testing.assert_close(actual, expected, equal_nan=True, rtol=4 * eps, atol=4 * eps)

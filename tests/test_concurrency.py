@@ -60,7 +60,9 @@ def pool() -> Iterator[ThreadPoolExecutor]:
         yield executor
 
 
-def test_concurrent_clients_each_get_their_own_answer(gate: Gate, pool: ThreadPoolExecutor) -> None:
+def test_concurrent_clients_each_get_their_own_answer(
+    gate: Gate, pool: ThreadPoolExecutor, device: torch.device
+) -> None:
     rng = np.random.default_rng(11)
     inputs = [rng.standard_normal(256).astype(np.float32) for _ in range(96)]
     poisoned = set(range(5, 96, 9))
@@ -88,17 +90,19 @@ def test_concurrent_clients_each_get_their_own_answer(gate: Gate, pool: ThreadPo
             assert reply.json()["details"][0]["loc"] == ["body", "input"]
             continue
         assert reply.status_code == 200, reply.text
-        x = torch.from_numpy(inputs[index]).requires_grad_()
+        x = torch.from_numpy(inputs[index]).to(device).requires_grad_()
         y = torch.sigmoid(x)
         (g,) = torch.autograd.grad(y, x, torch.ones_like(y))
         body = reply.json()
-        assert np.asarray(body["output"], dtype=np.float32).tobytes() == y.detach().numpy().tobytes()
-        assert np.asarray(body["grad"], dtype=np.float32).tobytes() == g.numpy().tobytes()
+        assert np.asarray(body["output"], dtype=np.float32).tobytes() == y.detach().cpu().numpy().tobytes()
+        assert np.asarray(body["grad"], dtype=np.float32).tobytes() == g.cpu().numpy().tobytes()
         sizes.append(batch_size(reply))
     assert max(sizes) > 1, "requests queued behind a busy worker were never batched"
 
 
-def test_mixed_functions_and_shapes_under_concurrency(gate: Gate, pool: ThreadPoolExecutor) -> None:
+def test_mixed_functions_and_shapes_under_concurrency(
+    gate: Gate, pool: ThreadPoolExecutor, device: torch.device
+) -> None:
     rng = np.random.default_rng(12)
     requests = []
     for index in range(60):
@@ -119,7 +123,7 @@ def test_mixed_functions_and_shapes_under_concurrency(gate: Gate, pool: ThreadPo
         assert blocker.result(30).status_code == 200
     for (path, body), reply in zip(requests, replies, strict=True):
         assert reply.status_code == 200, reply.text
-        x = torch.tensor(body["input"], dtype=torch.float32)
+        x = torch.tensor(body["input"], dtype=torch.float32, device=device)
         if body["function"] == "tanh":
             expected = torch.tanh(x)
         elif body["function"] == "softmax":
@@ -128,7 +132,7 @@ def test_mixed_functions_and_shapes_under_concurrency(gate: Gate, pool: ThreadPo
             expected = torch.nn.functional.mse_loss(x, torch.zeros_like(x))
         key = "output" if path == "/activate" else "loss"
         got = torch.tensor(reply.json()[key], dtype=torch.float64).to(torch.float32)
-        assert torch.equal(got, expected)
+        assert torch.equal(got, expected.cpu())
 
 
 def test_burst_beyond_the_queue_gets_503_at_once(gate: Gate, pool: ThreadPoolExecutor) -> None:
