@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from fastapi import Request
+from starlette.requests import ClientDisconnect
 
+from app.compute.batching import ClientGone
 from app.core.errors import MalformedRequest, TooLarge, UnsupportedMediaType
 
 
@@ -24,11 +26,14 @@ async def read_json_body(request: Request, limit: int) -> bytes:
             raise TooLarge.at(("body",), f"body of {declared} bytes exceeds the limit of {limit}", "body_too_large")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise TooLarge.at(("body",), f"body exceeds the limit of {limit} bytes", "body_too_large")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise TooLarge.at(("body",), f"body exceeds the limit of {limit} bytes", "body_too_large")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise ClientGone.at(("client",), "the client went away while sending its body", "client_gone") from None
     if declared is not None and size != int(declared):
         raise MalformedRequest.at(
             ("header", "content-length"), f"declares {declared} bytes but the body holds {size}", "invalid_header"

@@ -1,4 +1,7 @@
-"""Dependencies: the resources the lifespan created, reached through ``Depends``."""
+"""Dependencies: the resources the lifespan created, reached through ``Depends``.
+
+They are ``async`` on purpose: FastAPI runs plain ``def`` dependencies in a thread pool, a
+thread hop per dependency per request."""
 
 from __future__ import annotations
 
@@ -11,17 +14,17 @@ from app.core.config import Settings
 from app.wire.json_protocol import DecodeOptions
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_compute(request: Request) -> ComputeService:
+async def get_compute(request: Request) -> ComputeService:
     compute: ComputeService = request.app.state.compute
     return compute
 
 
-def get_decode_options(request: Request) -> DecodeOptions:
+async def get_decode_options(request: Request) -> DecodeOptions:
     options: DecodeOptions = request.app.state.decode_options
     return options
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import time
 from collections.abc import Hashable
 from concurrent.futures import ThreadPoolExecutor
@@ -61,6 +62,7 @@ class ComputeService:
         device = resolve_device(settings.device)
         if settings.torch_threads is not None:
             torch.set_num_threads(settings.torch_threads)
+        sys.setswitchinterval(settings.gil_switch_interval_ms / 1000.0)
         self._executor = ThreadPoolExecutor(settings.compute_workers, thread_name_prefix="torch-compute")
         engine = Engine(device)
         await asyncio.get_running_loop().run_in_executor(self._executor, self._warm_up, engine)
