@@ -13,6 +13,7 @@ from app.api.routes import compute, functions, health
 from app.compute.catalogue import CATALOGUE
 from app.compute.service import ComputeService
 from app.core.config import Settings
+from app.core.runtime import tune_process
 from app.wire.json_protocol import DecodeOptions
 from app.wire.models import ActivateRequest, LossRequest
 from app.wire.tensors import Limits
@@ -31,6 +32,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         compute_service = ComputeService(settings, CATALOGUE)
         await compute_service.start()
+        tune_process(settings)
         app.state.compute = compute_service
         try:
             yield

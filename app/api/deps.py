@@ -32,3 +32,9 @@ async def get_decode_options(request: Request) -> DecodeOptions:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 ComputeDep = Annotated[ComputeService, Depends(get_compute)]
 DecodeOptionsDep = Annotated[DecodeOptions, Depends(get_decode_options)]
+
+
+def hot_path_resources(request: Request) -> tuple[ComputeService, DecodeOptions, Settings]:
+    """What /activate and /loss need, without FastAPI's per-request dependency solving."""
+    state = request.app.state
+    return state.compute, state.decode_options, state.settings

@@ -115,6 +115,8 @@ class DynamicBatcher(Generic[ItemT, ResultT]):
         self._arrived: asyncio.Event | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
+        self._busy = 0
+        """Compute calls in flight (at most ``consumers``)."""
 
     @property
     def depth(self) -> int:
@@ -141,6 +143,8 @@ class DynamicBatcher(Generic[ItemT, ResultT]):
             self.stats.rejected_full += 1
             raise QueueFull.at(("service",), f"the queue is full ({self.max_queue_size} waiting)", "queue_full")
         loop = asyncio.get_running_loop()
+        if not self._queue and self._busy < self._consumers:
+            return await self._run_alone(item, loop)
         now = time.monotonic()
         pending: _Pending[ItemT, ResultT] = _Pending(
             item,
@@ -153,20 +157,45 @@ class DynamicBatcher(Generic[ItemT, ResultT]):
         )
         self._queue.append(pending)
         self._arrived.set()
+        timer = None if timeout is None else loop.call_later(timeout, self._expire, pending, timeout)
         try:
-            return await asyncio.wait_for(asyncio.shield(pending.future), timeout)
-        except TimeoutError:
-            if pending.future.cancel():
-                self.stats.expired += 1
-            if pending.future.done() and not pending.future.cancelled():
-                return pending.future.result()
-            raise DeadlineExceeded.at(
-                ("service",), f"not served within the deadline of {timeout:.3f} s", "deadline_exceeded"
-            ) from None
+            return await pending.future
         except asyncio.CancelledError:
-            if pending.future.cancel():
+            if pending.future.cancelled():
                 self.stats.cancelled += 1
             raise
+        finally:
+            if timer is not None:
+                timer.cancel()
+
+    async def _run_alone(self, item: ItemT, loop: asyncio.AbstractEventLoop) -> Served[ResultT]:
+        """Nothing queued and a worker idle: compute at once, without a trip through the queue."""
+        self._busy += 1
+        started = time.monotonic()
+        try:
+            outcomes = await loop.run_in_executor(self._executor, self._compute, [item])
+        finally:
+            self._busy -= 1
+            if self._queue and self._arrived is not None:
+                self._arrived.set()
+        self.stats.batches += 1
+        self.stats.items += 1
+        if len(outcomes) != 1:
+            raise RuntimeError(f"compute returned {len(outcomes)} outcomes for 1 items")
+        outcome = outcomes[0]
+        if isinstance(outcome, Exception):
+            self.stats.failed += 1
+            raise outcome
+        return Served(outcome, 0.0, time.monotonic() - started, 1)
+
+    def _expire(self, pending: _Pending[ItemT, ResultT], timeout: float) -> None:
+        if not pending.future.done():
+            self.stats.expired += 1
+            pending.future.set_exception(
+                DeadlineExceeded.at(
+                    ("service",), f"not served within the deadline of {timeout:.3f} s", "deadline_exceeded"
+                )
+            )
 
     def _take_batch(self) -> list[_Pending[ItemT, ResultT]]:
         """The oldest live item and the queued items sharing its key, within the limits."""
@@ -238,8 +267,8 @@ class DynamicBatcher(Generic[ItemT, ResultT]):
         assert self._arrived is not None
         loop = asyncio.get_running_loop()
         while True:
-            if not self._queue:
-                if self._closing:
+            if not self._queue or self._busy >= self._consumers:
+                if self._closing and not self._queue:
                     return
                 self._arrived.clear()
                 await self._arrived.wait()
@@ -248,29 +277,36 @@ class DynamicBatcher(Generic[ItemT, ResultT]):
             batch = self._take_batch()
             if not batch:
                 continue
-            if had_company and self.max_batch_delay > 0:
-                await self._wait_for_company(batch)
-            live = await self._still_wanted(batch)
-            if not live:
-                continue
-            started = time.monotonic()
+            self._busy += 1  # forming and computing a batch both keep the fast path out
             try:
-                outcomes = await loop.run_in_executor(self._executor, self._compute, [p.item for p in live])
-            except Exception as error:  # the compute function itself broke: fail this batch only
-                outcomes = [error] * len(live)
-            finished = time.monotonic()
-            if len(outcomes) != len(live):
-                mismatch = RuntimeError(f"compute returned {len(outcomes)} outcomes for {len(live)} items")
-                outcomes = [mismatch] * len(live)
-            self.stats.batches += 1
-            self.stats.items += len(live)
-            for pending, outcome in zip(live, outcomes, strict=True):
-                if pending.future.done():
-                    continue
-                if isinstance(outcome, Exception):
-                    self.stats.failed += 1
-                    pending.future.set_exception(outcome)
-                else:
-                    pending.future.set_result(
-                        Served(outcome, started - pending.enqueued, finished - started, len(live))
-                    )
+                await self._form_and_run(batch, had_company, loop)
+            finally:
+                self._busy -= 1
+
+    async def _form_and_run(
+        self, batch: list[_Pending[ItemT, ResultT]], had_company: bool, loop: asyncio.AbstractEventLoop
+    ) -> None:
+        if had_company and self.max_batch_delay > 0:
+            await self._wait_for_company(batch)
+        live = await self._still_wanted(batch)
+        if not live:
+            return
+        started = time.monotonic()
+        try:
+            outcomes = await loop.run_in_executor(self._executor, self._compute, [p.item for p in live])
+        except Exception as error:  # the compute function itself broke: fail this batch only
+            outcomes = [error] * len(live)
+        finished = time.monotonic()
+        if len(outcomes) != len(live):
+            mismatch = RuntimeError(f"compute returned {len(outcomes)} outcomes for {len(live)} items")
+            outcomes = [mismatch] * len(live)
+        self.stats.batches += 1
+        self.stats.items += len(live)
+        for pending, outcome in zip(live, outcomes, strict=True):
+            if pending.future.done():
+                continue
+            if isinstance(outcome, Exception):
+                self.stats.failed += 1
+                pending.future.set_exception(outcome)
+            else:
+                pending.future.set_result(Served(outcome, started - pending.enqueued, finished - started, len(live)))
