@@ -30,8 +30,6 @@ import gc
 import json
 import os
 import platform
-import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -48,6 +46,8 @@ import numpy as np
 import orjson
 import torch
 from numpy.typing import NDArray
+
+from bench.machine import choose_cpus, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "large_tensor.json"
@@ -94,21 +94,6 @@ class Server:
         self.log.flush()
         self.log.seek(0)
         return self.log.read()
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def choose_cpus() -> tuple[int | None, int | None]:
-    """(server cpu, client cpu) when there are two CPUs to pin to and taskset exists."""
-    cpus = sorted(os.sched_getaffinity(0))
-    if len(cpus) >= 2 and shutil.which("taskset"):
-        return cpus[0], cpus[1]
-    return None, None
 
 
 @contextlib.contextmanager

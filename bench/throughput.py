@@ -33,7 +33,6 @@ import os
 import platform
 import resource
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -47,6 +46,8 @@ from typing import Any, TextIO
 import httpx
 import numpy as np
 import orjson
+
+from bench.machine import choose_cpus, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 LUA_SCRIPT = ROOT / "bench" / "post.lua"
@@ -134,21 +135,6 @@ class Server:
             raise RuntimeError(
                 f"{self.config.name}: the server exited with {self.process.returncode}:\n{self.log_text()}"
             )
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def choose_cpus() -> tuple[int | None, int | None]:
-    """(server cpu, load generator cpu): the first two CPUs this process may use."""
-    cpus = sorted(os.sched_getaffinity(0))
-    if len(cpus) >= 2 and shutil.which("taskset"):
-        return cpus[0], cpus[1]
-    return None, None
 
 
 def pinned(command: list[str], cpu: int | None) -> list[str]:

@@ -1,0 +1,22 @@
+"""What the benchmarks share about this machine: a free loopback port and the cores to pin to."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def choose_cpus() -> tuple[int | None, int | None]:
+    """(server cpu, client cpu): the first two CPUs this process may use, when taskset exists."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) >= 2 and shutil.which("taskset"):
+        return cpus[0], cpus[1]
+    return None, None
