@@ -30,7 +30,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        compute_service = ComputeService(settings, CATALOGUE)
+        compute_service = ComputeService(settings)
         await compute_service.start()
         tune_process(settings)
         app.state.compute = compute_service

@@ -47,7 +47,7 @@ import orjson
 import torch
 from numpy.typing import NDArray
 
-from bench.machine import choose_cpus, free_port
+from bench.machine import choose_cpus, free_port, server_command
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "large_tensor.json"
@@ -99,22 +99,7 @@ class Server:
 @contextlib.contextmanager
 def running_server(server_cpu: int | None, torch_threads: int | None) -> Iterator[Server]:
     port = free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "app.main:app",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        "1",
-        "--log-level",
-        "warning",
-    ]
-    if server_cpu is not None:
-        command = ["taskset", "-c", str(server_cpu), *command]
+    command = server_command("app.main:app", port, server_cpu)
     env = dict(os.environ)
     if torch_threads is not None:
         env.setdefault("TORCHFN_TORCH_THREADS", str(torch_threads))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import sys
 
 
 def free_port() -> int:
@@ -20,3 +21,14 @@ def choose_cpus() -> tuple[int | None, int | None]:
     if len(cpus) >= 2 and shutil.which("taskset"):
         return cpus[0], cpus[1]
     return None, None
+
+
+def pinned(command: list[str], cpu: int | None) -> list[str]:
+    """``command`` run on ``cpu`` only (through taskset), or as it is."""
+    return command if cpu is None else ["taskset", "-c", str(cpu), *command]
+
+
+def server_command(app: str, port: int, cpu: int | None, *extra: str) -> list[str]:
+    """One uvicorn worker on loopback serving ``app``, pinned to ``cpu``."""
+    uvicorn = [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port)]
+    return pinned([*uvicorn, "--workers", "1", "--log-level", "warning", *extra], cpu)

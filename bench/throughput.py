@@ -47,7 +47,7 @@ import httpx
 import numpy as np
 import orjson
 
-from bench.machine import choose_cpus, free_port
+from bench.machine import choose_cpus, free_port, pinned, server_command
 
 ROOT = Path(__file__).resolve().parent.parent
 LUA_SCRIPT = ROOT / "bench" / "post.lua"
@@ -137,32 +137,14 @@ class Server:
             )
 
 
-def pinned(command: list[str], cpu: int | None) -> list[str]:
-    return command if cpu is None else ["taskset", "-c", str(cpu), *command]
-
-
 @contextlib.contextmanager
 def running_server(config: ServerConfig, cpu: int | None, probe: Payload) -> Iterator[Server]:
     port = free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        config.app,
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        "1",
-        "--log-level",
-        "warning",
-        "--no-access-log",
-    ]
+    command = server_command(config.app, port, cpu, "--no-access-log")
     env = {key: value for key, value in os.environ.items() if not key.startswith("TORCHFN_")}
     env.update({"TORCHFN_TORCH_THREADS": "1", "OMP_NUM_THREADS": "1", **config.env})
     with tempfile.TemporaryFile("w+", encoding="utf-8") as log:
-        process = subprocess.Popen(pinned(command, cpu), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
         server = Server(config, process, f"http://127.0.0.1:{port}", log)
         try:
             wait_ready(server, probe)

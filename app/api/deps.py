@@ -1,6 +1,7 @@
 """Dependencies: the resources the lifespan created, reached through ``Depends``.
 
-They are ``async`` on purpose: FastAPI runs plain ``def`` dependencies in a thread pool, a
+``/activate`` and ``/loss`` read theirs with ``hot_path_resources`` instead. Dependencies
+are ``async`` on purpose: FastAPI runs plain ``def`` dependencies in a thread pool, a
 thread hop per dependency per request."""
 
 from __future__ import annotations
@@ -14,24 +15,12 @@ from app.core.config import Settings
 from app.wire.json_protocol import DecodeOptions
 
 
-async def get_settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
-
-
 async def get_compute(request: Request) -> ComputeService:
     compute: ComputeService = request.app.state.compute
     return compute
 
 
-async def get_decode_options(request: Request) -> DecodeOptions:
-    options: DecodeOptions = request.app.state.decode_options
-    return options
-
-
-SettingsDep = Annotated[Settings, Depends(get_settings)]
 ComputeDep = Annotated[ComputeService, Depends(get_compute)]
-DecodeOptionsDep = Annotated[DecodeOptions, Depends(get_decode_options)]
 
 
 def hot_path_resources(request: Request) -> tuple[ComputeService, DecodeOptions, Settings]:

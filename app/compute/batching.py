@@ -31,6 +31,10 @@ class QueueFull(Overloaded):
 class DeadlineExceeded(Overloaded):
     code = "deadline_exceeded"
 
+    @classmethod
+    def after(cls, timeout: float) -> DeadlineExceeded:
+        return cls.at(("service",), f"not served within the deadline of {timeout:.3f} s", "deadline_exceeded")
+
 
 class ClientGone(ServiceError):
     """The caller went away while its item was queued; the item was dropped uncomputed."""
@@ -191,11 +195,7 @@ class DynamicBatcher(Generic[ItemT, ResultT]):
     def _expire(self, pending: _Pending[ItemT, ResultT], timeout: float) -> None:
         if not pending.future.done():
             self.stats.expired += 1
-            pending.future.set_exception(
-                DeadlineExceeded.at(
-                    ("service",), f"not served within the deadline of {timeout:.3f} s", "deadline_exceeded"
-                )
-            )
+            pending.future.set_exception(DeadlineExceeded.after(timeout))
 
     def _take_batch(self) -> list[_Pending[ItemT, ResultT]]:
         """The oldest live item and the queued items sharing its key, within the limits."""

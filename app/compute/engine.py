@@ -111,7 +111,8 @@ class Engine:
             name: self._to_device(arr, dtype, job.locs[name], keep_integer=self._is_index(job, name, arr))
             for name, arr in job.arrays.items()
         }
-        leaves = [tensors[name] for name in job.spec.differentiable if job.grad and tensors[name].is_floating_point()]
+        names = [name for name in job.spec.differentiable if tensors[name].is_floating_point()] if job.grad else []
+        leaves = [tensors[name] for name in names]
         for leaf in leaves:
             leaf.requires_grad_(True)
         try:
@@ -120,7 +121,6 @@ class Engine:
                 grads = self._gradients(job, output, leaves, dtype) if job.grad else None
         except (RuntimeError, ValueError, IndexError, TypeError) as error:
             raise self._translate(error, job) from None
-        names = [name for name in job.spec.differentiable if name in tensors and tensors[name].is_floating_point()]
         return Result(
             output=_to_host(output),
             grads=None if grads is None else {name: _to_host(g) for name, g in zip(names, grads, strict=True)},

@@ -11,7 +11,6 @@ from concurrent.futures import ThreadPoolExecutor
 import torch
 
 from app.compute.batching import DeadlineExceeded, DynamicBatcher, GoneProbe, Served
-from app.compute.catalogue import CATALOGUE, Catalogue
 from app.compute.engine import Engine, resolve_device
 from app.compute.fusion import fusion_key
 from app.compute.jobs import Job, Result
@@ -40,9 +39,8 @@ def job_size(job: Job) -> int:
 class ComputeService:
     """Started and stopped by the app's lifespan."""
 
-    def __init__(self, settings: Settings, catalogue: Catalogue = CATALOGUE) -> None:
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.catalogue = catalogue
         self._executor: ThreadPoolExecutor | None = None
         self._engine: Engine | None = None
         self._batcher: DynamicBatcher[Job, Result] | None = None
@@ -56,10 +54,6 @@ class ComputeService:
     @property
     def device(self) -> str:
         return str(self._engine.device) if self._engine else "uninitialised"
-
-    @property
-    def batcher(self) -> DynamicBatcher[Job, Result] | None:
-        return self._batcher
 
     async def start(self) -> None:
         settings = self.settings
@@ -107,9 +101,7 @@ class ComputeService:
         try:
             result = await asyncio.wait_for(work, limit)
         except TimeoutError:
-            raise DeadlineExceeded.at(
-                ("service",), f"not served within the deadline of {limit:.3f} s", "deadline_exceeded"
-            ) from None
+            raise DeadlineExceeded.after(limit) from None
         return Served(result, 0.0, time.monotonic() - started, 1)
 
     @staticmethod

@@ -16,9 +16,9 @@ from app.compute.jobs import Job, Result, build_job
 from app.compute.params import validate_params
 from app.core.config import FloatDType
 from app.core.errors import InvalidRequest, Loc, MalformedRequest, Problem, TooLarge
-from app.wire.models import ActivateRequest, Encoding, LossRequest
+from app.wire.models import ActivateRequest, LossRequest
 from app.wire.scan import scan_body
-from app.wire.tensors import Limits, decode_tensor, encode_tensor
+from app.wire.tensors import Encoding, Limits, decode_tensor, encode_tensor
 
 
 @dataclass(frozen=True)

@@ -3,11 +3,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, WithJsonSchema
 
 from app.core.config import FloatDType
+from app.wire.tensors import Encoding
 
 _NUMBER_OR_TOKEN: dict[str, Any] = {
     "anyOf": [{"type": "number"}, {"type": "string", "enum": ["NaN", "Infinity", "-Infinity"]}]
@@ -39,7 +40,6 @@ TENSOR_SCHEMA: dict[str, Any] = {
 }
 
 Tensor = Annotated[Any, WithJsonSchema(TENSOR_SCHEMA)]
-Encoding = Literal["json", "base64"]
 
 
 class _Request(BaseModel):

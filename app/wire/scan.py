@@ -23,7 +23,6 @@ class BodyScan:
     booleans_in_lists: bool
 
 
-NOTHING_SUSPECT = BodyScan(strings_in_lists=False, booleans_in_lists=False)
 EVERYTHING_SUSPECT = BodyScan(strings_in_lists=True, booleans_in_lists=True)
 
 

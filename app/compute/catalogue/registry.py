@@ -16,9 +16,7 @@ REFUSED_BY_KIND: dict[FunctionKind, dict[str, str]] = {
     "loss": {"size_average": _DEPRECATED, "reduce": _DEPRECATED},
 }
 REFUSED_EVERYWHERE: dict[str, str] = {
-    "inplace": _INPLACE,
-    "size_average": _DEPRECATED,
-    "reduce": _DEPRECATED,
+    **{name: reason for refused in REFUSED_BY_KIND.values() for name, reason in refused.items()},
     "_stacklevel": "internal to torch's warnings",
 }
 
