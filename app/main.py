@@ -39,7 +39,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await compute_service.stop()
 
-    app = FastAPI(title="torch functions service", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    telemetry = settings.opentelemetry
+    app = FastAPI(
+        title="torch functions service",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        telemetry={"tracing": telemetry, "metrics": telemetry, "logs": telemetry},
+    )
     app.state.settings = settings
     app.state.decode_options = DecodeOptions(
         catalogue=CATALOGUE,
@@ -48,7 +55,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         default_dtype=settings.default_dtype,
     )
     install_error_handlers(app)
-    app.include_router(compute.router)
+    # The hot routes go first on the app's own router instead of being included: dispatch
+    # through an included router, and matching the docs routes first, cost ~15 µs a request in
+    # this fastapi (measured with bench/throughput.py).
+    app.router.routes[:0] = compute.router.routes
     app.include_router(functions.router)
     app.include_router(health.router)
     install_openapi(app, [ActivateRequest, LossRequest])

@@ -160,3 +160,74 @@ def test_a_request_that_overflows_its_dtype_fails_alone(engine: Engine) -> None:
 
 def test_default_settings_batch() -> None:
     assert Settings().batching
+
+
+ROW_SPLIT_CASES = [
+    ("cross_entropy", {}),
+    ("cross_entropy", {"reduction": "sum"}),
+    ("cross_entropy", {"reduction": "none"}),
+    ("cross_entropy", {"ignore_index": 1}),
+    ("nll_loss", {}),
+    ("nll_loss", {"reduction": "none", "ignore_index": 0}),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(("name", "params"), ROW_SPLIT_CASES, ids=lambda case: str(case))
+def test_class_index_losses_share_one_call_and_match_alone(
+    engine: Engine, name: str, params: dict[str, Any], dtype: str
+) -> None:
+    """cross_entropy/nll_loss requests with the same class count and different batch sizes share
+    the row-wise step, and each still gets exactly its own loss and gradient."""
+    rng = np.random.default_rng(11)
+    classes = 10
+    for grad, with_grad_output in ((False, False), (True, False), (True, True)):
+        jobs = []
+        for rows in (32, 1, 7, 32, 64):
+            target = rng.integers(0, classes, size=rows)
+            target[0] = 2  # never every target ignored (the ignore_index cases use 0 and 1)
+            body: dict[str, Any] = {
+                "function": name,
+                "input": rng.standard_normal((rows, classes)) * 4,
+                "target": target,
+                "params": params,
+                "dtype": dtype,
+                "grad": grad,
+            }
+            if name == "nll_loss":
+                body["input"] = -np.abs(body["input"])
+            if with_grad_output:
+                reduced = params.get("reduction", "mean") != "none"
+                body["grad_output"] = float(rng.standard_normal()) if reduced else rng.standard_normal(rows)
+            jobs.append(job_from(body))
+        if not supported(engine, jobs[0]):
+            continue
+        assert len({fusion_key(job) for job in jobs}) == 1
+        assert fusion_key(jobs[0]) is not None
+        for batched, job in zip(engine.run_batch(jobs), jobs, strict=True):
+            assert_identical(batched, engine.run(job))
+
+
+def test_class_index_losses_fuse_only_where_torch_computes_two_steps() -> None:
+    base = {"function": "cross_entropy", "input": [[0.5, 1.0, -1.0]], "target": [2]}
+    assert fusion_key(job_from(base)) is not None
+    assert fusion_key(job_from({**base, "params": {"label_smoothing": 0.1}})) is None
+    assert fusion_key(job_from({**base, "target": [[0.2, 0.3, 0.5]]})) is None  # class probabilities
+    assert fusion_key(job_from({**base, "params": {"weight": [1.0, 2.0, 1.0]}})) is None
+    assert fusion_key(job_from({**base, "input": [0.5, 1.0, -1.0], "target": 2})) is None  # unbatched (C)
+    assert fusion_key(job_from({**base, "input": [[[0.5], [1.0], [-1.0]]], "target": [[2]]})) is None  # (N, C, d)
+    wide = job_from({**base, "input": [[0.5, 1.0, -1.0, 2.0]], "target": [3]})
+    assert fusion_key(wide) != fusion_key(job_from(base))
+
+
+def test_a_wrong_grad_output_in_a_fused_group_fails_alone(engine: Engine) -> None:
+    jobs = [
+        job_from({"function": "tanh", "input": [0.1 * i] * 8, "grad": True, "grad_output": [1.0] * 8}) for i in range(4)
+    ]
+    jobs[1] = job_from({"function": "tanh", "input": [0.5] * 8, "grad": True, "grad_output": [[1.0] * 4] * 2})
+    assert len({fusion_key(job) for job in jobs}) == 1
+    outcomes = engine.run_batch(jobs)
+    assert isinstance(outcomes[1], InvalidRequest)
+    assert outcomes[1].problems[0].type == "shape_mismatch"
+    for index in (0, 2, 3):
+        assert_identical(outcomes[index], engine.run(jobs[index]))

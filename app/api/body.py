@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import Request
 from starlette.requests import ClientDisconnect
 
+from app.api.headers import ComputeHeaders
 from app.compute.batching import ClientGone
 from app.core.errors import MalformedRequest, TooLarge, UnsupportedMediaType
 
@@ -14,11 +15,11 @@ def _is_json(content_type: str) -> bool:
     return media in ("", "application/json") or media.endswith("+json")
 
 
-async def read_json_body(request: Request, limit: int) -> bytes:
+async def read_json_body(request: Request, headers: ComputeHeaders, limit: int) -> bytes:
     """The raw body; 413 as soon as it exceeds ``limit``, whatever Content-Length claims."""
-    if not _is_json(request.headers.get("content-type", "")):
+    if not _is_json(headers.content_type):
         raise UnsupportedMediaType.at(("header", "content-type"), "send the body as application/json", "media_type")
-    declared = request.headers.get("content-length")
+    declared = headers.content_length
     if declared is not None:
         if not declared.isdigit():
             raise MalformedRequest.at(("header", "content-length"), "not a valid length", "invalid_header")

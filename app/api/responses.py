@@ -1,8 +1,10 @@
-"""OpenAPI descriptions of the error responses, shared by the routes."""
+"""OpenAPI descriptions of the error responses, shared by the routes, and the hot path's reply."""
 
 from __future__ import annotations
 
 from typing import Any
+
+from fastapi import Response
 
 from app.wire.models import ErrorResponse
 
@@ -22,3 +24,22 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 
 COMPUTE_ERRORS = error_responses(400, 413, 415, 422, 500, 503)
+
+
+class EncodedJSON(Response):
+    """A 200 reply whose JSON body is already encoded, with a ``Server-Timing`` header.
+
+    Builds its raw headers in one step; Starlette's ``Response`` derives them from a header
+    mapping on every request (~3 µs on the hot path)."""
+
+    media_type = "application/json"
+
+    def __init__(self, body: bytes, server_timing: str) -> None:
+        self.status_code = 200
+        self.background = None
+        self.body = body
+        self.raw_headers = [
+            (b"content-length", str(len(body)).encode("latin-1")),
+            (b"content-type", b"application/json"),
+            (b"server-timing", server_timing.encode("latin-1")),
+        ]

@@ -4,18 +4,14 @@ from __future__ import annotations
 
 import math
 
-from fastapi import Request
-
+from app.api.headers import TIMEOUT_HEADER
 from app.compute.batching import Served
 from app.compute.jobs import Result
 from app.core.errors import InvalidRequest
 
-TIMEOUT_HEADER = "x-request-timeout"
 
-
-def request_timeout(request: Request) -> float | None:
+def request_timeout(raw: str | None) -> float | None:
     """Seconds the client is willing to wait for compute (``X-Request-Timeout``), if it says."""
-    raw = request.headers.get(TIMEOUT_HEADER)
     if raw is None:
         return None
     try:

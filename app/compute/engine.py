@@ -7,14 +7,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
 from app.compute.fusion import fused_call, fusion_key
+from app.compute.host import cast_on_host, to_host
 from app.compute.jobs import Job, Result
 from app.core.config import FloatDType
-from app.core.errors import DeviceFailure, InvalidRequest, Loc, Overloaded, ServiceError, UnsupportedDType
+from app.core.errors import DeviceFailure, InvalidRequest, Loc, Overloaded, UnsupportedDType
 
 TORCH_DTYPES: dict[FloatDType, torch.dtype] = {
     "float32": torch.float32,
@@ -48,14 +50,18 @@ class Engine:
     def run_batch(self, jobs: Sequence[Job]) -> list[Result | Exception]:
         """One outcome per job, in order: a result, or the error of that job alone.
 
-        Jobs that share a fusion key run as one torch call; if that call fails, each job runs
-        on its own so that only the bad one fails.
+        Jobs that share a fusion key run as one torch call; if that call fails, each of them
+        runs on its own so that only the bad one fails.
         """
-        if len(jobs) > 1 and fusion_key(jobs[0]) is not None:
-            fused = self._try_fused(jobs)
-            if fused is not None:
-                return fused
-        return [self._run_isolated(job) for job in jobs]
+        groups: dict[tuple[Any, ...], list[int]] = {}
+        for index, job in enumerate(jobs):
+            groups.setdefault(fusion_key(job) or ("alone", index), []).append(index)
+        outcomes: list[Result | Exception | None] = [None] * len(jobs)
+        for key, members in groups.items():
+            fused = self._try_fused([jobs[i] for i in members]) if key[0] != "alone" and len(members) > 1 else None
+            for position, index in enumerate(members):
+                outcomes[index] = fused[position] if fused is not None else self._run_isolated(jobs[index])
+        return [outcome for outcome in outcomes if outcome is not None]
 
     def _run_isolated(self, job: Job) -> Result | Exception:
         try:
@@ -64,46 +70,10 @@ class Engine:
             return error
 
     def _try_fused(self, jobs: Sequence[Job]) -> list[Result | Exception] | None:
-        dtype = TORCH_DTYPES[jobs[0].dtype]
-        outcomes: list[Result | Exception | None] = [None] * len(jobs)
-        rows: list[torch.Tensor] = []
-        grad_rows: list[torch.Tensor] = []
-        fused_at: list[int] = []
-        for index, job in enumerate(jobs):
-            try:
-                row = cast_on_host(job.arrays["input"], dtype, job.locs["input"], keep_integer=False)
-                if job.grad_output is not None:
-                    grad_rows.append(self._grad_row(job, dtype))
-            except ServiceError as error:
-                outcomes[index] = error
-                continue
-            rows.append(row)
-            fused_at.append(index)
-        if fused_at:
-            try:
-                results = fused_call(
-                    [jobs[i] for i in fused_at],
-                    rows,
-                    grad_rows if jobs[0].grad_output is not None else None,
-                    self.device,
-                )
-            except Exception:  # some job is bad in a way only torch detects: run them one by one
-                return None
-            for index, result in zip(fused_at, results, strict=True):
-                outcomes[index] = result
-        return [outcome for outcome in outcomes if outcome is not None]
-
-    @staticmethod
-    def _grad_row(job: Job, dtype: torch.dtype) -> torch.Tensor:
-        assert job.grad_output is not None
-        row = cast_on_host(job.grad_output, dtype, job.locs["grad_output"], keep_integer=False)
-        if tuple(row.shape) != job.arrays["input"].shape:
-            raise InvalidRequest.at(
-                job.locs["grad_output"],
-                f"shape {list(row.shape)} must equal the output's shape {list(job.arrays['input'].shape)}",
-                "shape_mismatch",
-            )
-        return row
+        try:
+            return list(fused_call(jobs, TORCH_DTYPES[jobs[0].dtype], self.device))
+        except Exception:  # some job is bad (an overflowing value, an error only torch detects)
+            return None
 
     def run(self, job: Job) -> Result:
         dtype = TORCH_DTYPES[job.dtype]
@@ -122,8 +92,8 @@ class Engine:
         except (RuntimeError, ValueError, IndexError, TypeError) as error:
             raise self._translate(error, job) from None
         return Result(
-            output=_to_host(output),
-            grads=None if grads is None else {name: _to_host(g) for name, g in zip(names, grads, strict=True)},
+            output=to_host(output),
+            grads=None if grads is None else {name: to_host(g) for name, g in zip(names, grads, strict=True)},
         )
 
     @staticmethod
@@ -170,40 +140,3 @@ class Engine:
         return InvalidRequest.at(
             ("body",), f"torch rejected the request: {message[:_MAX_TORCH_MESSAGE]}", "torch_error"
         )
-
-
-def cast_on_host(arr: np.ndarray, dtype: torch.dtype, loc: Loc, keep_integer: bool) -> torch.Tensor:
-    """A host tensor in the computation dtype (integers stay int64); refuses finite values that overflow."""
-    source = torch.from_numpy(np.asarray(arr, order="C"))  # keeps 0-d arrays 0-d
-    if keep_integer:
-        return source.to(torch.int64)
-    cast = source.to(dtype)
-    if cast.numel() and _narrows(source.dtype, dtype) and not _all_finite(cast):
-        overflow = ~torch.isfinite(cast) & torch.isfinite(source)
-        if bool(overflow.any()):
-            first = int(torch.nonzero(overflow.flatten())[0])
-            index = [int(i) for i in np.unravel_index(first, arr.shape)]
-            value = source.flatten()[first].item()
-            dtype_name = str(dtype).removeprefix("torch.")
-            raise InvalidRequest.at(loc, f"element {index} = {value!r} overflows {dtype_name}", "dtype_overflow")
-    return cast
-
-
-def _narrows(source: torch.dtype, target: torch.dtype) -> bool:
-    """Whether a finite value of ``source`` can become infinite in ``target``."""
-    if not source.is_floating_point:
-        return target in (torch.float16, torch.bfloat16)
-    return torch.finfo(source).max > torch.finfo(target).max or (source, target) == (torch.float16, torch.bfloat16)
-
-
-def _all_finite(tensor: torch.Tensor) -> bool:
-    if tensor.dtype == torch.bfloat16:
-        return bool(torch.isfinite(tensor).all())
-    return bool(np.isfinite(tensor.numpy()).all())  # numpy's check is many times faster on the host
-
-
-def _to_host(tensor: torch.Tensor) -> np.ndarray:
-    tensor = tensor.detach()
-    if tensor.dtype == torch.bfloat16:
-        tensor = tensor.float()
-    return tensor.cpu().numpy()

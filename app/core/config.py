@@ -72,6 +72,11 @@ class Settings(BaseSettings):
     """Longest a request may wait for compute before it gets 503 and leaves the queue; a request
     can shorten it with the ``X-Request-Timeout`` header (seconds)."""
 
+    opentelemetry: bool = False
+    """FastAPI's native OpenTelemetry instrumentation, reporting to the globally configured
+    providers. Off by default: even with no provider configured, FastAPI looks for one on every
+    request (~5 µs each)."""
+
     @field_validator("device")
     @classmethod
     def _check_device(cls, value: str) -> str:

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from app.compute.catalogue import checks
-from app.compute.catalogue.spec import Call, Check, FunctionSpec, Param, TensorArg
+from app.compute.catalogue.spec import Call, Check, FunctionSpec, Param, Params, RowSplit, TensorArg
 
 REDUCTION = Param(
     "reduction",
@@ -52,6 +52,7 @@ def _loss(
     params: tuple[Param, ...] = (REDUCTION,),
     extra_checks: tuple[Check, ...] = (),
     call: Call | None = None,
+    row_split: RowSplit | None = None,
 ) -> FunctionSpec:
     _ARG_ORDER[name] = tuple(arg.name for arg in tensors)
     tensor_params = tuple(p.name for p in params if p.kind == "tensor")
@@ -66,7 +67,22 @@ def _loss(
         aliases=(alias,),
         checks=(*extra_checks, empty_check),
         example={"function": name, **example, "grad": True},
+        row_split=row_split,
     )
+
+
+def _nll_of_rows(log_probabilities: torch.Tensor, target: torch.Tensor, params: Params) -> torch.Tensor:
+    return F.nll_loss(log_probabilities, target, ignore_index=params["ignore_index"], reduction=params["reduction"])
+
+
+# torch's cross_entropy on class indices without label smoothing is log_softmax over the class
+# dimension, then nll_loss; nll_loss's row-wise step is the identity.
+_CROSS_ENTROPY_ROWS = RowSplit(
+    applies=lambda params: params["label_smoothing"] == 0.0,
+    rows=lambda logits: torch.log_softmax(logits, 1, dtype=logits.dtype),
+    reduce=_nll_of_rows,
+)
+_NLL_ROWS = RowSplit(applies=lambda params: True, rows=lambda rows: rows, reduce=_nll_of_rows)
 
 
 def _distance(name: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
@@ -142,6 +158,7 @@ LOSSES: tuple[FunctionSpec, ...] = (
             checks.class_weight(1),
             checks.some_target_counts,
         ),
+        row_split=_CROSS_ENTROPY_ROWS,
     ),
     _loss(
         "ctc_loss",
@@ -181,6 +198,7 @@ LOSSES: tuple[FunctionSpec, ...] = (
             checks.class_weight(1),
             checks.some_target_counts,
         ),
+        row_split=_NLL_ROWS,
     ),
     _loss(
         "poisson_nll_loss",

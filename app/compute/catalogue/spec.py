@@ -96,6 +96,23 @@ class TensorArg:
 
 
 @dataclass(frozen=True)
+class RowSplit:
+    """A loss over (N, C) inputs that torch computes as a row-wise step, then a reduction.
+
+    Many requests share the row-wise step (``rows``, one call on their inputs stacked along N;
+    row-wise kernels compute each row alone), then each request's own slice is reduced by
+    ``reduce`` (its own call, ``mean``/``sum`` over its rows only). Bit-identical to the request
+    alone because torch itself computes the function as exactly these two calls.
+    """
+
+    applies: Callable[[Params], bool]
+    """Whether these parameters take the two-step path (e.g. no label smoothing)."""
+    rows: Callable[[torch.Tensor], torch.Tensor]
+    reduce: Callable[[torch.Tensor, torch.Tensor, Params], torch.Tensor]
+    """(rows of one request, its class indices, parameters) -> its loss."""
+
+
+@dataclass(frozen=True)
 class FunctionSpec:
     """One activation or loss function of ``torch.nn``."""
 
@@ -113,6 +130,8 @@ class FunctionSpec:
     """Whether same-sized requests with these parameters may share one torch call, each as one
     row of a strided 2-D view, and still get bit-identical results (a pointwise function whose
     kernel treats every row alike; checked by the test suite on every device it runs on)."""
+    row_split: RowSplit | None = None
+    """How requests of this (class-index) loss over (N, C) inputs share one call; see ``RowSplit``."""
 
     def param(self, name: str) -> Param | None:
         for param in self.params:
