@@ -14,6 +14,9 @@ import torch.nn.functional as F
 from fastapi.testclient import TestClient
 
 from app.compute.catalogue import CATALOGUE, FunctionSpec
+from app.compute.service import ComputeService
+from app.core.config import Settings
+from app.main import create_app
 from app.wire.oip_examples import infer_example
 from tests.oip_wire import (
     HEADER_LENGTH,
@@ -494,3 +497,29 @@ def test_large_json_request_is_exact(client: TestClient) -> None:
     x = torch.from_numpy(values)
     _, outputs = infer(client, "relu", {"inputs": [json_input("input", x)]})
     assert_same(outputs["output"], torch.relu(x))
+
+
+def test_bare_non_finite_tokens_are_read(client: TestClient) -> None:
+    content = b'{"inputs": [{"name": "input", "shape": [3], "datatype": "FP64", "data": [NaN, -Infinity, 2.5]}]}'
+    response = client.post("/v2/models/relu/infer", content=content, headers={"content-type": "application/json"})
+    assert response.status_code == 200, response.text
+    _, outputs = parse_reply(response.content, response.headers)
+    assert_same(outputs["output"], torch.relu(torch.tensor([float("nan"), float("-inf"), 2.5], dtype=torch.float64)))
+    assert response.json()["outputs"][0]["data"][0] == "NaN"
+
+
+def test_not_ready_while_stopping(settings: Settings) -> None:
+    app = create_app(settings)
+    with TestClient(app) as own:
+        compute: ComputeService = app.state.compute
+        assert own.portal is not None
+        own.portal.call(compute.stop)
+        ready = own.get("/v2/health/ready")
+        assert (ready.status_code, ready.json()) == (503, {"ready": False})
+        model = own.get("/v2/models/relu/ready")
+        assert (model.status_code, model.json()) == (503, {"name": "relu", "ready": False})
+        refused = own.post("/v2/models/relu/infer", json={"inputs": [json_input("input", X)]})
+        assert refused.status_code == 503
+        assert list(refused.json()) == ["error"]
+        assert refused.headers["retry-after"] == "1"
+        assert own.get("/v2/health/live").status_code == 200
