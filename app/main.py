@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from app.api.errors import install_error_handlers
+from app.api.oip_docs import install_oip_openapi
 from app.api.oip_errors import install_oip_error_format
 from app.api.openapi import install_openapi
 from app.api.routes import compute, functions, health, v2
@@ -56,6 +57,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(v2.router)
     install_oip_error_format(app)
     install_openapi(app, [ActivateRequest, LossRequest, InferenceRequest])
+    install_oip_openapi(app)
     return app
 
 

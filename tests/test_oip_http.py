@@ -340,6 +340,7 @@ BAD_REQUESTS: list[tuple[str, dict[str, Any], str]] = [
     ("grad-not-boolean", {"parameters": {"grad": "yes"}, "inputs": [ONE]}, "parameters.grad"),
     ("null-parameter", {"parameters": {"grad": None}, "inputs": [ONE]}, "parameters.grad"),
     ("unknown-output", {"inputs": [ONE], "outputs": [{"name": "y"}]}, "outputs.y"),
+    ("empty-outputs", {"inputs": [ONE], "outputs": []}, "outputs"),
     ("gradient-without-grad", {"inputs": [ONE], "outputs": [{"name": "grad_input"}]}, "outputs.grad_input"),
     (
         "binary-data-not-boolean",
@@ -466,7 +467,8 @@ def test_openapi_declares_every_v2_route_with_its_status_codes(client: TestClien
     for path, methods in expected.items():
         assert set(paths[path]) == methods
     infer_doc = paths["/v2/models/{name}/infer"]["post"]
-    assert {"200", "400", "404", "413", "415", "500", "503"} <= set(infer_doc["responses"])
+    assert set(infer_doc["responses"]) == {"200", "400", "404", "413", "415", "500", "503"}
+    assert all("422" not in operation["responses"] for path in expected for operation in paths[path].values())
     assert {"404"} <= set(paths["/v2/models/{name}"]["get"]["responses"])
     assert {"503"} <= set(paths["/v2/health/ready"]["get"]["responses"])
     content = infer_doc["requestBody"]["content"]
@@ -523,3 +525,16 @@ def test_not_ready_while_stopping(settings: Settings) -> None:
         assert list(refused.json()) == ["error"]
         assert refused.headers["retry-after"] == "1"
         assert own.get("/v2/health/live").status_code == 200
+
+
+@pytest.mark.parametrize("padding", range(4))
+def test_binary_tensors_at_any_byte_offset(client: TestClient, padding: int) -> None:
+    """The JSON header's length decides the alignment of the bytes after it."""
+    x = torch.tensor([-2.0, 0.5, 3.0, -0.25], dtype=torch.float32)
+    entry, raw = binary_input("input", x)
+    request = {"id": "x" * padding, "inputs": [entry], "parameters": {"binary_data_output": True}}
+    content, headers = binary_body(request, [raw])
+    response = client.post("/v2/models/relu/infer", content=content, headers=headers)
+    assert response.status_code == 200, response.text
+    _, outputs = parse_reply(response.content, response.headers)
+    assert_same(outputs["output"], torch.relu(x))

@@ -102,13 +102,21 @@ def test_tritonclient_model_metadata(triton_client: triton.InferenceServerClient
     assert raised.value.status() == "404"
 
 
-@pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+# tritonclient sends BF16 only as binary data.
+DATATYPE_CASES = [
+    *((dtype, binary) for dtype in (torch.float32, torch.float64, torch.float16) for binary in (True, False)),
+    (torch.bfloat16, True),
+]
+
+
+@pytest.mark.parametrize(
+    ("dtype", "binary"),
+    DATATYPE_CASES,
+    ids=[f"{DATATYPE_OF[d]}-{'binary' if b else 'json'}" for d, b in DATATYPE_CASES],
+)
 def test_tritonclient_activation_with_gradient_equals_torch(
     triton_client: triton.InferenceServerClient, dtype: torch.dtype, binary: bool
 ) -> None:
-    if dtype == torch.bfloat16 and not binary:
-        pytest.skip("tritonclient sends BF16 only as binary data")
     x = sample(dtype)
     given = triton.InferInput("input", list(x.shape), DATATYPE_OF[dtype])
     given.set_data_from_numpy(to_numpy(x), binary_data=binary)
@@ -130,7 +138,7 @@ def test_tritonclient_default_outputs_come_back_binary(triton_client: triton.Inf
     x = sample(torch.float32)
     given = triton.InferInput("input", list(x.shape), "FP32")
     given.set_data_from_numpy(x.numpy())
-    result = triton_client.infer("relu", [given])
+    result = triton_client.infer("relu", [given], model_version="1")
     response = result.get_response()
     assert [o["name"] for o in response["outputs"]] == ["output"]
     assert "binary_data_size" in response["outputs"][0]["parameters"]

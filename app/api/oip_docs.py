@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from fastapi import FastAPI
+
 from app.compute.catalogue import CATALOGUE
 from app.wire.oip_examples import infer_example
 from app.wire.oip_models import OipError
@@ -96,3 +98,19 @@ def _infer_body() -> InferBody:
 
 
 INFER_BODY = _infer_body()
+
+
+def install_oip_openapi(app: FastAPI) -> None:
+    """Call after ``install_openapi``: /v2 answers validation errors with 400, never FastAPI's 422,
+    so the generated 422 response is dropped from its operations."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        schema = generate()
+        for path, operations in schema.get("paths", {}).items():
+            if path == "/v2" or path.startswith("/v2/"):
+                for operation in operations.values():
+                    operation.get("responses", {}).pop("422", None)
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -77,7 +77,7 @@ def _parse(body: bytes) -> dict[str, Any]:
             raise
         try:
             obj = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise MalformedRequest.at(("body",), "invalid JSON", "json_invalid") from None
     if not isinstance(obj, dict):
         raise InvalidRequest.at(("body",), "the body must be a JSON object", "model_type")
@@ -200,6 +200,8 @@ def _requested(
     produced = [value_output(spec), *(grad_output_name(name) for name in grads)] if grad else [value_output(spec)]
     if request.outputs is None:
         return tuple(Requested(name, binary_default) for name in produced)
+    if not request.outputs:
+        raise InvalidRequest.at(("outputs",), "name at least one output, or leave outputs out for all", "no_outputs")
     known = output_names(spec)
     chosen: list[Requested] = []
     for entry in request.outputs:

@@ -78,6 +78,8 @@ def from_bytes(raw: memoryview, shape: list[int], datatype: str, loc: Loc) -> np
             loc, f"binary_data_size is {len(raw)} bytes; shape {shape} of {datatype} needs {needed}", "size_mismatch"
         )
     arr = np.frombuffer(raw, dtype=dtype).reshape(shape)
+    if not arr.flags.aligned:  # the JSON header's length decides where the bytes start
+        arr = arr.copy()
     if datatype == "BF16":
         return _bfloat16_bits_to_float32(arr)
     if datatype.startswith("UINT") and datatype != "UINT8":
