@@ -474,6 +474,8 @@ def test_openapi_declares_every_v2_route_with_its_status_codes(client: TestClien
     content = infer_doc["requestBody"]["content"]
     assert {"application/json", "application/octet-stream"} <= set(content)
     assert "InferenceRequest" in schema["components"]["schemas"]
+    tags = {tag["name"]: tag["description"] for tag in schema["tags"]}
+    assert "tritonclient" in tags["open inference protocol"]
     for example in content["application/json"]["examples"].values():
         model = example["summary"].split("/v2/models/")[1].split("/")[0]
         response = client.post(f"/v2/models/{model}/infer", json=example["value"])

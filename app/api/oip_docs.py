@@ -100,9 +100,32 @@ def _infer_body() -> InferBody:
 INFER_BODY = _infer_body()
 
 
+TAG = "open inference protocol"
+TAG_DESCRIPTION = """
+The [Open Inference Protocol](https://github.com/kserve/open-inference-protocol) (KServe V2 REST)
+with Triton's binary tensor data extension: every function is a model named after it, so Triton's
+own client works unchanged. Inputs are the function's tensor arguments (`input`, `target`, ...);
+its parameters and `grad` go in the request's `parameters`; outputs are `output` (or `loss`) and,
+with `grad`, one `grad_<argument>` per differentiable argument. `GET /functions/{name}` shows a
+working request for every function under `open_inference_protocol`.
+
+```python
+import numpy as np
+import tritonclient.http as triton
+
+client = triton.InferenceServerClient("localhost:8000")
+x = triton.InferInput("input", [2, 3], "FP32")
+x.set_data_from_numpy(np.array([[-1.5, 0.2, 3.0], [0.7, -0.1, 2.5]], dtype=np.float32))
+result = client.infer("relu", [x], parameters={"grad": True})
+y, dy = result.as_numpy("output"), result.as_numpy("grad_input")
+```
+"""
+
+
 def install_oip_openapi(app: FastAPI) -> None:
-    """Call after ``install_openapi``: /v2 answers validation errors with 400, never FastAPI's 422,
-    so the generated 422 response is dropped from its operations."""
+    """Call after ``install_openapi``: describes the protocol's tag and, since /v2 answers
+    validation errors with 400, never FastAPI's 422, drops the generated 422 from its operations."""
+    app.openapi_tags = [*(app.openapi_tags or []), {"name": TAG, "description": TAG_DESCRIPTION.strip()}]
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Path, Request
 from fastapi.responses import JSONResponse, Response
 
 from app.api.deps import hot_path_resources
-from app.api.oip_docs import INFER_BODY, oip_responses
+from app.api.oip_docs import INFER_BODY, TAG, oip_responses
 from app.api.oip_reply import InferReply
 from app.api.raw_body import read_raw_body
 from app.api.timing import request_timeout, server_timing
@@ -21,7 +21,7 @@ from app.wire.oip_binary import HEADER_LENGTH, split_body
 from app.wire.oip_metadata import MODEL_VERSION, model_metadata
 from app.wire.oip_models import InferenceResponse, ModelMetadata, ModelReady, ServerLive, ServerMetadata, ServerReady
 
-router = APIRouter(prefix="/v2", tags=["open inference protocol"])
+router = APIRouter(prefix="/v2", tags=[TAG])
 
 EXTENSIONS = ["binary_tensor_data"]
 ModelName = Annotated[str, Path(description="A function of the catalogue (name or alias).", examples=["relu"])]
