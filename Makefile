@@ -15,3 +15,4 @@ install:    ## create .venv with the pinned development dependencies
 bench:      ## the side-by-side benchmarks (starts its own server)
 	scripts/install --dev
 	.venv/bin/python -m bench.large_tensor
+	.venv/bin/python -m bench.oip_large_tensor

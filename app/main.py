@@ -8,14 +8,17 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from app.api.errors import install_error_handlers
+from app.api.oip_docs import install_oip_openapi
+from app.api.oip_errors import install_oip_error_format
 from app.api.openapi import install_openapi
-from app.api.routes import compute, functions, health
+from app.api.routes import compute, functions, health, v2
 from app.compute.catalogue import CATALOGUE
 from app.compute.service import ComputeService
 from app.core.config import Settings
 from app.core.runtime import tune_process
 from app.wire.json_protocol import DecodeOptions
 from app.wire.models import ActivateRequest, LossRequest
+from app.wire.oip_models import InferenceRequest
 from app.wire.tensors import Limits
 
 DESCRIPTION = """
@@ -61,7 +64,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.router.routes[:0] = compute.router.routes
     app.include_router(functions.router)
     app.include_router(health.router)
-    install_openapi(app, [ActivateRequest, LossRequest])
+    app.include_router(v2.router)
+    install_oip_error_format(app)
+    install_openapi(app, [ActivateRequest, LossRequest, InferenceRequest])
+    install_oip_openapi(app)
     return app
 
 

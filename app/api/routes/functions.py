@@ -9,6 +9,7 @@ from fastapi import APIRouter
 from app.api.responses import error_responses
 from app.compute.catalogue import CATALOGUE
 from app.core.errors import UnknownFunction
+from app.wire.oip_examples import catalogue_entry
 
 router = APIRouter(tags=["catalogue"])
 
@@ -16,7 +17,7 @@ router = APIRouter(tags=["catalogue"])
 @router.get("/functions", summary="List every activation and loss function")
 async def list_functions(kind: Literal["activation", "loss"] | None = None) -> dict[str, Any]:
     specs = CATALOGUE.of_kind(kind) if kind else tuple(CATALOGUE)
-    return {"count": len(specs), "functions": [CATALOGUE.describe(spec) for spec in specs]}
+    return {"count": len(specs), "functions": [catalogue_entry(spec) for spec in specs]}
 
 
 @router.get(
@@ -30,4 +31,4 @@ async def get_function(name: str) -> dict[str, object]:
         close = CATALOGUE.suggest(name)
         hint = f"; closest: {', '.join(close)}" if close else ""
         raise UnknownFunction.at(("path", "name"), f"unknown function {name[:100]!r}{hint}", "unknown_function")
-    return CATALOGUE.describe(spec)
+    return catalogue_entry(spec)

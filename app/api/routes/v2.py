@@ -1,0 +1,144 @@
+"""The Open Inference Protocol (KServe V2 REST, Triton's HTTP API) with the binary tensor data
+extension: HTTP only. Models are the catalogue's functions; work goes to the same compute service."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Request
+from fastapi.responses import JSONResponse, Response
+
+from app.api.deps import hot_path_resources
+from app.api.oip_docs import INFER_BODY, TAG, oip_responses
+from app.api.oip_reply import InferReply
+from app.api.raw_body import read_raw_body
+from app.api.timing import request_timeout, server_timing
+from app.compute.catalogue import CATALOGUE, FunctionSpec
+from app.core.errors import UnknownFunction
+from app.wire.oip import decode_infer, encode_infer, json_reply_bytes
+from app.wire.oip_binary import HEADER_LENGTH, split_body
+from app.wire.oip_metadata import MODEL_VERSION, model_metadata
+from app.wire.oip_models import InferenceResponse, ModelMetadata, ModelReady, ServerLive, ServerMetadata, ServerReady
+
+router = APIRouter(prefix="/v2", tags=[TAG])
+
+EXTENSIONS = ["binary_tensor_data"]
+ModelName = Annotated[str, Path(description="A function of the catalogue (name or alias).", examples=["relu"])]
+ModelVersion = Annotated[str, Path(description=f"The only version is {MODEL_VERSION!r}.", examples=[MODEL_VERSION])]
+
+
+def _model(name: str, version: str | None = None) -> FunctionSpec:
+    spec = CATALOGUE.find(name)
+    if spec is None:
+        close = CATALOGUE.suggest(name)
+        hint = f"; closest: {', '.join(close)}" if close else "; see GET /functions"
+        raise UnknownFunction.at(("model",), f"unknown model {name[:100]!r}{hint}", "unknown_model")
+    if version is not None and version != MODEL_VERSION:
+        raise UnknownFunction.at(
+            ("model", "version"),
+            f"{spec.name} has no version {version[:20]!r} (only {MODEL_VERSION!r})",
+            "unknown_model",
+        )
+    return spec
+
+
+@router.get("", summary="Server metadata", responses=oip_responses(500))
+async def server_metadata(request: Request) -> ServerMetadata:
+    return ServerMetadata(name=request.app.title, version=request.app.version, extensions=EXTENSIONS)
+
+
+@router.get("/health/live", summary="The server is live", responses=oip_responses(500))
+async def server_live() -> ServerLive:
+    return ServerLive(live=True)
+
+
+def _ready_or_503(body: ServerReady | ModelReady) -> JSONResponse:
+    status = 200 if body.ready else 503
+    headers = None if body.ready else {"Retry-After": "1"}
+    return JSONResponse(body.model_dump(), status_code=status, headers=headers)
+
+
+@router.get(
+    "/health/ready",
+    summary="The server is ready for inference (503 while starting or stopping)",
+    response_model=ServerReady,
+    responses=oip_responses(503),
+)
+async def server_ready(request: Request) -> JSONResponse:
+    compute, _, _ = hot_path_resources(request)
+    return _ready_or_503(ServerReady(ready=compute.ready))
+
+
+@router.get("/models/{name}", summary="Model metadata", responses=oip_responses(404))
+async def model_metadata_route(name: ModelName) -> ModelMetadata:
+    return model_metadata(_model(name))
+
+
+@router.get("/models/{name}/versions/{version}", summary="Model metadata of a version", responses=oip_responses(404))
+async def model_version_metadata(name: ModelName, version: ModelVersion) -> ModelMetadata:
+    return model_metadata(_model(name, version))
+
+
+@router.get(
+    "/models/{name}/ready",
+    summary="The model is ready for inference",
+    response_model=ModelReady,
+    responses=oip_responses(404, 503),
+)
+async def model_ready(request: Request, name: ModelName) -> JSONResponse:
+    compute, _, _ = hot_path_resources(request)
+    return _ready_or_503(ModelReady(name=_model(name).name, ready=compute.ready))
+
+
+@router.get(
+    "/models/{name}/versions/{version}/ready",
+    summary="The model version is ready for inference",
+    response_model=ModelReady,
+    responses=oip_responses(404, 503),
+)
+async def model_version_ready(request: Request, name: ModelName, version: ModelVersion) -> JSONResponse:
+    compute, _, _ = hot_path_resources(request)
+    return _ready_or_503(ModelReady(name=_model(name, version).name, ready=compute.ready))
+
+
+async def _infer(request: Request, spec: FunctionSpec) -> Response:
+    compute, options, settings = hot_path_resources(request)
+    timeout = request_timeout(request)
+    body = await read_raw_body(request, settings.max_body_bytes)
+    split = split_body(body, request.headers.get(HEADER_LENGTH))
+    # Binary tensors are only viewed, so decode them inline; a large JSON header goes to a thread.
+    if len(split.json) > settings.inline_decode_bytes:
+        decoded = await asyncio.to_thread(decode_infer, spec, split, options)
+    else:
+        decoded = decode_infer(spec, split, options)
+    served = await compute.run(decoded.job, timeout, request.is_disconnected)
+    if json_reply_bytes(decoded) > settings.inline_decode_bytes:
+        reply = await asyncio.to_thread(encode_infer, decoded, served.result)
+    else:
+        reply = encode_infer(decoded, served.result)
+    return InferReply(reply, {"Server-Timing": server_timing(served)})
+
+
+_INFER_DOC = {
+    "response_model": None,
+    "responses": {
+        200: {"model": InferenceResponse, **INFER_BODY.response},
+        **oip_responses(400, 404, 413, 415, 500, 503),
+    },
+    "openapi_extra": INFER_BODY.request,
+}
+
+
+@router.post("/models/{name}/infer", summary="Compute a function (inference)", **_INFER_DOC)  # type: ignore[arg-type]
+async def infer(request: Request, name: ModelName) -> Response:
+    return await _infer(request, _model(name))
+
+
+@router.post(
+    "/models/{name}/versions/{version}/infer",
+    summary="Compute a function (inference) with a version",
+    **_INFER_DOC,  # type: ignore[arg-type]
+)
+async def infer_version(request: Request, name: ModelName, version: ModelVersion) -> Response:
+    return await _infer(request, _model(name, version))

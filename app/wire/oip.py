@@ -1,0 +1,287 @@
+"""The Open Inference Protocol's inference request to a ``Job``, and a ``Result`` to its response.
+
+The same ``Job`` as ``/activate`` and ``/loss`` build, so the same batcher and engine compute it.
+A model is a function of the catalogue; its inputs are the function's tensor arguments (and
+tensor parameters, and ``grad_output``); its parameters travel in the request's ``parameters``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import orjson
+from pydantic import ValidationError
+
+from app.compute.catalogue import FunctionSpec
+from app.compute.jobs import Job, Result, build_job
+from app.compute.params import validate_params
+from app.core.config import FloatDType
+from app.core.errors import InvalidRequest, Loc, MalformedRequest, Problem, ProblemList, TooLarge
+from app.wire.json_protocol import DecodeOptions, parse_json
+from app.wire.oip_binary import BinaryReader, EncodedReply, SplitBody
+from app.wire.oip_metadata import (
+    MODEL_VERSION,
+    OPTIONAL_INPUT_GRAD_OUTPUT,
+    grad_output_name,
+    input_names,
+    output_names,
+    value_output,
+)
+from app.wire.oip_models import InferenceRequest, RequestInput
+from app.wire.oip_tensors import (
+    DATATYPE_OF,
+    FLOAT_DATATYPES,
+    check_datatype,
+    element_count,
+    from_bytes,
+    from_json,
+    to_bytes,
+    to_json_data,
+)
+from app.wire.scan import BodyScan, scan_body
+from app.wire.tensors import decode_tensor
+
+RESERVED_PARAMETERS = ("grad", "binary_data_output")
+BINARY_DATA_SIZE = "binary_data_size"
+BINARY_DATA = "binary_data"
+
+
+@dataclass(frozen=True)
+class Requested:
+    """One output the reply carries, and whether as raw bytes."""
+
+    name: str
+    binary: bool
+
+
+@dataclass(frozen=True)
+class InferDecoded:
+    job: Job
+    request_id: str | None
+    outputs: tuple[Requested, ...]
+
+
+_BARE_NON_FINITE = (b"NaN", b"Infinity")
+
+
+def _parse(body: bytes) -> dict[str, Any]:
+    """The JSON object; bare ``NaN``/``Infinity`` tokens (which Python clients such as tritonclient
+    write for non-finite JSON tensor data) are read too, by the slower standard parser."""
+    try:
+        return parse_json(body)
+    except MalformedRequest:
+        if not any(token in body for token in _BARE_NON_FINITE):
+            raise
+        try:
+            obj = json.loads(body)
+        except (ValueError, RecursionError):
+            raise MalformedRequest.at(("body",), "invalid JSON", "json_invalid") from None
+    if not isinstance(obj, dict):
+        raise InvalidRequest.at(("body",), "the body must be a JSON object", "model_type")
+    return obj
+
+
+def _envelope(body: bytes) -> InferenceRequest:
+    obj = _parse(body)
+    try:
+        return InferenceRequest.model_validate(obj)
+    except ValidationError as error:
+        raise InvalidRequest(
+            [
+                Problem(tuple(e["loc"]), e["msg"], e["type"])
+                for e in error.errors(include_url=False, include_input=False, include_context=False)
+            ]
+        ) from None
+
+
+def _flag(parameters: dict[str, Any], name: str, loc: Loc) -> bool:
+    value = parameters.pop(name, False)
+    if not isinstance(value, bool):
+        raise InvalidRequest.at((*loc, name), "must be true or false", "invalid_param")
+    return value
+
+
+class _Inputs:
+    """Decodes the request's input tensors into arrays, checking names, sizes and datatypes."""
+
+    def __init__(self, spec: FunctionSpec, split: SplitBody, scan: BodyScan, options: DecodeOptions) -> None:
+        self.spec = spec
+        self.scan = scan
+        self.options = options
+        self.reader = BinaryReader(split.binary)
+        self.arrays: dict[str, np.ndarray] = {}
+        self.locs: dict[str, Loc] = {}
+        self.datatypes: dict[str, str] = {}
+        self.total = 0
+
+    def add(self, entry: RequestInput) -> None:
+        loc: Loc = ("inputs", entry.name)
+        accepted = input_names(self.spec)
+        if entry.name not in accepted:
+            raise InvalidRequest.at(
+                loc, f"{self.spec.name} has no input {entry.name!r} (accepted: {', '.join(accepted)})", "unknown_tensor"
+            )
+        if entry.name in self.arrays:
+            raise InvalidRequest.at(loc, f"input {entry.name!r} is given twice", "duplicate_tensor")
+        check_datatype(entry.datatype, (*loc, "datatype"))
+        limits = self.options.limits
+        count = element_count(entry.shape, (*loc, "shape"), limits)
+        self.total += count
+        if self.total > self.options.max_total_elements:
+            raise TooLarge.at(
+                loc,
+                f"the request's tensors exceed {self.options.max_total_elements} elements in all",
+                "too_many_elements",
+            )
+        parameters = dict(entry.parameters or {})
+        size = parameters.pop(BINARY_DATA_SIZE, None)
+        if parameters:
+            name = sorted(parameters)[0]
+            raise InvalidRequest.at((*loc, "parameters", name), "unknown input parameter", "unknown_param")
+        if size is not None:
+            size_loc = (*loc, "parameters", BINARY_DATA_SIZE)
+            if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+                raise InvalidRequest.at(size_loc, "must be a non-negative integer", "invalid_param")
+            if entry.data is not None:
+                raise InvalidRequest.at((*loc, "data"), "give data or binary_data_size, not both", "invalid_data")
+            raw = self.reader.take(size, size_loc)
+            arr = from_bytes(raw, entry.shape, entry.datatype, size_loc)
+        elif entry.data is None:
+            raise InvalidRequest.at((*loc, "data"), "required (or binary_data_size in parameters)", "missing")
+        else:
+            arr = from_json(entry.data, entry.shape, entry.datatype, (*loc, "data"), limits, self.scan)
+        self.arrays[entry.name] = arr
+        self.locs[entry.name] = loc
+        self.datatypes[entry.name] = entry.datatype
+
+    def finish(self, tensor_defaults: dict[str, Any]) -> None:
+        self.reader.finish()
+        problems = ProblemList()
+        for arg in self.spec.tensors:
+            if arg.name not in self.arrays and not arg.optional:
+                problems.add(("inputs", arg.name), f"required by {self.spec.name}", "missing")
+        problems.raise_if_any()
+        for name, default in tensor_defaults.items():
+            if name not in self.arrays:
+                loc: Loc = ("inputs", name)
+                self.arrays[name] = decode_tensor(default, loc, self.options.limits)
+                self.locs[name] = loc
+
+    def compute_dtype(self) -> FloatDType:
+        """The one floating-point datatype of the inputs; the default when every input is integer."""
+        floats = {name: FLOAT_DATATYPES[d] for name, d in self.datatypes.items() if d in FLOAT_DATATYPES}
+        kinds = sorted(set(floats.values()))
+        if len(kinds) > 1:
+            listed = ", ".join(f"{name} {DATATYPE_OF[dtype]}" for name, dtype in floats.items())
+            raise InvalidRequest.at(
+                ("inputs",), f"floating-point inputs must share one datatype, got {listed}", "mixed_datatypes"
+            )
+        return kinds[0] if kinds else self.options.default_dtype
+
+
+def _gradients_produced(spec: FunctionSpec, arrays: dict[str, np.ndarray]) -> tuple[str, ...]:
+    """Arguments the engine differentiates: integer class indices have no gradient."""
+    produced = []
+    for name in spec.differentiable:
+        arg = spec.tensor(name)
+        arr = arrays.get(name)
+        if arg is None or arr is None or (arg.kind != "float" and arr.dtype.kind in "iu"):
+            continue
+        produced.append(name)
+    return tuple(produced)
+
+
+def _requested(
+    request: InferenceRequest, spec: FunctionSpec, grad: bool, grads: tuple[str, ...], binary_default: bool
+) -> tuple[Requested, ...]:
+    produced = [value_output(spec), *(grad_output_name(name) for name in grads)] if grad else [value_output(spec)]
+    if request.outputs is None:
+        return tuple(Requested(name, binary_default) for name in produced)
+    if not request.outputs:
+        raise InvalidRequest.at(("outputs",), "name at least one output, or leave outputs out for all", "no_outputs")
+    known = output_names(spec)
+    chosen: list[Requested] = []
+    for entry in request.outputs:
+        loc: Loc = ("outputs", entry.name)
+        if entry.name not in known:
+            raise InvalidRequest.at(
+                loc, f"{spec.name} has no output {entry.name!r} (outputs: {', '.join(known)})", "unknown_output"
+            )
+        if entry.name not in produced:
+            why = "set the parameter grad to true" if not grad else "its argument holds integers: it has no gradient"
+            raise InvalidRequest.at(loc, f"not produced by this request: {why}", "output_not_produced")
+        if any(c.name == entry.name for c in chosen):
+            raise InvalidRequest.at(loc, f"output {entry.name!r} is requested twice", "duplicate_output")
+        parameters = dict(entry.parameters or {})
+        binary = _flag(parameters, BINARY_DATA, (*loc, "parameters")) if BINARY_DATA in parameters else binary_default
+        if parameters:
+            name = sorted(parameters)[0]
+            raise InvalidRequest.at((*loc, "parameters", name), "unknown output parameter", "unknown_param")
+        chosen.append(Requested(entry.name, binary))
+    return tuple(chosen)
+
+
+def decode_infer(spec: FunctionSpec, split: SplitBody, options: DecodeOptions) -> InferDecoded:
+    """A checked ``Job`` for ``spec`` from an inference request, and the outputs to send back."""
+    header = bytes(split.json)  # the whole body for JSON tensors; a small header for binary ones
+    request = _envelope(header)
+    parameters: dict[str, Any] = dict(request.parameters or {})
+    grad = _flag(parameters, "grad", ("parameters",))
+    binary_default = _flag(parameters, "binary_data_output", ("parameters",))
+    for param in spec.tensor_params:
+        if param.name in parameters:
+            raise InvalidRequest.at(
+                ("parameters", param.name), f"a tensor: send it as the input {param.name!r}", "tensor_parameter"
+            )
+    scalars, tensor_defaults = validate_params(spec, parameters, ("parameters",))
+    inputs = _Inputs(spec, split, scan_body(header), options)
+    for entry in request.inputs:
+        inputs.add(entry)
+    inputs.finish(tensor_defaults)
+    locs = dict(inputs.locs)
+    for name in scalars:
+        locs[name] = ("parameters", name)
+    arrays = inputs.arrays
+    grad_weights = arrays.pop(OPTIONAL_INPUT_GRAD_OUTPUT, None)
+    if grad_weights is not None and not grad:
+        raise InvalidRequest.at(("inputs", OPTIONAL_INPUT_GRAD_OUTPUT), "needs the parameter grad", "unused_tensor")
+    outputs = _requested(request, spec, grad, _gradients_produced(spec, arrays), binary_default)
+    job = build_job(spec, arrays, scalars, locs, inputs.compute_dtype(), grad, grad_weights)
+    return InferDecoded(job, request.id, outputs)
+
+
+def json_reply_bytes(decoded: InferDecoded) -> int:
+    """A bound on the JSON text of the reply's tensors: no output is larger than all inputs."""
+    if all(output.binary for output in decoded.outputs):
+        return 0
+    elements = sum(arr.size for arr in decoded.job.arrays.values())
+    return elements * len(decoded.outputs) * 16
+
+
+def encode_infer(decoded: InferDecoded, result: Result) -> EncodedReply:
+    """The inference response: JSON ``data`` or raw bytes after the header, output by output."""
+    job = decoded.job
+    datatype = DATATYPE_OF[job.dtype]
+    values: dict[str, np.ndarray] = {value_output(job.spec): result.output}
+    for name, grad in (result.grads or {}).items():
+        values[grad_output_name(name)] = grad
+    outputs: list[dict[str, Any]] = []
+    buffers: list[memoryview] = []
+    for requested in decoded.outputs:
+        arr = values[requested.name]
+        entry: dict[str, Any] = {"name": requested.name, "shape": list(arr.shape), "datatype": datatype}
+        if requested.binary:
+            raw = to_bytes(arr, datatype)
+            entry["parameters"] = {BINARY_DATA_SIZE: len(raw)}
+            buffers.append(raw)
+        else:
+            entry["data"] = to_json_data(arr, datatype)
+        outputs.append(entry)
+    reply: dict[str, Any] = {"model_name": job.spec.name, "model_version": MODEL_VERSION}
+    if decoded.request_id is not None:
+        reply["id"] = decoded.request_id
+    reply["outputs"] = outputs
+    return EncodedReply(orjson.dumps(reply, option=orjson.OPT_SERIALIZE_NUMPY), tuple(buffers))

@@ -1,0 +1,110 @@
+"""The Open Inference Protocol's JSON objects (KServe V2 REST), as the specification names them.
+
+Tensor ``data`` passes through unvalidated here (``Any``) and is decoded in bulk by
+``app.wire.oip_tensors``; the schema documents it."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, WithJsonSchema
+
+from app.wire.oip_tensors import DATATYPES
+
+Parameter = StrictBool | StrictInt | StrictFloat | StrictStr
+Parameters = dict[str, Parameter]
+
+_DATA_SCHEMA: dict[str, Any] = {
+    "description": (
+        "The tensor's elements in row-major order, flat or nested; non-finite values as the strings "
+        '"NaN", "Infinity", "-Infinity". Left out when the binary tensor data extension carries the '
+        "tensor (`parameters.binary_data_size`)."
+    ),
+    "type": "array",
+    "items": {},
+}
+TensorData = Annotated[Any, WithJsonSchema(_DATA_SCHEMA)]
+
+
+class _Object(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RequestInput(_Object):
+    name: str = Field(max_length=128, description="The function's tensor argument, e.g. `input` or `target`.")
+    shape: list[Annotated[StrictInt, Field(ge=0)]] = Field(description="The tensor's shape.")
+    datatype: str = Field(max_length=16, description=f"One of {', '.join(DATATYPES)}.")
+    parameters: Parameters | None = Field(
+        default=None, description="`binary_data_size`: the tensor's bytes follow the JSON header (binary extension)."
+    )
+    data: TensorData = None
+
+
+class RequestOutput(_Object):
+    name: str = Field(max_length=128, description="`output` or `loss`, or `grad_<argument>` when `grad` is true.")
+    parameters: Parameters | None = Field(
+        default=None, description="`binary_data`: true to receive this output as raw bytes (binary extension)."
+    )
+
+
+class InferenceRequest(_Object):
+    id: StrictStr | None = Field(default=None, max_length=256, description="Echoed in the response.")
+    parameters: Parameters | None = Field(
+        default=None,
+        description="The function's parameters (see `GET /functions/{name}`), `grad` (true for gradients) and "
+        "`binary_data_output` (true for every output as raw bytes).",
+    )
+    inputs: list[RequestInput] = Field(description="One tensor per tensor argument of the function.")
+    outputs: list[RequestOutput] | None = Field(default=None, description="Default: every output produced.")
+
+
+class ResponseOutput(BaseModel):
+    name: str
+    shape: list[int]
+    datatype: str
+    parameters: Parameters | None = Field(default=None, description="`binary_data_size` when sent as raw bytes.")
+    data: TensorData = None
+
+
+class InferenceResponse(BaseModel):
+    model_name: str
+    model_version: str | None = None
+    id: str | None = Field(default=None, description="The request's `id`, when it had one.")
+    outputs: list[ResponseOutput]
+
+
+class MetadataTensor(BaseModel):
+    name: str
+    datatype: str
+    shape: list[int] = Field(description="-1 for a variable dimension; `[-1]` for a tensor of any shape.")
+
+
+class ModelMetadata(BaseModel):
+    name: str
+    versions: list[str]
+    platform: str
+    inputs: list[MetadataTensor]
+    outputs: list[MetadataTensor]
+
+
+class ServerMetadata(BaseModel):
+    name: str
+    version: str
+    extensions: list[str]
+
+
+class ServerLive(BaseModel):
+    live: bool
+
+
+class ServerReady(BaseModel):
+    ready: bool
+
+
+class ModelReady(BaseModel):
+    name: str
+    ready: bool
+
+
+class OipError(BaseModel):
+    error: str = Field(description="What is wrong, naming the offending field.")
