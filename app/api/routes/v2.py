@@ -10,6 +10,7 @@ from fastapi import APIRouter, Path, Request
 from fastapi.responses import JSONResponse, Response
 
 from app.api.deps import hot_path_resources
+from app.api.headers import TIMEOUT_HEADER
 from app.api.oip_docs import INFER_BODY, TAG, oip_responses
 from app.api.oip_reply import InferReply
 from app.api.raw_body import read_raw_body
@@ -104,7 +105,7 @@ async def model_version_ready(request: Request, name: ModelName, version: ModelV
 
 async def _infer(request: Request, spec: FunctionSpec) -> Response:
     compute, options, settings = hot_path_resources(request)
-    timeout = request_timeout(request)
+    timeout = request_timeout(request.headers.get(TIMEOUT_HEADER))
     body = await read_raw_body(request, settings.max_body_bytes)
     split = split_body(body, request.headers.get(HEADER_LENGTH))
     # Binary tensors are only viewed, so decode them inline; a large JSON header goes to a thread.
