@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from app.api.deps import HotPathResources
 from app.api.errors import install_error_handlers
 from app.api.oip_docs import install_oip_openapi
 from app.api.oip_errors import install_oip_error_format
@@ -37,10 +38,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await compute_service.start()
         tune_process(settings)
         app.state.compute = compute_service
+        app.state.hot_path = HotPathResources(compute_service, decode_options, settings)
         try:
             yield
         finally:
             await compute_service.stop()
+
+    decode_options = DecodeOptions(
+        catalogue=CATALOGUE,
+        limits=Limits(max_elements=settings.max_tensor_elements, max_rank=settings.max_rank),
+        max_total_elements=settings.max_total_elements,
+        default_dtype=settings.default_dtype,
+    )
 
     telemetry = settings.opentelemetry
     app = FastAPI(
@@ -51,12 +60,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         telemetry={"tracing": telemetry, "metrics": telemetry, "logs": telemetry},
     )
     app.state.settings = settings
-    app.state.decode_options = DecodeOptions(
-        catalogue=CATALOGUE,
-        limits=Limits(max_elements=settings.max_tensor_elements, max_rank=settings.max_rank),
-        max_total_elements=settings.max_total_elements,
-        default_dtype=settings.default_dtype,
-    )
     install_error_handlers(app)
     # The hot routes go first on the app's own router instead of being included: dispatch
     # through an included router, and matching the docs routes first, cost ~15 µs a request in

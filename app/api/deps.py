@@ -6,7 +6,7 @@ thread hop per dependency per request."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, NamedTuple
 
 from fastapi import Depends, Request
 
@@ -23,7 +23,14 @@ async def get_compute(request: Request) -> ComputeService:
 ComputeDep = Annotated[ComputeService, Depends(get_compute)]
 
 
-def hot_path_resources(request: Request) -> tuple[ComputeService, DecodeOptions, Settings]:
-    """What /activate and /loss need, without FastAPI's per-request dependency solving."""
-    state = request.app.state
-    return state.compute, state.decode_options, state.settings
+class HotPathResources(NamedTuple):
+    compute: ComputeService
+    options: DecodeOptions
+    settings: Settings
+
+
+def hot_path_resources(request: Request) -> HotPathResources:
+    """What /activate and /loss need, without FastAPI's per-request dependency solving: one
+    attribute of the app's state, set by the lifespan."""
+    resources: HotPathResources = request.app.state.hot_path
+    return resources

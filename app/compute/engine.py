@@ -58,7 +58,7 @@ class Engine:
             groups.setdefault(fusion_key(job) or ("alone", index), []).append(index)
         outcomes: list[Result | Exception | None] = [None] * len(jobs)
         for key, members in groups.items():
-            fused = self._try_fused([jobs[i] for i in members]) if key[0] != "alone" and len(members) > 1 else None
+            fused = self._try_fused([jobs[i] for i in members], key) if key[0] != "alone" and len(members) > 1 else None
             for position, index in enumerate(members):
                 outcomes[index] = fused[position] if fused is not None else self._run_isolated(jobs[index])
         return [outcome for outcome in outcomes if outcome is not None]
@@ -69,9 +69,9 @@ class Engine:
         except Exception as error:  # each job's own failure, handed back to its own caller
             return error
 
-    def _try_fused(self, jobs: Sequence[Job]) -> list[Result | Exception] | None:
+    def _try_fused(self, jobs: Sequence[Job], key: tuple[Any, ...]) -> list[Result | Exception] | None:
         try:
-            return list(fused_call(jobs, TORCH_DTYPES[jobs[0].dtype], self.device))
+            return list(fused_call(jobs, key, TORCH_DTYPES[jobs[0].dtype], self.device))
         except Exception:  # some job is bad (an overflowing value, an error only torch detects)
             return None
 

@@ -51,10 +51,8 @@ def fusion_key(job: Job) -> tuple[Any, ...] | None:
     return None
 
 
-def fused_call(jobs: Sequence[Job], dtype: torch.dtype, device: torch.device) -> list[Result]:
-    """Compute ``jobs`` (equal fusion keys) in one call on ``device``; raises if any job is bad."""
-    key = fusion_key(jobs[0])
-    assert key is not None
+def fused_call(jobs: Sequence[Job], key: tuple[Any, ...], dtype: torch.dtype, device: torch.device) -> list[Result]:
+    """Compute ``jobs`` (all with fusion key ``key``) in one call on ``device``; raises if any job is bad."""
     if key[0] == _POINTWISE:
         return _pointwise(jobs, dtype, device)
     return _row_split(jobs, dtype, device)

@@ -128,7 +128,7 @@ def decode_loss(body: bytes, options: DecodeOptions) -> Decoded:
     request = _parse_envelope(body, LossRequest)
     spec = _find_function(request.function, "loss", options.catalogue)
     decoder = _Decoder(body, options)
-    expected = {arg.name for arg in spec.tensors}
+    expected = spec.tensor_names
     problems: list[Problem] = []
     for name in request.inputs:
         if name not in expected:

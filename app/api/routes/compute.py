@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request
 
@@ -28,12 +27,6 @@ from app.wire.json_protocol import (
 from app.wire.models import ActivateRequest, ActivateResponse, LossRequest, LossResponse
 
 router = APIRouter(tags=["compute"], route_class=RequestHandlerRoute)
-T = TypeVar("T")
-
-
-async def _maybe_off_loop(large: bool, fn: Callable[..., T], *args: Any) -> T:
-    """Small payloads are handled inline; large ones in a thread so the loop stays responsive."""
-    return await asyncio.to_thread(fn, *args) if large else fn(*args)
 
 
 async def _serve(
@@ -47,10 +40,12 @@ async def _serve(
     headers = compute_headers(request)
     timeout = request_timeout(headers.request_timeout)
     body = await read_json_body(request, headers, settings.max_body_bytes)
+    # Small payloads are decoded and encoded inline; large ones in a thread, so the loop stays responsive.
     large = len(body) > settings.inline_decode_bytes
-    decoded = await _maybe_off_loop(large, decode, body, options)
+    decoded = await asyncio.to_thread(decode, body, options) if large else decode(body, options)
     served = await compute.run(decoded.job, timeout, request.is_disconnected)
-    payload = await _maybe_off_loop(large, encode, decoded, served.result)
+    result = served.result
+    payload = await asyncio.to_thread(encode, decoded, result) if large else encode(decoded, result)
     return EncodedJSON(payload, server_timing(served))
 
 

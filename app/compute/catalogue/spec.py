@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Literal
 
 import numpy as np
@@ -145,13 +146,18 @@ class FunctionSpec:
                 return arg
         return None
 
-    @property
+    # Derived once per function: the request path asks for these on every request.
+    @cached_property
     def tensor_params(self) -> tuple[Param, ...]:
         return tuple(p for p in self.params if p.kind == "tensor")
 
-    @property
+    @cached_property
     def differentiable(self) -> tuple[str, ...]:
         return tuple(a.name for a in self.tensors if a.differentiable and a.kind != "index")
+
+    @cached_property
+    def tensor_names(self) -> frozenset[str]:
+        return frozenset(arg.name for arg in self.tensors)
 
     def describe(self, refused: Mapping[str, str]) -> dict[str, Any]:
         """The catalogue entry; ``refused`` lists the torch arguments refused, with reasons."""
