@@ -8,11 +8,15 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from app.api.errors import install_error_handlers
+from app.api.metrics import Metrics, MetricsObserver
 from app.api.openapi import install_openapi
+from app.api.operations import docs_urls, install_middleware
 from app.api.routes import compute, functions, health
+from app.api.routes import metrics as metrics_route
 from app.compute.catalogue import CATALOGUE
 from app.compute.service import ComputeService
 from app.core.config import Settings
+from app.core.lifecycle import drain_on_stop_signals
 from app.core.runtime import tune_process
 from app.wire.json_protocol import DecodeOptions
 from app.wire.models import ActivateRequest, LossRequest
@@ -27,20 +31,35 @@ each function; every example below can be sent as it is.
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
+    metrics = Metrics() if settings.metrics else None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        compute_service = ComputeService(settings)
+        compute_service = ComputeService(settings, MetricsObserver(metrics) if metrics else None)
         await compute_service.start()
+        if metrics is not None:
+            metrics.read_queue_depth = lambda: compute_service.queue_depth
+            metrics.device_memory = compute_service.device_memory
         tune_process(settings)
         app.state.compute = compute_service
+        restore_signals = drain_on_stop_signals()
         try:
             yield
         finally:
+            restore_signals()
             await compute_service.stop()
+            if metrics is not None:
+                metrics.process_exit()
 
-    app = FastAPI(title="torch functions service", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    app = FastAPI(
+        title="torch functions service",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        **docs_urls(settings),
+    )
     app.state.settings = settings
+    app.state.metrics = metrics
     app.state.decode_options = DecodeOptions(
         catalogue=CATALOGUE,
         limits=Limits(max_elements=settings.max_tensor_elements, max_rank=settings.max_rank),
@@ -51,6 +70,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(compute.router)
     app.include_router(functions.router)
     app.include_router(health.router)
+    if metrics is not None:
+        app.include_router(metrics_route.router)
+    install_middleware(app, settings, metrics)
     install_openapi(app, [ActivateRequest, LossRequest])
     return app
 
