@@ -17,8 +17,8 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 COPY requirements.txt constraints.txt /tmp/
-# torch first, pinned to requirements.txt's version, from the index for the chosen variant;
-# then the rest of the pinned runtime dependencies, which find that torch already installed.
+# torch first, pinned to requirements.txt's version, alone from the index for the chosen variant;
+# then the pinned runtime dependencies (torch's own included), which find that torch installed.
 RUN case "$TORCH_VARIANT" in \
         cpu|cuda) ;; \
         *) echo "error: TORCH_VARIANT must be cpu or cuda, not '$TORCH_VARIANT'" >&2; exit 1 ;; \
@@ -29,7 +29,7 @@ RUN case "$TORCH_VARIANT" in \
         exit 1; \
     fi \
  && torch_version="$(grep -E '^torch==' /tmp/requirements.txt | cut -d= -f3)" \
- && pip install --index-url "$TORCH_INDEX_URL" "torch==${torch_version}" \
+ && pip install --no-deps --index-url "$TORCH_INDEX_URL" "torch==${torch_version}" \
  && pip install -r /tmp/requirements.txt -c /tmp/constraints.txt \
  && python -c "import sys, torch; cuda = torch.version.cuda is not None; \
 wanted = sys.argv[1] == 'cuda'; \

@@ -22,6 +22,10 @@ from app.core.logs import logging_config
 
 APP = "app.main:app"
 STARTUP_FAILURE = 3
+WORKER_HEALTHCHECK_S = 60
+"""How long the supervisor of several workers waits for a worker's ping answer before it kills
+and replaces it. uvicorn's 5 s is shorter than importing torch takes on a busy machine, which
+had workers killed while still starting."""
 
 
 class _Server(uvicorn.Server):
@@ -45,6 +49,7 @@ def config(settings: Settings) -> uvicorn.Config:
         log_level=settings.log_level,
         access_log=False,  # the app logs each request itself, with its request id
         server_header=False,
+        timeout_worker_healthcheck=WORKER_HEALTHCHECK_S,
     )
 
 

@@ -138,6 +138,10 @@ def test_sigterm_under_load_fails_readiness_at_once_finishes_queued_work_and_exi
 
 def test_several_workers_share_metrics_and_stop_cleanly() -> None:
     with running_server({"TORCHFN_WORKERS": "2"}) as server, httpx.Client(base_url=server.url) as http:
+        deadline = time.monotonic() + 60
+        while server.log().count("Application startup complete") < 2:  # ready means one is; wait for both
+            assert time.monotonic() < deadline, "the second worker never started"
+            time.sleep(0.1)
         sent = 30
         for _ in range(sent):
             with httpx.Client(base_url=server.url) as fresh:  # new connections spread over the workers
@@ -147,4 +151,6 @@ def test_several_workers_share_metrics_and_stop_cleanly() -> None:
         assert metric(text, "torchfn_compute_seconds_count", function="tanh") == sent
         server.process.send_signal(signal.SIGTERM)
         assert server.process.wait(30) == 0
-        assert server.log().count("Application shutdown complete") == 2
+        log = server.log()
+        assert log.count("Application shutdown complete") == 2
+        assert "died" not in log

@@ -1,0 +1,143 @@
+"""What request ids, metrics, access logs and auth add to one small request, in-process.
+
+    .venv/bin/python -m bench.operations_overhead [--requests 2000] [--rounds 7]
+
+Drives ``/activate`` (relu on 256 floats) straight through the ASGI app, with its lifespan
+running, one request at a time, no sockets: so the difference between configurations is the
+middleware's own cost. Configurations, interleaved round by round:
+
+* ``bare``:    metrics off, access log off (the request-id middleware only),
+* ``default``: metrics on, access log on (JSON lines written to /dev/null),
+* ``auth``:    as ``default`` with an API key required and presented.
+
+Prints the median time per request of each and the differences to ``bare``. A benchmark, not
+a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import logging.config
+import os
+import statistics
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import numpy as np
+import orjson
+from fastapi import FastAPI
+
+from app.core.config import Settings
+from app.core.logs import logging_config
+from app.main import create_app
+
+BODY = orjson.dumps(
+    {"function": "relu", "input": np.random.default_rng(0).standard_normal(256)}, option=orjson.OPT_SERIALIZE_NUMPY
+)
+CONFIGS: dict[str, dict[str, Any]] = {
+    "bare": {"metrics": False, "access_log": False},
+    "default": {},
+    "auth": {"api_keys": ["bench-key"]},
+}
+
+
+def _log_to_devnull() -> None:
+    config = logging_config(Settings())
+    config["handlers"]["stderr"] = {
+        "class": "logging.FileHandler",
+        "filename": os.devnull,
+        "formatter": "default",
+    }
+    logging.config.dictConfig(config)
+
+
+def _scope(headers: list[tuple[bytes, bytes]]) -> dict[str, Any]:
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/activate",
+        "raw_path": b"/activate",
+        "root_path": "",
+        "query_string": b"",
+        "headers": headers,
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8000),
+    }
+
+
+async def _one(app: FastAPI, headers: list[tuple[bytes, bytes]]) -> int:
+    sent = False
+    status = 0
+
+    async def receive() -> dict[str, Any]:
+        nonlocal sent
+        if sent:
+            await asyncio.sleep(3600)
+        sent = True
+        return {"type": "http.request", "body": BODY, "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = message["status"]
+
+    await app(_scope(headers), receive, send)  # type: ignore[arg-type]
+    return status
+
+
+async def _measure(
+    apps: dict[str, tuple[FastAPI, list[tuple[bytes, bytes]]]], requests: int, rounds: int
+) -> dict[str, list[float]]:
+    times: dict[str, list[float]] = {name: [] for name in apps}
+    for _ in range(rounds):
+        for name, (app, headers) in apps.items():
+            started = time.perf_counter()
+            for _ in range(requests):
+                if await _one(app, headers) != 200:
+                    raise RuntimeError(f"{name}: a request failed")
+            times[name].append((time.perf_counter() - started) / requests * 1e6)
+    return times
+
+
+async def _main(requests: int, rounds: int) -> None:
+    _log_to_devnull()
+    common = [(b"content-type", b"application/json"), (b"content-length", str(len(BODY)).encode())]
+    apps: dict[str, tuple[FastAPI, list[tuple[bytes, bytes]]]] = {}
+    contexts: list[Callable[[], Awaitable[None]]] = []
+    for name, overrides in CONFIGS.items():
+        app = create_app(Settings(**overrides))
+        context = app.router.lifespan_context(app)
+        await context.__aenter__()
+        contexts.append(lambda context=context: context.__aexit__(None, None, None))  # type: ignore[misc]
+        headers = [*common, (b"x-api-key", b"bench-key")] if name == "auth" else common
+        apps[name] = (app, headers)
+    try:
+        await _measure(apps, max(1, requests // 10), 1)  # warm-up
+        times = await _measure(apps, requests, rounds)
+    finally:
+        for close in contexts:
+            await close()
+    base = statistics.median(times["bare"])
+    print(f"{requests} requests x {rounds} rounds, median per-request time (relu on 256 floats, in-process)")
+    for name, values in times.items():
+        median = statistics.median(values)
+        spread = f"{min(values):.1f}-{max(values):.1f}"
+        print(f"  {name:8s} {median:7.1f} us  (rounds {spread})  {median - base:+6.1f} us vs bare")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=7)
+    args = parser.parse_args()
+    asyncio.run(_main(args.requests, args.rounds))
+
+
+if __name__ == "__main__":
+    main()
