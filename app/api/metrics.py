@@ -117,9 +117,28 @@ class Metrics:
         )
         self.registry.register(_DeviceMemory(lambda: self.device_memory()))
 
+        self._request_children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+        self._function_children: dict[str, tuple[Histogram, Histogram]] = {}
+
     def observe_request(self, endpoint: str, function: str, status: int, seconds: float) -> None:
-        self.requests.labels(endpoint, function or NO_FUNCTION, str(status)).inc()
-        self.latency.labels(endpoint).observe(seconds)
+        key = (endpoint, function, status)
+        children = self._request_children.get(key)
+        if children is None:  # ``labels()`` costs microseconds a call: look each set up once
+            children = (
+                self.requests.labels(endpoint, function or NO_FUNCTION, str(status)),
+                self.latency.labels(endpoint),
+            )
+            self._request_children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
+
+    def function_children(self, function: str) -> tuple[Histogram, Histogram]:
+        """The queue-wait and compute-time histograms of ``function``."""
+        children = self._function_children.get(function)
+        if children is None:
+            children = self.queue_wait.labels(function), self.compute_time.labels(function)
+            self._function_children[function] = children
+        return children
 
     def render(self) -> bytes:
         """The exposition text: this process's metrics, or every worker's in multi-process mode."""
@@ -152,10 +171,10 @@ class MetricsObserver:
         return job.spec.name
 
     def served(self, job: Job, served: Served[Result], queue_depth: int) -> None:
-        name = self._name(job)
         metrics = self._metrics
-        metrics.queue_wait.labels(name).observe(served.queue_wait)
-        metrics.compute_time.labels(name).observe(served.compute_time)
+        queue_wait, compute_time = metrics.function_children(self._name(job))
+        queue_wait.observe(served.queue_wait)
+        compute_time.observe(served.compute_time)
         metrics.batch_size.observe(served.batch_size)
         metrics.queue_depth.set(queue_depth)
 

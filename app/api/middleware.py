@@ -5,9 +5,9 @@ always echoed), the request metrics and the access log. Pure ASGI rather than
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
-import uuid
 from collections.abc import Iterable
 
 from starlette.routing import BaseRoute, compile_path
@@ -33,7 +33,7 @@ def incoming_request_id(scope: Scope) -> str:
             if _VALID_REQUEST_ID.match(value):
                 return value.decode("ascii")
             break
-    return uuid.uuid4().hex
+    return os.urandom(16).hex()  # as random as uuid4().hex, in a seventh of the time
 
 
 def route_templates(routes: Iterable[BaseRoute]) -> list[tuple[re.Pattern[str], str]]:
@@ -103,20 +103,30 @@ class RequestObservability:
                 metrics.in_flight.dec()
                 metrics.observe_request(endpoint, context.function, status, seconds)
             if self.access_log and access_logger.isEnabledFor(logging.INFO):
-                client = scope.get("client")
-                access_logger.info(
-                    "%s %s %d %.2f ms",
-                    scope["method"],
-                    scope["path"],
-                    status,
-                    seconds * 1000,
-                    extra={
-                        "method": scope["method"],
-                        "path": scope["path"],
-                        "status": status,
-                        "duration_ms": round(seconds * 1000, 3),
-                        "function": context.function or None,
-                        "client": f"{client[0]}:{client[1]}" if client else None,
-                    },
-                )
+                _log_access(scope, status, seconds, context)
             current_request.reset(token)
+
+
+def _log_access(scope: Scope, status: int, seconds: float, context: RequestContext) -> None:
+    """One access-log record. Built with ``makeRecord`` and handed to the handlers directly:
+    ``logger.info`` would also walk the stack for the caller's file and line, a third of the cost."""
+    client = scope.get("client")
+    method, path, milliseconds = scope["method"], scope["path"], seconds * 1000
+    record = access_logger.makeRecord(
+        ACCESS_LOGGER,
+        logging.INFO,
+        __file__,
+        0,
+        "%s %s %d %.2f ms",
+        (method, path, status, milliseconds),
+        None,
+        extra={
+            "method": method,
+            "path": path,
+            "status": status,
+            "duration_ms": round(milliseconds, 3),
+            "function": context.function or None,
+            "client": f"{client[0]}:{client[1]}" if client else None,
+        },
+    )
+    access_logger.handle(record)

@@ -18,9 +18,20 @@ ACCESS_FIELDS = ("method", "path", "status", "duration_ms", "function", "client"
 
 
 class JsonFormatter(logging.Formatter):
+    _second: tuple[int, str] = (-1, "")
+    """The last whole second formatted, and its text (formatting a time costs more than a line)."""
+
+    def _time(self, created: float) -> str:
+        whole = int(created)
+        second, text = self._second
+        if second != whole:
+            text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
+            self._second = (whole, text)
+        return f"{text}.{int((created - whole) * 1000):03d}Z"
+
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "time": self._time(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
