@@ -137,7 +137,8 @@ def test_sigterm_under_load_fails_readiness_at_once_finishes_queued_work_and_exi
 
 
 def test_several_workers_share_metrics_and_stop_cleanly() -> None:
-    with running_server({"TORCHFN_WORKERS": "2"}) as server, httpx.Client(base_url=server.url) as http:
+    env = {"TORCHFN_WORKERS": "2", "TORCHFN_DEVICE": "cpu"}  # several workers: CPU only (one process per GPU)
+    with running_server(env) as server, httpx.Client(base_url=server.url) as http:
         deadline = time.monotonic() + 60
         while server.log().count("Application startup complete") < 2:  # ready means one is; wait for both
             assert time.monotonic() < deadline, "the second worker never started"

@@ -79,7 +79,7 @@ def _threads_seen_by_a_new_thread() -> int:
 def test_the_service_sets_torch_threads_per_worker() -> None:
     with TestClient(create_app(Settings())):
         assert _threads_seen_by_a_new_thread() == threads_per_worker(1)
-    with TestClient(create_app(Settings(workers=CPUS))):
+    with TestClient(create_app(Settings(device="cpu", workers=CPUS))):
         assert _threads_seen_by_a_new_thread() == 1
-    with TestClient(create_app(Settings(workers=CPUS, torch_threads=3))):
+    with TestClient(create_app(Settings(device="cpu", workers=CPUS, torch_threads=3))):
         assert _threads_seen_by_a_new_thread() == 3

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import orjson
 import pytest
+import torch
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
@@ -102,6 +103,15 @@ def test_device_memory_is_exported_when_the_service_reports_it() -> None:
     text = metrics.render().decode()
     assert metric(text, "torchfn_device_memory_bytes", kind="allocated") == 1024
     assert metric(text, "torchfn_device_memory_bytes", kind="reserved") == 4096
+
+
+def test_device_memory_is_exported_on_a_gpu_only(client: TestClient, device: torch.device) -> None:
+    allocated = metric(client.get("/metrics").text, "torchfn_device_memory_bytes", kind="allocated")
+    if device.type == "cuda":
+        assert allocated > 0
+    else:
+        assert allocated == 0
+        assert "torchfn_device_memory_bytes{" not in client.get("/metrics").text
 
 
 def test_full_queue_is_counted_as_rejected() -> None:
