@@ -12,6 +12,9 @@ middleware's own cost. Configurations, interleaved round by round:
 * ``default``: metrics on, access log on,
 * ``auth``:    as ``default`` with an API key required and presented.
 
+Then times each piece alone (``timeit``): the request metrics, the compute observer, the
+in-flight gauge, one access-log line and a request id.
+
 Time is the process's CPU time (all its threads), which a busy machine disturbs far less than
 wall time. Prints the fastest round and the median round per request of each configuration,
 and their differences to ``bare``. A benchmark, not a test.
@@ -26,6 +29,7 @@ import logging.config
 import os
 import statistics
 import time
+import timeit
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -33,8 +37,14 @@ import numpy as np
 import orjson
 from fastapi import FastAPI
 
+from app.api.metrics import Metrics, MetricsObserver
+from app.api.middleware import incoming_request_id, log_access
+from app.compute.batching import Served
+from app.compute.catalogue import CATALOGUE
+from app.compute.jobs import Job
 from app.core.config import Settings
 from app.core.logs import logging_config
+from app.core.request_context import RequestContext, current_request
 from app.main import create_app
 
 BODY = orjson.dumps(
@@ -136,12 +146,46 @@ async def _main(requests: int, rounds: int) -> None:
         print(f"  {name:8s} {best:7.1f}us {best - best_base:+7.1f}us {median:7.1f}us {median - median_base:+7.1f}us")
 
 
+def _in_and_out(metrics: Metrics) -> None:
+    metrics.in_flight.inc()
+    metrics.in_flight.dec()
+
+
+def component_costs(number: int = 20_000) -> dict[str, float]:
+    """Microseconds per call of each piece the middleware and the observer add to a request."""
+    metrics = Metrics()
+    observer = MetricsObserver(metrics)
+    spec = CATALOGUE.find("relu")
+    assert spec is not None
+    job = Job(spec=spec, arrays={}, params={}, locs={}, dtype="float32", grad=False)
+    served: Served[Any] = Served(None, 0.0, 0.001, 1)
+    scope = {"method": "POST", "path": "/activate", "client": ("127.0.0.1", 50000)}
+    context = RequestContext("0123456789abcdef", "relu")
+    token = current_request.set(context)
+    pieces: dict[str, Callable[[], object]] = {
+        "request metrics (counter + latency histogram)": lambda: metrics.observe_request(
+            "/activate", "relu", 200, 0.001
+        ),
+        "compute observer (2 histograms, batch size, queue gauge)": lambda: observer.served(job, served, 0),
+        "in-flight gauge (inc + dec)": lambda: _in_and_out(metrics),
+        "access-log line (JSON, to /dev/null)": lambda: log_access(scope, 200, 0.001, context),
+        "request id": lambda: incoming_request_id({"headers": []}),
+    }
+    try:
+        return {name: timeit.timeit(piece, number=number) / number * 1e6 for name, piece in pieces.items()}
+    finally:
+        current_request.reset(token)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=7)
     args = parser.parse_args()
     asyncio.run(_main(args.requests, args.rounds))
+    print("each piece alone (timeit, microseconds a call)")
+    for name, micros in component_costs().items():
+        print(f"  {micros:6.2f} us  {name}")
 
 
 if __name__ == "__main__":

@@ -103,11 +103,11 @@ class RequestObservability:
                 metrics.in_flight.dec()
                 metrics.observe_request(endpoint, context.function, status, seconds)
             if self.access_log and access_logger.isEnabledFor(logging.INFO):
-                _log_access(scope, status, seconds, context)
+                log_access(scope, status, seconds, context)
             current_request.reset(token)
 
 
-def _log_access(scope: Scope, status: int, seconds: float, context: RequestContext) -> None:
+def log_access(scope: Scope, status: int, seconds: float, context: RequestContext) -> None:
     """One access-log record. Built with ``makeRecord`` and handed to the handlers directly:
     ``logger.info`` would also walk the stack for the caller's file and line, a third of the cost."""
     client = scope.get("client")
