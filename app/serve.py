@@ -7,6 +7,7 @@ within the grace period, then the lifespan stops the compute service."""
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import shutil
 import sys
@@ -44,7 +45,7 @@ def config(settings: Settings) -> uvicorn.Config:
         host=settings.host,
         port=settings.port,
         workers=settings.workers,
-        timeout_graceful_shutdown=int(max(1.0, settings.shutdown_grace_s)),
+        timeout_graceful_shutdown=math.ceil(settings.shutdown_grace_s),  # uvicorn takes whole seconds
         log_config=logging_config(settings),
         log_level=settings.log_level,
         access_log=False,  # the app logs each request itself, with its request id

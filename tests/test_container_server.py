@@ -137,6 +137,43 @@ def test_sigterm_under_load_fails_readiness_at_once_finishes_queued_work_and_exi
         assert "Traceback" not in log
 
 
+def test_work_left_after_the_grace_period_gets_503_and_the_process_still_exits_0() -> None:
+    env = {"TORCHFN_MAX_BATCH_DELAY_MS": "400", "TORCHFN_SHUTDOWN_GRACE_S": "1"}
+    count = 16
+    with (
+        running_server(env) as server,
+        httpx.Client(base_url=server.url, timeout=60, limits=httpx.Limits(max_connections=count)) as http,
+    ):
+        outcomes: list[int | str] = []
+
+        def send(size: int) -> None:
+            try:
+                body = {"function": "relu", "input": [1.0] * size}
+                outcomes.append(http.post("/activate", json=body).status_code)
+            except httpx.TransportError as error:
+                outcomes.append(type(error).__name__)
+
+        threads = [threading.Thread(target=send, args=(100 + i,)) for i in range(count)]
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + 20
+        while metric(httpx.get(f"{server.url}/metrics").text, "torchfn_queue_depth") < 8:
+            assert time.monotonic() < deadline, "the load never queued up"
+            time.sleep(0.02)
+        server.process.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        assert server.process.wait(30) == 0
+        stopped_after = time.monotonic() - signalled
+        for thread in threads:
+            thread.join(30)
+        assert stopped_after < 6, f"stopped {stopped_after:.1f} s after SIGTERM with a 1 s grace period"
+        assert len(outcomes) == count
+        assert 200 in outcomes, "what finished within the grace period was answered"
+        assert 503 in outcomes, f"the rest was cut off with 503, to retry elsewhere: {outcomes}"
+        assert set(outcomes) <= {200, 503, "RemoteProtocolError", "ReadError"}, outcomes
+        assert "Traceback" not in server.log()
+
+
 def test_several_workers_share_metrics_and_stop_cleanly() -> None:
     env = {"TORCHFN_WORKERS": "2", "TORCHFN_DEVICE": "cpu"}  # several workers: CPU only (one process per GPU)
     with running_server(env) as server, httpx.Client(base_url=server.url) as http:

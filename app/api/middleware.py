@@ -4,6 +4,7 @@ always echoed), the request metrics and the access log. Pure ASGI rather than
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import re
@@ -13,7 +14,10 @@ from collections.abc import Iterable
 from starlette.routing import BaseRoute, compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.api.errors import error_response
 from app.api.metrics import Metrics
+from app.core.errors import Problem
+from app.core.lifecycle import is_draining
 from app.core.logs import ACCESS_LOGGER
 from app.core.request_context import RequestContext, current_request
 
@@ -23,6 +27,13 @@ UNMATCHED = "unmatched"
 """The ``endpoint`` label of requests no route matched (so unknown paths cannot grow the label set)."""
 
 access_logger = logging.getLogger(ACCESS_LOGGER)
+CUT_OFF = error_response(
+    503,
+    "overloaded",
+    [Problem(("service",), "the server shut down before this request was served; retry", "shutting_down")],
+    1,
+    {"Retry-After": "1"},
+)
 
 
 def incoming_request_id(scope: Scope) -> str:
@@ -82,7 +93,7 @@ class RequestObservability:
         context = RequestContext(incoming_request_id(scope))
         token = current_request.set(context)
         id_header = (REQUEST_ID_HEADER, context.request_id.encode("ascii"))
-        status = 500  # what the client gets if the app raises before it answers
+        status = 0  # until the app answers
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
@@ -96,7 +107,14 @@ class RequestObservability:
             metrics.in_flight.inc()
         try:
             await self.app(scope, receive, send_with_id)
+        except asyncio.CancelledError:
+            if status or not is_draining():
+                raise
+            # The shutdown grace period ran out before this request was served: the server
+            # cancels it. Answer 503 (retry elsewhere) rather than uvicorn's bare 500.
+            await CUT_OFF(scope, receive, send_with_id)
         finally:
+            status = status or 500  # the app raised before answering
             seconds = time.perf_counter() - started
             endpoint = self.endpoint_of(scope)
             if metrics is not None:
