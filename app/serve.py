@@ -15,6 +15,7 @@ import tempfile
 from collections.abc import Iterator
 
 import uvicorn
+from pydantic import ValidationError
 from uvicorn.supervisors import Multiprocess
 
 from app.api.metrics import MULTIPROCESS_ENV
@@ -23,6 +24,7 @@ from app.core.logs import logging_config
 
 APP = "app.main:app"
 STARTUP_FAILURE = 3
+BAD_SETTINGS = 2
 WORKER_HEALTHCHECK_S = 60
 """How long the supervisor of several workers waits for a worker's ping answer before it kills
 and replaces it. uvicorn's 5 s is shorter than importing torch takes on a busy machine, which
@@ -69,7 +71,14 @@ def _multiprocess_metrics(workers: int) -> Iterator[None]:
 
 
 def main() -> int:
-    settings = Settings()
+    try:
+        settings = Settings()
+    except ValidationError as error:
+        for problem in error.errors():
+            field = ".".join(str(part) for part in problem["loc"])
+            name = f"TORCHFN_{field.upper()}" if field else "settings"
+            print(f"invalid setting {name}: {problem['msg']}", file=sys.stderr)
+        return BAD_SETTINGS
     server_config = config(settings)
     with _multiprocess_metrics(settings.workers):
         if settings.workers > 1:

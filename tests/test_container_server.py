@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import signal
+import subprocess
 import threading
 import time
 
@@ -12,7 +13,7 @@ import httpx
 import orjson
 import pytest
 
-from tests.server_process import running_server
+from tests.server_process import container_command_and_env, free_port, running_server
 
 pytestmark = pytest.mark.server
 
@@ -193,3 +194,19 @@ def test_several_workers_share_metrics_and_stop_cleanly() -> None:
         log = server.log()
         assert log.count("Application shutdown complete") == 2
         assert "died" not in log
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"TORCHFN_WORKERS": "0"}, "TORCHFN_WORKERS"),
+        ({"TORCHFN_DEVICE": "cuda", "TORCHFN_WORKERS": "2"}, "one process per GPU"),
+        ({"TORCHFN_PORT": "http"}, "TORCHFN_PORT"),
+    ],
+)
+def test_bad_settings_stop_the_server_command_with_a_message(env: dict[str, str], named: str) -> None:
+    command, full_env = container_command_and_env(free_port(), env)
+    result = subprocess.run(command, env=full_env, capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 2
+    assert named in result.stderr
+    assert "Traceback" not in result.stderr
