@@ -1,32 +1,70 @@
 # syntax=docker/dockerfile:1
-# Build: docker build -t torchfn .            (torch from the default index)
-#        docker build --build-arg TORCH_INDEX_URL=<PyTorch CPU or CUDA wheel index> -t torchfn .
+# The torch functions service. Two build arguments choose torch; neither has a default index:
+#   TORCH_VARIANT    cpu (default) or cuda
+#   TORCH_INDEX_URL  PyTorch's wheel index for that variant (listed on pytorch.org's Get Started page)
+# CPU:  docker build --build-arg TORCH_INDEX_URL=<PyTorch CPU wheel index> -t torchfn:cpu .
+# CUDA: docker build --build-arg TORCH_VARIANT=cuda --build-arg TORCH_INDEX_URL=<PyTorch CUDA wheel index> -t torchfn:cuda .
+# The build stops with a message when the index is missing or serves the other variant.
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build
+ARG TORCH_VARIANT=cpu
 ARG TORCH_INDEX_URL=""
-ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_ROOT_USER_ACTION=ignore
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 COPY requirements.txt constraints.txt /tmp/
-RUN if [ -n "$TORCH_INDEX_URL" ]; then \
-        pip install --index-url "$TORCH_INDEX_URL" "torch==$(grep '^torch==' /tmp/requirements.txt | cut -d= -f3)"; \
+# torch first, pinned to requirements.txt's version, alone from the index for the chosen variant;
+# then the pinned runtime dependencies (torch's own included), which find that torch installed.
+RUN case "$TORCH_VARIANT" in \
+        cpu|cuda) ;; \
+        *) echo "error: TORCH_VARIANT must be cpu or cuda, not '$TORCH_VARIANT'" >&2; exit 1 ;; \
+    esac \
+ && if [ -z "$TORCH_INDEX_URL" ]; then \
+        echo "error: pass --build-arg TORCH_INDEX_URL=<PyTorch's $TORCH_VARIANT wheel index> (see the README, 'Deployment');" \
+             "without it pip would install the multi-GB CUDA build from the default index" >&2; \
+        exit 1; \
     fi \
- && pip install -r /tmp/requirements.txt -c /tmp/constraints.txt
+ && torch_version="$(grep -E '^torch==' /tmp/requirements.txt | cut -d= -f3)" \
+ && pip install --no-deps --index-url "$TORCH_INDEX_URL" "torch==${torch_version}" \
+ && pip install -r /tmp/requirements.txt -c /tmp/constraints.txt \
+ && python -c "import sys, torch; cuda = torch.version.cuda is not None; \
+wanted = sys.argv[1] == 'cuda'; \
+sys.exit(0 if cuda == wanted else f'error: torch {torch.__version__} is not a {sys.argv[1]} build; check TORCH_INDEX_URL')" \
+        "$TORCH_VARIANT" \
+ && pip uninstall --yes pip
 
 FROM ${PYTHON_IMAGE}
-RUN useradd --create-home --uid 10001 app
+ARG TORCH_VARIANT=cpu
+LABEL org.opencontainers.image.title="torch functions service" \
+      org.opencontainers.image.description="Every torch.nn activation and loss function over HTTP" \
+      io.torchfn.torch-variant="${TORCH_VARIANT}"
+RUN groupadd --gid 10001 app && useradd --uid 10001 --gid app --no-create-home --home-dir /tmp app
 COPY --from=build /opt/venv /opt/venv
 WORKDIR /srv
 COPY app ./app
+RUN python -m compileall -q app
+# Everything the process writes goes under /tmp (a tmpfs or emptyDir), so the root filesystem
+# can be read-only: home, caches of torch, its compilers and Python, multi-process metrics.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     HOME=/tmp \
-    TORCHINDUCTOR_CACHE_DIR=/tmp/torch \
-    TORCHFN_DEVICE=cpu
-USER 10001
+    XDG_CACHE_HOME=/tmp/.cache \
+    TORCH_HOME=/tmp/torch \
+    TORCHINDUCTOR_CACHE_DIR=/tmp/torchinductor \
+    TRITON_CACHE_DIR=/tmp/triton \
+    CUDA_CACHE_PATH=/tmp/nv \
+    TMPDIR=/tmp \
+    TORCHFN_HOST=0.0.0.0 \
+    TORCHFN_PORT=8000 \
+    TORCHFN_WORKERS=1 \
+    TORCHFN_LOG_FORMAT=json
+USER 10001:10001
 EXPOSE 8000
-HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
-    CMD ["python", "-c", "import urllib.request,sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=2).status != 200)"]
-CMD ["uvicorn", "app.main:app", "--host", "0.0.0.0", "--port", "8000"]
+HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=3 CMD ["python", "-m", "app.healthcheck"]
+STOPSIGNAL SIGTERM
+CMD ["python", "-m", "app.serve"]

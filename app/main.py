@@ -9,13 +9,17 @@ from fastapi import FastAPI
 
 from app.api.deps import HotPathResources
 from app.api.errors import install_error_handlers
+from app.api.metrics import Metrics, MetricsObserver
 from app.api.oip_docs import install_oip_openapi
 from app.api.oip_errors import install_oip_error_format
 from app.api.openapi import install_openapi
+from app.api.operations import docs_urls, install_middleware
 from app.api.routes import compute, functions, health, v2
+from app.api.routes import metrics as metrics_route
 from app.compute.catalogue import CATALOGUE
 from app.compute.service import ComputeService
 from app.core.config import Settings
+from app.core.lifecycle import drain_on_stop_signals
 from app.core.runtime import tune_process
 from app.wire.json_protocol import DecodeOptions
 from app.wire.models import ActivateRequest, LossRequest
@@ -31,18 +35,26 @@ each function; every example below can be sent as it is.
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
+    metrics = Metrics() if settings.metrics else None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        compute_service = ComputeService(settings)
+        compute_service = ComputeService(settings, MetricsObserver(metrics) if metrics else None)
         await compute_service.start()
+        if metrics is not None:
+            metrics.read_queue_depth = lambda: compute_service.queue_depth
+            metrics.device_memory = compute_service.device_memory
         tune_process(settings)
         app.state.compute = compute_service
         app.state.hot_path = HotPathResources(compute_service, decode_options, settings)
+        restore_signals = drain_on_stop_signals()
         try:
             yield
         finally:
+            restore_signals()
             await compute_service.stop()
+            if metrics is not None:
+                metrics.process_exit()
 
     decode_options = DecodeOptions(
         catalogue=CATALOGUE,
@@ -58,8 +70,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description=DESCRIPTION,
         lifespan=lifespan,
         telemetry={"tracing": telemetry, "metrics": telemetry, "logs": telemetry},
+        **docs_urls(settings),
     )
     app.state.settings = settings
+    app.state.metrics = metrics
     install_error_handlers(app)
     # The hot routes go first on the app's own router instead of being included: dispatch
     # through an included router, and matching the docs routes first, cost ~15 µs a request in
@@ -68,7 +82,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(functions.router)
     app.include_router(health.router)
     app.include_router(v2.router)
+    if metrics is not None:
+        app.include_router(metrics_route.router)
     install_oip_error_format(app)
+    install_middleware(app, settings, metrics)
     install_openapi(app, [ActivateRequest, LossRequest, InferenceRequest])
     install_oip_openapi(app)
     return app

@@ -1,4 +1,4 @@
-"""The real server process: started by its documented command, under a large request, stopped."""
+"""The real server process: started by the container's command, under a large request, stopped."""
 
 from __future__ import annotations
 
@@ -46,7 +46,5 @@ def test_sigterm_stops_the_server_after_its_lifespan() -> None:
         reply = httpx.post(f"{server.url}/loss", json={"function": "mse_loss", "input": [1.0], "target": [0.0]})
         assert reply.json()["loss"] == 1.0
         server.process.send_signal(signal.SIGTERM)
-        # uvicorn re-raises the signal once shutdown completes, so the status is -SIGTERM.
-        assert server.process.wait(15) in (0, -signal.SIGTERM)
-        stderr = server.process.stderr.read().decode() if server.process.stderr else ""
-        assert "Application shutdown complete" in stderr
+        assert server.process.wait(15) == 0
+        assert "Application shutdown complete" in server.log()

@@ -14,8 +14,10 @@ from app.compute.batching import DeadlineExceeded, DynamicBatcher, GoneProbe, Se
 from app.compute.engine import Engine, resolve_device
 from app.compute.fusion import fusion_key
 from app.compute.jobs import Job, Result
+from app.compute.observer import ComputeObserver
 from app.core.config import Settings
-from app.core.errors import Overloaded
+from app.core.cpu_quota import threads_per_worker
+from app.core.errors import Overloaded, ServiceError
 
 logger = logging.getLogger(__name__)
 
@@ -39,8 +41,9 @@ def job_size(job: Job) -> int:
 class ComputeService:
     """Started and stopped by the app's lifespan."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, observer: ComputeObserver | None = None) -> None:
         self.settings = settings
+        self._observer = observer
         self._executor: ThreadPoolExecutor | None = None
         self._engine: Engine | None = None
         self._batcher: DynamicBatcher[Job, Result] | None = None
@@ -55,11 +58,25 @@ class ComputeService:
     def device(self) -> str:
         return str(self._engine.device) if self._engine else "uninitialised"
 
+    @property
+    def queue_depth(self) -> int:
+        """Requests waiting for compute now."""
+        return self._batcher.depth if self._batcher is not None else 0
+
+    def device_memory(self) -> dict[str, int]:
+        """Bytes of device memory torch has allocated and reserved; empty off a GPU."""
+        if self._engine is None or self._engine.device.type != "cuda":
+            return {}
+        device = self._engine.device
+        return {
+            "allocated": torch.cuda.memory_allocated(device),
+            "reserved": torch.cuda.memory_reserved(device),
+        }
+
     async def start(self) -> None:
         settings = self.settings
         device = resolve_device(settings.device)
-        if settings.torch_threads is not None:
-            torch.set_num_threads(settings.torch_threads)
+        torch.set_num_threads(threads_per_worker(settings.workers, settings.torch_threads))
         self._executor = ThreadPoolExecutor(settings.compute_workers, thread_name_prefix="torch-compute")
         engine = Engine(device)
         await asyncio.get_running_loop().run_in_executor(self._executor, self._warm_up, engine)
@@ -91,6 +108,21 @@ class ComputeService:
             self._executor = None
 
     async def run(self, job: Job, timeout: float | None = None, gone: GoneProbe | None = None) -> Served[Result]:
+        observer = self._observer
+        if observer is None:
+            return await self._run(job, timeout, gone)
+        try:
+            served = await self._run(job, timeout, gone)
+        except ServiceError as error:
+            observer.refused(job, error, self.queue_depth)
+            raise
+        except asyncio.CancelledError:
+            observer.cancelled(job, self.queue_depth)
+            raise
+        observer.served(job, served, self.queue_depth)
+        return served
+
+    async def _run(self, job: Job, timeout: float | None, gone: GoneProbe | None) -> Served[Result]:
         if not self._accepting or self._executor is None or self._engine is None:
             raise Overloaded.at(("service",), "not accepting work (starting or shutting down)", "not_ready")
         limit = self.settings.request_timeout_s if timeout is None else min(timeout, self.settings.request_timeout_s)

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Annotated, Literal, Self
 
-from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 FloatDType = Literal["float32", "float64", "float16", "bfloat16"]
 
 _DEVICE_PATTERN = re.compile(r"^(cpu|auto|cuda(:\d+)?)$")
+
+CommaList = Annotated[list[str], NoDecode]
+"""A list read from one comma-separated environment variable."""
 
 
 class Settings(BaseSettings):
@@ -76,6 +79,51 @@ class Settings(BaseSettings):
     """FastAPI's native OpenTelemetry instrumentation, reporting to the globally configured
     providers. Off by default: even with no provider configured, FastAPI looks for one on every
     request (~5 µs each)."""
+    # Production: process model, shutdown, observability and security.
+
+    host: str = "127.0.0.1"
+    """Address ``python -m app.serve`` listens on (the container sets ``0.0.0.0``)."""
+
+    port: int = Field(default=8000, ge=1, le=65535)
+    """Port ``python -m app.serve`` listens on."""
+
+    workers: int = Field(default=1, ge=1, le=64)
+    """Server processes. Torch's threads are shared out between them; use one per GPU."""
+
+    shutdown_grace_s: float = Field(default=20.0, gt=0.0, le=3600.0)
+    """After SIGTERM, how long in-flight and queued requests have to finish before they are cut off."""
+
+    log_format: Literal["json", "text"] = "json"
+    """``json``: one JSON object a line, with the request id; ``text`` for reading at a terminal."""
+
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    """Lowest level logged."""
+
+    access_log: bool = True
+    """Log one line per request (method, path, status, duration, function, request id)."""
+
+    metrics: bool = True
+    """Serve Prometheus metrics at ``GET /metrics``."""
+
+    docs: bool = True
+    """Serve ``/docs``, ``/redoc`` and ``/openapi.json``."""
+
+    api_keys: CommaList = Field(default_factory=list)
+    """Comma-separated keys; when set, every path but ``open_paths`` needs one, as
+    ``Authorization: Bearer <key>`` or ``X-API-Key: <key>`` (401 otherwise). Empty: auth off."""
+
+    open_paths: CommaList = Field(default_factory=lambda: ["/healthz", "/readyz", "/metrics"])
+    """Comma-separated paths that need no key when auth is on."""
+
+    cors_origins: CommaList = Field(default_factory=list)
+    """Comma-separated origins allowed by CORS (``*`` for any); empty: no CORS headers at all."""
+
+    @field_validator("api_keys", "open_paths", "cors_origins", mode="before")
+    @classmethod
+    def _split_commas(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
 
     @field_validator("device")
     @classmethod
@@ -84,3 +132,9 @@ class Settings(BaseSettings):
         if not _DEVICE_PATTERN.match(value):
             raise ValueError("device must be 'cpu', 'cuda', 'cuda:N' or 'auto'")
         return value
+
+    @model_validator(mode="after")
+    def _one_process_per_gpu(self) -> Self:
+        if self.device.startswith("cuda") and self.workers > 1:
+            raise ValueError("workers must be 1 on a GPU (one process per GPU); scale with more replicas")
+        return self

@@ -1,0 +1,23 @@
+"""What the compute service reports as it serves jobs, for a metrics exporter to record.
+
+An interface only: the compute layer knows nothing of Prometheus or HTTP."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from app.compute.batching import Served
+from app.compute.jobs import Job, Result
+from app.core.errors import ServiceError
+
+
+class ComputeObserver(Protocol):
+    def served(self, job: Job, served: Served[Result], queue_depth: int) -> None:
+        """``job`` was computed: how long it queued, computed and in how large a batch."""
+
+    def refused(self, job: Job, error: ServiceError, queue_depth: int) -> None:
+        """``job`` failed with ``error``: refused (queue full, deadline, not ready), dropped
+        because its client left, or rejected by torch."""
+
+    def cancelled(self, job: Job, queue_depth: int) -> None:
+        """The caller of ``job`` was cancelled (it disconnected or the server cut it off)."""

@@ -1,0 +1,49 @@
+"""How many CPUs this process may use, from the cgroup quota: torch sizes its thread pool from
+the host's core count and ignores container limits, which oversubscribes a limited container."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return None
+
+
+def cgroup_cpu_limit(root: Path = CGROUP_ROOT) -> float | None:
+    """CPUs allowed by the CFS quota (cgroup v2 ``cpu.max``, else v1 ``cpu.cfs_quota_us``); None if unlimited."""
+    v2 = _read(root / "cpu.max")
+    if v2 is not None:
+        quota_field, _, period_field = v2.partition(" ")
+        if quota_field == "max" or not period_field:
+            return None
+        return int(quota_field) / int(period_field)
+    for v1 in (root / "cpu", root / "cpu,cpuacct", root):
+        quota_text, period_text = _read(v1 / "cpu.cfs_quota_us"), _read(v1 / "cpu.cfs_period_us")
+        if quota_text is None or period_text is None:
+            continue
+        quota, period = int(quota_text), int(period_text)
+        return None if quota <= 0 or period <= 0 else quota / period
+    return None
+
+
+def available_cpus(root: Path = CGROUP_ROOT) -> float:
+    """The smaller of the CPUs this process may be scheduled on and the cgroup quota."""
+    cpus = float(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    limit = cgroup_cpu_limit(root)
+    return cpus if limit is None else min(cpus, limit)
+
+
+def threads_per_worker(workers: int, explicit: int | None = None, root: Path = CGROUP_ROOT) -> int:
+    """Torch intra-op threads for one of ``workers`` processes: an explicit setting wins, else the
+    available CPUs shared out (rounded down, at least one)."""
+    if explicit is not None:
+        return explicit
+    return max(1, math.floor(available_cpus(root) / workers))
