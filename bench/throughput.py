@@ -83,11 +83,13 @@ class Payload:
     """What the service must answer: ``output`` (relu) or ``loss`` (cross_entropy)."""
 
 
-def server_configs(batch_env: dict[str, str]) -> list[ServerConfig]:
+def server_configs(batch_env: dict[str, str], service_env: dict[str, str]) -> list[ServerConfig]:
     return [
         ServerConfig("bare", "bench.bare_app:app", {}, service=False),
-        ServerConfig("batching-off", "app.main:app", {"TORCHFN_BATCHING": "false"}, service=True),
-        ServerConfig("batching-on", "app.main:app", {"TORCHFN_BATCHING": "true", **batch_env}, service=True),
+        ServerConfig("batching-off", "app.main:app", {**service_env, "TORCHFN_BATCHING": "false"}, service=True),
+        ServerConfig(
+            "batching-on", "app.main:app", {**service_env, "TORCHFN_BATCHING": "true", **batch_env}, service=True
+        ),
     ]
 
 
@@ -519,6 +521,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--max-batch-delay-ms", type=float, default=None, help="TORCHFN_MAX_BATCH_DELAY_MS for batching-on"
     )
     parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a service setting for batching-off and batching-on, e.g. --set metrics=false (TORCHFN_METRICS)",
+    )
+    parser.add_argument(
         "--rounds",
         type=int,
         default=1,
@@ -578,8 +587,9 @@ def main(argv: list[str] | None = None) -> int:
         batch_env["TORCHFN_MAX_BATCH_SIZE"] = str(args.max_batch_size)
     if args.max_batch_delay_ms is not None:
         batch_env["TORCHFN_MAX_BATCH_DELAY_MS"] = str(args.max_batch_delay_ms)
+    service_env = {f"TORCHFN_{name.upper()}": value for name, _, value in (s.partition("=") for s in args.set)}
     wanted = {name.strip() for name in args.configs.split(",") if name.strip()}
-    configs = [config for config in server_configs(batch_env) if config.name in wanted]
+    configs = [config for config in server_configs(batch_env, service_env) if config.name in wanted]
     if not configs:
         print(f"no known configuration in --configs {args.configs!r}", file=sys.stderr)
         return 2
