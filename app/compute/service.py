@@ -48,8 +48,13 @@ class ComputeService:
 
     @property
     def ready(self) -> bool:
-        """The device is initialised and work is accepted."""
-        return self._accepting and self._engine is not None
+        """The device is initialised, has not failed, and work is accepted."""
+        return self._accepting and self._engine is not None and self._engine.failure is None
+
+    @property
+    def device_failure(self) -> str | None:
+        """Why the device is unusable until the process restarts (a sticky device error), if it is."""
+        return self._engine.failure if self._engine else None
 
     @property
     def device(self) -> str:

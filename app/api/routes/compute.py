@@ -11,7 +11,7 @@ from fastapi.responses import Response
 
 from app.api.body import read_json_body
 from app.api.deps import hot_path_resources
-from app.api.openapi import request_body
+from app.api.openapi import request_body, timeout_header
 from app.api.responses import COMPUTE_ERRORS
 from app.api.timing import request_timeout, server_timing
 from app.compute.catalogue import CATALOGUE
@@ -60,7 +60,7 @@ async def _serve(
         200: {"model": ActivateResponse, "description": "The output, and its gradient when asked."},
         **COMPUTE_ERRORS,
     },
-    openapi_extra=request_body(ActivateRequest, CATALOGUE.of_kind("activation"), "leaky_relu"),
+    openapi_extra={**request_body(ActivateRequest, CATALOGUE.of_kind("activation"), "leaky_relu"), **timeout_header()},
 )
 async def activate(request: Request) -> Response:
     return await _serve(request, decode_activation, encode_activation)
@@ -74,7 +74,7 @@ async def activate(request: Request) -> Response:
         200: {"model": LossResponse, "description": "The loss, and its gradients when asked."},
         **COMPUTE_ERRORS,
     },
-    openapi_extra=request_body(LossRequest, CATALOGUE.of_kind("loss"), "cross_entropy"),
+    openapi_extra={**request_body(LossRequest, CATALOGUE.of_kind("loss"), "cross_entropy"), **timeout_header()},
 )
 async def loss(request: Request) -> Response:
     return await _serve(request, decode_loss, encode_loss)

@@ -13,7 +13,7 @@ from app.core.errors import UnknownFunction
 router = APIRouter(tags=["catalogue"])
 
 
-@router.get("/functions", summary="List every activation and loss function")
+@router.get("/functions", summary="List every activation and loss function", responses=error_responses(422))
 async def list_functions(kind: Literal["activation", "loss"] | None = None) -> dict[str, Any]:
     specs = CATALOGUE.of_kind(kind) if kind else tuple(CATALOGUE)
     return {"count": len(specs), "functions": [CATALOGUE.describe(spec) for spec in specs]}
@@ -22,7 +22,7 @@ async def list_functions(kind: Literal["activation", "loss"] | None = None) -> d
 @router.get(
     "/functions/{name}",
     summary="Describe one function (canonical name or alias, any case)",
-    responses=error_responses(404),
+    responses=error_responses(404, 422),
 )
 async def get_function(name: str) -> dict[str, object]:
     spec = CATALOGUE.find(name)
