@@ -15,7 +15,7 @@ import torch
 from app.compute.fusion import fused_call, fusion_key
 from app.compute.jobs import Job, Result
 from app.core.config import FloatDType
-from app.core.errors import DeviceFailure, InvalidRequest, Loc, Overloaded, ServiceError, UnsupportedDType
+from app.core.errors import DeviceFailure, InvalidRequest, Loc, Overloaded, Problem, ServiceError, UnsupportedDType
 
 TORCH_DTYPES: dict[FloatDType, torch.dtype] = {
     "float32": torch.float32,
@@ -24,6 +24,7 @@ TORCH_DTYPES: dict[FloatDType, torch.dtype] = {
     "bfloat16": torch.bfloat16,
 }
 _NOT_IMPLEMENTED = re.compile(r"not implemented for '(\w+)'")
+_SCALAR_OVERFLOW = re.compile(r"cannot be converted to type \S+ without overflow")
 _DEVICE_OOM = re.compile(r"CUDA error: out of memory|CUBLAS_STATUS_ALLOC_FAILED")
 _STICKY_DEVICE_ERROR = re.compile(r"CUDA error|device-side assert|illegal memory access|CUDNN_STATUS_INTERNAL_ERROR")
 _MAX_TORCH_MESSAGE = 300
@@ -175,6 +176,16 @@ class Engine:
         grads = torch.autograd.grad(output, leaves, weight, allow_unused=True)
         return [torch.zeros_like(leaf) if g is None else g for g, leaf in zip(grads, leaves, strict=True)]
 
+    @staticmethod
+    def _overflowing_params(job: Job) -> list[Problem]:
+        """The float parameters torch could not convert to the computation dtype, by their locs."""
+        largest = torch.finfo(TORCH_DTYPES[job.dtype]).max
+        return [
+            Problem(job.locs.get(name, ("body", "params", name)), f"{value!r} overflows {job.dtype}", "dtype_overflow")
+            for name, value in job.params.items()
+            if isinstance(value, float) and abs(value) > largest
+        ]
+
     def _broken(self) -> DeviceFailure:
         return DeviceFailure.at(("device",), "the device failed; the service needs a restart", "device_failure")
 
@@ -188,6 +199,10 @@ class Engine:
             self.failure = message[:_MAX_TORCH_MESSAGE]
             logger.critical("sticky device error, liveness now fails: %s", self.failure)
             return self._broken()
+        if _SCALAR_OVERFLOW.search(message):
+            overflowing = self._overflowing_params(job)
+            if overflowing:
+                return InvalidRequest(overflowing)
         unsupported = _NOT_IMPLEMENTED.search(message)
         if unsupported:
             return UnsupportedDType.at(

@@ -72,6 +72,10 @@ class Settings(BaseSettings):
     """Longest a request may wait for compute before it gets 503 and leaves the queue; a request
     can shorten it with the ``X-Request-Timeout`` header (seconds)."""
 
+    body_idle_timeout_s: float = Field(default=30.0, gt=0.0, le=3600.0)
+    """Longest pause while a request body arrives; a body that stops short of its Content-Length
+    (or a stalled upload) gets 408 and its connection is closed, instead of holding it forever."""
+
     @field_validator("device")
     @classmethod
     def _check_device(cls, value: str) -> str:

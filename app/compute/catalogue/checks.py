@@ -72,6 +72,16 @@ def in_unit_interval(*names: str) -> Check:
     return check
 
 
+def nonzero(param: str) -> Check:
+    """A scalar parameter torch divides by."""
+
+    def check(arrays: Arrays, params: Params) -> None:
+        if params[param] == 0:
+            raise fail(param, "must not be 0", "invalid_param")
+
+    return check
+
+
 def dim_in_range(name: str = "input", param: str = "dim") -> Check:
     def check(arrays: Arrays, params: Params) -> None:
         dim = params.get(param)
