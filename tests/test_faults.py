@@ -153,7 +153,9 @@ def test_out_of_memory_in_a_fused_batch_splits_it(
     with TestClient(create_app(Settings())) as client:
         blocker = pool.submit(client.post, "/activate", json={"function": "tanh", "input": [0.0] * 64})
         assert gate.entered.wait(5)
-        futures = [pool.submit(client.post, "/activate", json={"function": "tanh", "input": x.tolist()}) for x in inputs]
+        futures = [
+            pool.submit(client.post, "/activate", json={"function": "tanh", "input": x.tolist()}) for x in inputs
+        ]
         time.sleep(0.2)
         gate.release.set()
         replies = [f.result(30) for f in futures]

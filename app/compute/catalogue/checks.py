@@ -336,7 +336,8 @@ def some_target_counts(arrays: Arrays, params: Params) -> None:
         return
     counted = target[target != params["ignore_index"]]
     weight = arrays.get("weight")
-    total = counted.size if weight is None else float(np.asarray(weight, dtype=np.float64)[counted].sum())
+    with np.errstate(over="ignore"):  # huge weights sum to inf, which is not zero either
+        total = counted.size if weight is None else float(np.asarray(weight, dtype=np.float64)[counted].sum())
     if total == 0:
         raise fail(
             "target",
