@@ -95,6 +95,14 @@ class ComputeService:
             await asyncio.get_running_loop().run_in_executor(None, self._executor.shutdown, True)
             self._executor = None
 
+    def admit(self) -> None:
+        """Refuse at once (503) what ``run`` would refuse for want of room, before a body is even
+        read: under overload the excess must cost next to nothing."""
+        if not self._accepting:
+            raise Overloaded.at(("service",), "not accepting work (starting or shutting down)", "not_ready")
+        if self._batcher is not None:
+            self._batcher.check_room()
+
     async def run(self, job: Job, timeout: float | None = None, gone: GoneProbe | None = None) -> Served[Result]:
         if not self._accepting or self._executor is None or self._engine is None:
             raise Overloaded.at(("service",), "not accepting work (starting or shutting down)", "not_ready")

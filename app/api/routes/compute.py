@@ -44,6 +44,7 @@ async def _serve(
     # a request (measured with bench/throughput.py), a sixth of the whole budget.
     compute, options, settings = hot_path_resources(request)
     timeout = request_timeout(request)
+    compute.admit()
     body = await read_json_body(request, settings.max_body_bytes, settings.body_idle_timeout_s)
     large = len(body) > settings.inline_decode_bytes
     decoded = await _maybe_off_loop(large, decode, body, options)
