@@ -118,12 +118,19 @@ class Connection:
         return cls(reader, writer)
 
     async def post(self, host: str, path: str, body: bytes, deadline_s: float) -> tuple[int, dict[str, str], bytes]:
-        head = (
-            f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\nX-Request-Timeout: {deadline_s}\r\n\r\n"
-        ).encode()
-        self.writer.write(head + body)
+        headers = f"Content-Type: application/json\r\nX-Request-Timeout: {deadline_s}\r\n"
+        return await self.request(host, "POST", path, headers, body)
+
+    async def request(
+        self, host: str, method: str, path: str, headers: str, body: bytes
+    ) -> tuple[int, dict[str, str], bytes]:
+        """One exchange; ``headers`` are extra header lines, each ending in CRLF."""
+        head = f"{method} {path} HTTP/1.1\r\nHost: {host}\r\n{headers}Content-Length: {len(body)}\r\n\r\n"
+        self.writer.write(head.encode("latin-1") + body)
         await self.writer.drain()
+        return await self.read_response()
+
+    async def read_response(self) -> tuple[int, dict[str, str], bytes]:
         status_line = await self.reader.readline()
         if not status_line:
             raise ConnectionError("the server closed the connection")
@@ -320,7 +327,8 @@ SERVER_ENV = {
 
 
 @contextlib.contextmanager
-def server(env: dict[str, str]) -> Iterator[str]:
+def server(env: dict[str, str]) -> Iterator[tuple[str, int]]:
+    """A real server process on loopback with ``env`` added: (its URL, its pid)."""
     port = free_port()
     command = server_command("app.main:app", port, None, "--no-access-log")
     process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, **env}, stderr=subprocess.DEVNULL)
@@ -334,7 +342,7 @@ def server(env: dict[str, str]) -> Iterator[str]:
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("the server did not start")
             time.sleep(0.1)
-        yield url
+        yield url, process.pid
     finally:
         process.terminate()
         try:
@@ -362,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.url:
         report = go(args.url)
     else:
-        with server(SERVER_ENV) as url:
+        with server(SERVER_ENV) as (url, _):
             report = go(url)
     print(json.dumps({**report.__dict__, "ok": report.ok}, indent=2))
     return 0 if report.ok else 1
