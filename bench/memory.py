@@ -80,11 +80,18 @@ KINDS = [
         "cross-entropy-grad",
         lambda i: _post(
             "/loss",
-            {"function": "cross_entropy", "input": [_values(i, 5), _values(i + 3, 5)], "target": [i % 5, 0], "grad": True},
+            {
+                "function": "cross_entropy",
+                "input": [_values(i, 5), _values(i + 3, 5)],
+                "target": [i % 5, 0],
+                "grad": True,
+            },
         ),
         frozenset({200}),
     ),
-    Kind("catalogue", lambda i: ("GET", "/functions/" + ("relu", "mse_loss", "GELU")[i % 3], "", b""), frozenset({200})),
+    Kind(
+        "catalogue", lambda i: ("GET", "/functions/" + ("relu", "mse_loss", "GELU")[i % 3], "", b""), frozenset({200})
+    ),
     Kind("truncated-json", lambda i: _post("/activate", b'{"function": "relu", "input": [1, 2'), frozenset({400})),
     Kind("nan-token", lambda i: _post("/activate", b'{"function": "relu", "input": [NaN]}'), frozenset({400})),
     Kind("invalid-utf8", lambda i: _post("/activate", b'{"function": "rel\xffu", "input": [1]}'), frozenset({400})),
@@ -97,7 +104,11 @@ KINDS = [
         frozenset({422}),
     ),
     Kind("unknown-function", lambda i: _post("/activate", {"function": f"relu{i}", "input": [1.0]}), frozenset({422})),
-    Kind("unknown-field", lambda i: _post("/activate", {"function": "relu", "input": [1.0], f"f{i}": 1}), frozenset({422})),
+    Kind(
+        "unknown-field",
+        lambda i: _post("/activate", {"function": "relu", "input": [1.0], f"f{i}": 1}),
+        frozenset({422}),
+    ),
     Kind(
         "class-index-equals-C",
         lambda i: _post("/loss", {"function": "nll_loss", "input": [[-0.5, -1.0]], "target": [2]}),
@@ -146,9 +157,7 @@ async def send_all(url: str, start: int, count: int, concurrency: int, tally: Ta
             if conn is None:
                 conn = await Connection.open(host, int(port))
             try:
-                status, reply_headers, _ = await asyncio.wait_for(
-                    conn.request(host, method, path, headers, body), 30
-                )
+                status, reply_headers, _ = await asyncio.wait_for(conn.request(host, method, path, headers, body), 30)
             except (OSError, ConnectionError, asyncio.IncompleteReadError, TimeoutError) as error:
                 tally.unexpected.append(f"{kind.name}: {type(error).__name__}")
                 conn.close()

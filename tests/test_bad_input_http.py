@@ -5,6 +5,7 @@ server still serves a valid request after it."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -64,10 +65,9 @@ def exchange(url: str, payload: bytes, timeout: float = 10.0) -> Reply:
     parts = urlsplit(url)
     with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 80), timeout=timeout) as sock:
         started = time.perf_counter()
-        try:
+        # The server may answer and close before taking everything: the answer is still there.
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             sock.sendall(payload)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the server answered and closed before taking everything: the answer is still there
         data = b""
         while b"\r\n\r\n" not in data:
             chunk = sock.recv(65536)
