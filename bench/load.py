@@ -49,6 +49,8 @@ QUICK_REFUSAL_S = 0.1
 """The median refusal for a full queue must come back within this long (its max within the deadline)."""
 SLACK_S = 0.5
 """How late after its deadline an answer may still arrive (scheduling on a busy machine)."""
+IDLE_REUSE_S = 2.0
+"""Idle keep-alive connections older than this are not reused: the server closes them at 5 s."""
 
 
 def _b64(arr: np.ndarray) -> str:
@@ -111,6 +113,7 @@ class Connection:
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader, self.writer = reader, writer
+        self.last_used = time.monotonic()
 
     @classmethod
     async def open(cls, host: str, port: int) -> Connection:
@@ -128,7 +131,9 @@ class Connection:
         head = f"{method} {path} HTTP/1.1\r\nHost: {host}\r\n{headers}Content-Length: {len(body)}\r\n\r\n"
         self.writer.write(head.encode("latin-1") + body)
         await self.writer.drain()
-        return await self.read_response()
+        reply = await self.read_response()
+        self.last_used = time.monotonic()
+        return reply
 
     async def read_response(self) -> tuple[int, dict[str, str], bytes]:
         status_line = await self.reader.readline()
@@ -161,7 +166,7 @@ class Client:
     async def send(self, index: int, body: bytes) -> Outcome:
         host, port = self.host_port
         started = time.perf_counter()
-        conn = self.idle.pop() if self.idle else None
+        conn = self._reusable()
         try:
             if conn is None:
                 self.opened += 1
@@ -180,6 +185,15 @@ class Client:
             self.idle.append(conn)
         kept = answer_digest(payload) if status == 200 else payload[:300]
         return Outcome(index, status, seconds, headers.get("retry-after"), body=kept)
+
+    def _reusable(self) -> Connection | None:
+        """An idle connection the server has not closed yet (uvicorn closes them after 5 idle seconds)."""
+        while self.idle:
+            conn = self.idle.pop()
+            if time.monotonic() - conn.last_used < IDLE_REUSE_S:
+                return conn
+            conn.close()
+        return None
 
     def close(self) -> None:
         for conn in self.idle:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Path
 
 from app.api.responses import error_responses
 from app.compute.catalogue import CATALOGUE
@@ -24,7 +24,9 @@ async def list_functions(kind: Literal["activation", "loss"] | None = None) -> d
     summary="Describe one function (canonical name or alias, any case)",
     responses=error_responses(404, 422),
 )
-async def get_function(name: str) -> dict[str, object]:
+async def get_function(
+    name: Annotated[str, Path(examples=["relu", "CrossEntropyLoss", "mse_loss"])],
+) -> dict[str, object]:
     spec = CATALOGUE.find(name)
     if spec is None:
         close = CATALOGUE.suggest(name)
