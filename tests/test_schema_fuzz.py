@@ -10,6 +10,7 @@ bodies are set in ``schemathesis.toml``.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import schemathesis
 from hypothesis import HealthCheck, seed, settings
@@ -29,5 +30,5 @@ schema.app = APP
 @schema.parametrize()
 @seed(SEED)
 @settings(max_examples=EXAMPLES, deadline=None, database=None, suppress_health_check=list(HealthCheck))
-def test_every_operation_conforms_to_its_schema(case: schemathesis.Case) -> None:
+def test_every_operation_conforms_to_its_schema(case: schemathesis.Case[Any]) -> None:
     case.call_and_validate()

@@ -150,6 +150,7 @@ class DynamicBatcher(Generic[ItemT, ResultT]):
     async def submit(self, item: ItemT, timeout: float | None = None, gone: GoneProbe | None = None) -> Served[ResultT]:
         """Queue ``item`` and wait for its result; 503-type errors when full or too late."""
         self.check_room()
+        assert self._arrived is not None  # check_room refuses before start
         loop = asyncio.get_running_loop()
         if not self._queue and self._busy < self._consumers:
             return await self._run_alone(item, loop)
