@@ -229,3 +229,23 @@ def test_bad_input_over_the_wire(bad: WireCase, server: RunningServer) -> None:
         assert reply.closed, "the connection must not be reused after broken framing or a stalled body"
     assert server.process.poll() is None
     assert_serves(server.url)
+
+
+def test_a_slow_but_steady_body_is_not_cut_off(server: RunningServer) -> None:
+    """The idle timeout is a pause between pieces, not a limit on the whole upload."""
+    body = orjson.dumps({"function": "relu", "input": [-1.0, 2.0, -3.0, 4.0]})
+    parts = urlsplit(server.url)
+    with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 80), timeout=10) as sock:
+        sock.sendall(head("POST", "/activate", len(body)))
+        pieces = [body[i : i + 10] for i in range(0, len(body), 10)]
+        for piece in pieces:
+            time.sleep(IDLE / 2)
+            sock.sendall(piece)
+        assert len(pieces) * IDLE / 2 > IDLE, "the upload must outlast one idle period"
+        reply = b""
+        while b'"output"' not in reply:
+            chunk = sock.recv(65536)
+            assert chunk, reply
+            reply += chunk
+    assert reply.startswith(b"HTTP/1.1 200"), reply[:200]
+    assert b'"output":[0.0,2.0,0.0,4.0]' in reply
