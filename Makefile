@@ -16,3 +16,17 @@ bench:      ## the side-by-side benchmarks (starts its own server)
 	scripts/install --dev
 	.venv/bin/python -m bench.large_tensor
 	.venv/bin/python -m bench.oip_large_tensor
+
+.PHONY: fuzz load memory
+
+fuzz:       ## schema fuzzing against the real server over HTTP (>= 10,000 cases)
+	scripts/install --dev
+	.venv/bin/python -m bench.fuzz --max-examples 2500
+
+load:       ## 30 s at twice the saturation rate against the real server
+	scripts/install --dev
+	.venv/bin/python -m bench.load --seconds 30
+
+memory:     ## RSS over 100,000 mixed valid and invalid requests after warm-up
+	scripts/install --dev
+	.venv/bin/python -m bench.memory --requests 100000

@@ -7,6 +7,7 @@ from what the implementation happens to do.
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -176,6 +177,11 @@ def bce(x: Any = P, t: Any = B, **fields: Any) -> dict[str, Any]:
 
 def bce_logits(x: Any = X2, t: Any = B, **fields: Any) -> dict[str, Any]:
     return loss("binary_cross_entropy_with_logits", input=x, target=t, **fields)
+
+
+def big_ints(body: Any) -> bytes:
+    """JSON with integers beyond 64 bits, which orjson will not write."""
+    return json.dumps(body).encode()
 
 
 def lazy_json(make: Callable[[], Any]) -> Callable[[], bytes]:
@@ -872,6 +878,106 @@ ECHO_CASES = [
     ),
 ]
 
+ABSURD_PARAM_CASES = [
+    case("absurd-dim-2-pow-63", act("softmax", X2, params={"dim": 2**63}), 422, params("dim")),
+    case("absurd-dim-minus-2-pow-63", act("softmax", X2, params={"dim": -(2**63)}), 422, params("dim")),
+    case("absurd-dim-10-pow-30", big_ints(act("softmax", X2, params={"dim": 10**30})), 422, params("dim")),
+    case(
+        "absurd-ignore-index-2-pow-63", xent(params={"ignore_index": 2**63}), 422, params("ignore_index"), path="/loss"
+    ),
+    case(
+        "absurd-seed-2-pow-80",
+        big_ints(act("rrelu", X2, params={"training": True, "seed": 2**80})),
+        422,
+        params("seed"),
+    ),
+    case(
+        "absurd-ctc-blank-10-pow-30",
+        big_ints(ctc() | {"params": {"blank": 10**30}}),
+        422,
+        params("blank"),
+        path="/loss",
+    ),
+    case(
+        "absurd-slope-overflows-float32",
+        act("leaky_relu", X2, params={"negative_slope": 1e308}),
+        422,
+        params("negative_slope"),
+        says=("overflows",),
+    ),
+    case("absurd-elu-alpha-negative-huge", act("elu", X2, params={"alpha": -1e308}), 422, params("alpha")),
+    case(
+        "absurd-threshold-and-value", act("threshold", X2, params={"threshold": 1e300, "value": 1e300}), 422, params()
+    ),
+    case("absurd-hardtanh-bounds", act("hardtanh", X2, params={"min_val": -1e308, "max_val": 1e308}), 422, params()),
+    case("absurd-softplus-threshold", act("softplus", X2, params={"threshold": 1e308}), 422, params("threshold")),
+    case("absurd-celu-alpha-zero", act("celu", X2, params={"alpha": 0}), 422, params("alpha")),
+    case(
+        "absurd-hinge-margin",
+        loss("hinge_embedding_loss", input=[1.0], target=[1.0], params={"margin": 1e308}),
+        422,
+        params("margin"),
+        path="/loss",
+    ),
+    case(
+        "absurd-multi-margin-margin",
+        loss("multi_margin_loss", input=SCORES, target=[3, 0], params={"margin": 1e308}),
+        422,
+        params("margin"),
+        path="/loss",
+    ),
+    case(
+        "absurd-gaussian-eps",
+        loss("gaussian_nll_loss", input=[1.0], target=[1.0], inputs={"var": [1.0]}, params={"eps": 1e308}),
+        422,
+        params("eps"),
+        path="/loss",
+    ),
+    case(
+        "absurd-triplet-margin-negative",
+        loss("triplet_margin_loss", inputs={"anchor": X2, "positive": X2, "negative": X2}, params={"margin": -1e308}),
+        422,
+        params("margin"),
+        path="/loss",
+    ),
+    case("absurd-object-shape-zero-beside-huge", relu(obj([0, 2**62], "")), 413, ("body", "input", "shape")),
+    case("absurd-object-shape-huge-beside-zero", relu(obj([2**31, 2**31, 0], "")), 413, ("body", "input", "shape")),
+    case("absurd-object-shape-10-pow-30", big_ints(relu(obj([10**30], ""))), 422, ("body", "input", "shape")),
+    case(
+        "absurd-cross-entropy-weight",
+        xent(params={"weight": [1e308, 1e308, 1e308]}),
+        422,
+        params("weight"),
+        path="/loss",
+    ),
+]
+
+EMPTY_CASES = [
+    case(
+        "empty-cross-entropy-mean",
+        loss("cross_entropy", input=obj([0, 3], ""), target=obj([0], "", dtype="int64")),
+        422,
+        INPUT,
+        path="/loss",
+    ),
+    case(
+        "empty-cosine-embedding-mean",
+        loss("cosine_embedding_loss", inputs={"input1": obj([0, 3], ""), "input2": obj([0, 3], ""), "target": []}),
+        422,
+        inputs("input1"),
+        path="/loss",
+    ),
+    case("empty-classes-nll", loss("nll_loss", input=obj([2, 0], ""), target=[0, 0]), 422, TARGET, path="/loss"),
+    case(
+        "empty-ctc-log-probs",
+        ctc(log_probs=obj([0, 1, 3], ""), input_lengths=[0], targets=[[1]], target_lengths=[1]),
+        422,
+        inputs("log_probs"),
+        path="/loss",
+    ),
+    case("empty-grad-output-for-nonempty", relu([1.0], grad=True, grad_output=[]), 422, ("body", "grad_output")),
+]
+
 CASES = [
     *JSON_CASES,
     *ENVELOPE_CASES,
@@ -886,6 +992,8 @@ CASES = [
     *HTTP_CASES,
     *LIMIT_CASES,
     *ECHO_CASES,
+    *ABSURD_PARAM_CASES,
+    *EMPTY_CASES,
 ]
 
 

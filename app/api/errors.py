@@ -12,6 +12,7 @@ from starlette.responses import Response
 
 from app.compute.batching import ClientGone
 from app.core.errors import (
+    BodyTimeout,
     DeviceFailure,
     InvalidRequest,
     MalformedRequest,
@@ -28,6 +29,7 @@ logger = logging.getLogger(__name__)
 STATUS_BY_ERROR: dict[type[ServiceError], int] = {
     ClientGone: 499,
     MalformedRequest: 400,
+    BodyTimeout: 408,
     UnknownFunction: 404,
     TooLarge: 413,
     UnsupportedMediaType: 415,
@@ -79,7 +81,7 @@ async def _service_error(request: Request, error: Exception) -> Response:
     status = status_of(error)
     if isinstance(error, DeviceFailure):
         logger.error("device failure: %s", error)
-    headers = {"Retry-After": "1"} if status == 503 else None
+    headers = {"Retry-After": "1"} if status == 503 else {"Connection": "close"} if status == 408 else None
     return error_response(status, error.code, error.problems, _max_details(request), headers)
 
 

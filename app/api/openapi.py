@@ -28,6 +28,22 @@ def request_body(model: type[BaseModel], specs: Sequence[FunctionSpec], first: s
     }
 
 
+def timeout_header() -> dict[str, Any]:
+    """The optional per-request deadline header of the compute routes (see ``app.api.timing``)."""
+    return {
+        "parameters": [
+            {
+                "name": "X-Request-Timeout",
+                "in": "header",
+                "required": False,
+                "description": "Seconds this request may wait for compute; 503 with Retry-After when it is not served "
+                "in time. The server's own limit applies when it is shorter.",
+                "schema": {"type": "number", "exclusiveMinimum": 0},
+            }
+        ]
+    }
+
+
 def install_openapi(app: FastAPI, models: Sequence[type[BaseModel]]) -> None:
     """Generate the schema once, adding the request models the routes reference."""
 

@@ -11,6 +11,7 @@ from app.wire.models import ErrorResponse
 _DESCRIPTIONS = {
     400: "Malformed JSON or an unreadable body.",
     404: "No such function.",
+    408: "The body stopped arriving before its declared length (the connection is then closed).",
     413: "The body or a tensor exceeds a configured limit.",
     415: "The body is not sent as application/json.",
     422: "The request is valid JSON but wrong: the details name each offending field.",
@@ -23,7 +24,7 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {status: {"model": ErrorResponse, "description": _DESCRIPTIONS[status]} for status in statuses}
 
 
-COMPUTE_ERRORS = error_responses(400, 413, 415, 422, 500, 503)
+COMPUTE_ERRORS = error_responses(400, 408, 413, 415, 422, 500, 503)
 
 
 class EncodedJSON(Response):

@@ -139,13 +139,18 @@ class DynamicBatcher(Generic[ItemT, ResultT]):
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
 
-    async def submit(self, item: ItemT, timeout: float | None = None, gone: GoneProbe | None = None) -> Served[ResultT]:
-        """Queue ``item`` and wait for its result; 503-type errors when full or too late."""
+    def check_room(self) -> None:
+        """Raise what ``submit`` would raise now for want of room, before any work is spent on an item."""
         if self._arrived is None or self._closing:
             raise Overloaded.at(("service",), "not accepting work (starting or shutting down)", "not_ready")
         if len(self._queue) >= self.max_queue_size:
             self.stats.rejected_full += 1
             raise QueueFull.at(("service",), f"the queue is full ({self.max_queue_size} waiting)", "queue_full")
+
+    async def submit(self, item: ItemT, timeout: float | None = None, gone: GoneProbe | None = None) -> Served[ResultT]:
+        """Queue ``item`` and wait for its result; 503-type errors when full or too late."""
+        self.check_room()
+        assert self._arrived is not None  # check_room refuses before start
         loop = asyncio.get_running_loop()
         if not self._queue and self._busy < self._consumers:
             return await self._run_alone(item, loop)

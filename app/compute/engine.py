@@ -5,6 +5,7 @@ Called from worker threads only, never on the event loop.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -16,7 +17,7 @@ from app.compute.fusion import fused_call, fusion_key
 from app.compute.host import cast_on_host, to_host
 from app.compute.jobs import Job, Result
 from app.core.config import FloatDType
-from app.core.errors import DeviceFailure, InvalidRequest, Loc, Overloaded, UnsupportedDType
+from app.core.errors import DeviceFailure, InvalidRequest, Loc, Overloaded, Problem, ServiceError, UnsupportedDType
 
 TORCH_DTYPES: dict[FloatDType, torch.dtype] = {
     "float32": torch.float32,
@@ -25,7 +26,12 @@ TORCH_DTYPES: dict[FloatDType, torch.dtype] = {
     "bfloat16": torch.bfloat16,
 }
 _NOT_IMPLEMENTED = re.compile(r"not implemented for '(\w+)'")
+_SCALAR_OVERFLOW = re.compile(r"cannot be converted to type \S+ without overflow")
+_DEVICE_OOM = re.compile(r"CUDA error: out of memory|CUBLAS_STATUS_ALLOC_FAILED")
+_STICKY_DEVICE_ERROR = re.compile(r"CUDA error|device-side assert|illegal memory access|CUDNN_STATUS_INTERNAL_ERROR")
 _MAX_TORCH_MESSAGE = 300
+
+logger = logging.getLogger(__name__)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -46,13 +52,20 @@ class Engine:
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
+        self.failure: str | None = None
+        """Set once the device reports a sticky error (a CUDA device-side assert, an illegal
+        address): every later call would fail as well, so liveness fails and the orchestrator
+        restarts the process. Nothing is computed on the device after that."""
 
     def run_batch(self, jobs: Sequence[Job]) -> list[Result | Exception]:
         """One outcome per job, in order: a result, or the error of that job alone.
 
         Jobs that share a fusion key run as one torch call; if that call fails, each of them
-        runs on its own so that only the bad one fails.
+        runs on its own so that only the bad one fails (an out-of-memory error of the fused call
+        thus splits the batch).
         """
+        if self.failure is not None:
+            return [self._broken() for _ in jobs]
         groups: dict[tuple[Any, ...], list[int]] = {}
         for index, job in enumerate(jobs):
             groups.setdefault(fusion_key(job) or ("alone", index), []).append(index)
@@ -76,6 +89,18 @@ class Engine:
             return None
 
     def run(self, job: Job) -> Result:
+        if self.failure is not None:
+            raise self._broken()
+        try:
+            return self._compute(job)
+        except ServiceError:
+            raise
+        except (RuntimeError, ValueError, IndexError, TypeError) as error:
+            # Device errors surface wherever the device synchronises (often the copy back to
+            # the host), so the whole computation is translated, not just the torch call.
+            raise self._translate(error, job) from None
+
+    def _compute(self, job: Job) -> Result:
         dtype = TORCH_DTYPES[job.dtype]
         tensors = {
             name: self._to_device(arr, dtype, job.locs[name], keep_integer=self._is_index(job, name, arr))
@@ -85,12 +110,9 @@ class Engine:
         leaves = [tensors[name] for name in names]
         for leaf in leaves:
             leaf.requires_grad_(True)
-        try:
-            with torch.set_grad_enabled(job.grad):
-                output = job.spec.call(tensors, job.params)
-                grads = self._gradients(job, output, leaves, dtype) if job.grad else None
-        except (RuntimeError, ValueError, IndexError, TypeError) as error:
-            raise self._translate(error, job) from None
+        with torch.set_grad_enabled(job.grad):
+            output = job.spec.call(tensors, job.params)
+            grads = self._gradients(job, output, leaves, dtype) if job.grad else None
         return Result(
             output=to_host(output),
             grads=None if grads is None else {name: to_host(g) for name, g in zip(names, grads, strict=True)},
@@ -124,12 +146,33 @@ class Engine:
         grads = torch.autograd.grad(output, leaves, weight, allow_unused=True)
         return [torch.zeros_like(leaf) if g is None else g for g, leaf in zip(grads, leaves, strict=True)]
 
+    @staticmethod
+    def _overflowing_params(job: Job) -> list[Problem]:
+        """The float parameters torch could not convert to the computation dtype, by their locs."""
+        largest = torch.finfo(TORCH_DTYPES[job.dtype]).max
+        return [
+            Problem(job.locs.get(name, ("body", "params", name)), f"{value!r} overflows {job.dtype}", "dtype_overflow")
+            for name, value in job.params.items()
+            if isinstance(value, float) and abs(value) > largest
+        ]
+
+    def _broken(self) -> DeviceFailure:
+        return DeviceFailure.at(("device",), "the device failed; the service needs a restart", "device_failure")
+
     def _translate(self, error: Exception, job: Job) -> Exception:
-        if isinstance(error, torch.OutOfMemoryError):
-            return Overloaded.at(("device",), "the device ran out of memory; retry later or send less", "out_of_memory")
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        if "CUDA error" in message or "device-side assert" in message:
-            return DeviceFailure.at(("device",), "the device failed; the service needs a restart", "device_failure")
+        if isinstance(error, torch.OutOfMemoryError) or _DEVICE_OOM.search(message):
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()  # give the cached blocks back so that smaller work fits again
+            return Overloaded.at(("device",), "the device ran out of memory; retry later or send less", "out_of_memory")
+        if isinstance(error, torch.AcceleratorError) or _STICKY_DEVICE_ERROR.search(message):
+            self.failure = message[:_MAX_TORCH_MESSAGE]
+            logger.critical("sticky device error, liveness now fails: %s", self.failure)
+            return self._broken()
+        if _SCALAR_OVERFLOW.search(message):
+            overflowing = self._overflowing_params(job)
+            if overflowing:
+                return InvalidRequest(overflowing)
         unsupported = _NOT_IMPLEMENTED.search(message)
         if unsupported:
             return UnsupportedDType.at(

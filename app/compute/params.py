@@ -10,6 +10,8 @@ from app.compute.catalogue import FunctionSpec, Param
 from app.compute.catalogue.registry import Catalogue
 from app.core.errors import InvalidRequest, Loc, ProblemList
 
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
 
 def _type_error(param: Param, value: Any) -> str | None:
     kind = param.kind
@@ -21,6 +23,8 @@ def _type_error(param: Param, value: Any) -> str | None:
     elif kind == "int":
         if isinstance(value, bool) or not isinstance(value, int):
             return "must be an integer"
+        if not _INT64_MIN <= value <= _INT64_MAX:
+            return "must fit in a signed 64-bit integer"
     elif kind == "bool" and not isinstance(value, bool):
         return "must be true or false"
     elif kind == "choice" and (isinstance(value, bool) or value not in param.choices):

@@ -51,8 +51,13 @@ class ComputeService:
 
     @property
     def ready(self) -> bool:
-        """The device is initialised and work is accepted."""
-        return self._accepting and self._engine is not None
+        """The device is initialised, has not failed, and work is accepted."""
+        return self._accepting and self._engine is not None and self._engine.failure is None
+
+    @property
+    def device_failure(self) -> str | None:
+        """Why the device is unusable until the process restarts (a sticky device error), if it is."""
+        return self._engine.failure if self._engine else None
 
     @property
     def device(self) -> str:
@@ -106,6 +111,14 @@ class ComputeService:
         if self._executor is not None:
             await asyncio.get_running_loop().run_in_executor(None, self._executor.shutdown, True)
             self._executor = None
+
+    def admit(self) -> None:
+        """Refuse at once (503) what ``run`` would refuse for want of room, before a body is even
+        read: under overload the excess must cost next to nothing."""
+        if not self._accepting:
+            raise Overloaded.at(("service",), "not accepting work (starting or shutting down)", "not_ready")
+        if self._batcher is not None:
+            self._batcher.check_room()
 
     async def run(self, job: Job, timeout: float | None = None, gone: GoneProbe | None = None) -> Served[Result]:
         observer = self._observer

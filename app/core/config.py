@@ -79,6 +79,7 @@ class Settings(BaseSettings):
     """FastAPI's native OpenTelemetry instrumentation, reporting to the globally configured
     providers. Off by default: even with no provider configured, FastAPI looks for one on every
     request (~5 µs each)."""
+
     # Production: process model, shutdown, observability and security.
 
     host: str = "127.0.0.1"
@@ -124,6 +125,10 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    body_idle_timeout_s: float = Field(default=30.0, gt=0.0, le=3600.0)
+    """Longest pause while a request body arrives; a body that stops short of its Content-Length
+    (or a stalled upload) gets 408 and its connection is closed, instead of holding it forever."""
 
     @field_validator("device")
     @classmethod

@@ -88,6 +88,12 @@ class DeviceFailure(ServiceError):
     code = "device_failure"
 
 
+class BodyTimeout(ServiceError):
+    """The body stopped arriving before it was complete (HTTP 408; the connection is closed)."""
+
+    code = "body_timeout"
+
+
 class UnsupportedMediaType(ServiceError):
     """The body is not JSON by its content type (HTTP 415)."""
 

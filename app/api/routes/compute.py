@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request
 from app.api.body import read_json_body
 from app.api.deps import hot_path_resources
 from app.api.headers import compute_headers
-from app.api.openapi import request_body
+from app.api.openapi import request_body, timeout_header
 from app.api.responses import COMPUTE_ERRORS, EncodedJSON
 from app.api.routing import RequestHandlerRoute
 from app.api.timing import request_timeout, server_timing
@@ -39,7 +39,8 @@ async def _serve(
     compute, options, settings = hot_path_resources(request)
     headers = compute_headers(request)
     timeout = request_timeout(headers.request_timeout)
-    body = await read_json_body(request, headers, settings.max_body_bytes)
+    compute.admit()
+    body = await read_json_body(request, headers, settings.max_body_bytes, settings.body_idle_timeout_s)
     # Small payloads are decoded and encoded inline; large ones in a thread, so the loop stays responsive.
     large = len(body) > settings.inline_decode_bytes
     decoded = await asyncio.to_thread(decode, body, options) if large else decode(body, options)
@@ -57,7 +58,7 @@ async def _serve(
         200: {"model": ActivateResponse, "description": "The output, and its gradient when asked."},
         **COMPUTE_ERRORS,
     },
-    openapi_extra=request_body(ActivateRequest, CATALOGUE.of_kind("activation"), "leaky_relu"),
+    openapi_extra={**request_body(ActivateRequest, CATALOGUE.of_kind("activation"), "leaky_relu"), **timeout_header()},
 )
 async def activate(request: Request) -> EncodedJSON:
     return await _serve(request, decode_activation, encode_activation)
@@ -71,7 +72,7 @@ async def activate(request: Request) -> EncodedJSON:
         200: {"model": LossResponse, "description": "The loss, and its gradients when asked."},
         **COMPUTE_ERRORS,
     },
-    openapi_extra=request_body(LossRequest, CATALOGUE.of_kind("loss"), "cross_entropy"),
+    openapi_extra={**request_body(LossRequest, CATALOGUE.of_kind("loss"), "cross_entropy"), **timeout_header()},
 )
 async def loss(request: Request) -> EncodedJSON:
     return await _serve(request, decode_loss, encode_loss)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Path
 
 from app.api.responses import error_responses
 from app.compute.catalogue import CATALOGUE
@@ -14,7 +14,7 @@ from app.wire.oip_examples import catalogue_entry
 router = APIRouter(tags=["catalogue"])
 
 
-@router.get("/functions", summary="List every activation and loss function")
+@router.get("/functions", summary="List every activation and loss function", responses=error_responses(422))
 async def list_functions(kind: Literal["activation", "loss"] | None = None) -> dict[str, Any]:
     specs = CATALOGUE.of_kind(kind) if kind else tuple(CATALOGUE)
     return {"count": len(specs), "functions": [catalogue_entry(spec) for spec in specs]}
@@ -23,9 +23,11 @@ async def list_functions(kind: Literal["activation", "loss"] | None = None) -> d
 @router.get(
     "/functions/{name}",
     summary="Describe one function (canonical name or alias, any case)",
-    responses=error_responses(404),
+    responses=error_responses(404, 422),
 )
-async def get_function(name: str) -> dict[str, object]:
+async def get_function(
+    name: Annotated[str, Path(examples=["relu", "CrossEntropyLoss", "mse_loss"])],
+) -> dict[str, object]:
     spec = CATALOGUE.find(name)
     if spec is None:
         close = CATALOGUE.suggest(name)

@@ -12,9 +12,24 @@ from app.core.lifecycle import is_draining
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz", summary="The process is alive")
-async def healthz() -> dict[str, str]:
-    return {"status": "alive"}
+def _unavailable(error: str, message: str) -> JSONResponse:
+    return JSONResponse(
+        {"error": error, "message": message, "details": [], "truncated": False},
+        status_code=503,
+        headers={"Retry-After": "1"},
+    )
+
+
+@router.get(
+    "/healthz",
+    summary="The process is alive (503 once the device has failed for good: restart it)",
+    responses={200: {"description": "Alive."}, **error_responses(503)},
+)
+async def healthz(compute: ComputeDep) -> JSONResponse:
+    failure = compute.device_failure
+    if failure is not None:
+        return _unavailable("device_failure", f"the device failed and the process needs a restart: {failure}")
+    return JSONResponse({"status": "alive"})
 
 
 @router.get(
@@ -23,10 +38,8 @@ async def healthz() -> dict[str, str]:
     responses={200: {"description": "Ready."}, **error_responses(503)},
 )
 async def readyz(compute: ComputeDep) -> JSONResponse:
+    if compute.device_failure is not None:
+        return _unavailable("device_failure", "the device failed; not accepting work")
     if compute.ready and not is_draining():
         return JSONResponse({"status": "ready", "device": compute.device})
-    return JSONResponse(
-        {"error": "not_ready", "message": "not accepting work", "details": [], "truncated": False},
-        status_code=503,
-        headers={"Retry-After": "1"},
-    )
+    return _unavailable("not_ready", "not accepting work")

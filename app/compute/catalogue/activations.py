@@ -155,7 +155,14 @@ ACTIVATIONS: tuple[FunctionSpec, ...] = (
         fusable=lambda params: not params["training"],
     ),
     _activation("selu", "SELU", "Scaled exponential linear unit."),
-    _activation("celu", "CELU", "Continuously differentiable ELU.", (_ALPHA,), example_params={"alpha": 1.0}),
+    _activation(
+        "celu",
+        "CELU",
+        "Continuously differentiable ELU.",
+        (_ALPHA,),
+        example_params={"alpha": 1.0},
+        extra_checks=(checks.nonzero("alpha"),),
+    ),
     _activation(
         "gelu",
         "GELU",

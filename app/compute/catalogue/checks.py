@@ -72,6 +72,16 @@ def in_unit_interval(*names: str) -> Check:
     return check
 
 
+def nonzero(param: str) -> Check:
+    """A scalar parameter torch divides by."""
+
+    def check(arrays: Arrays, params: Params) -> None:
+        if params[param] == 0:
+            raise fail(param, "must not be 0", "invalid_param")
+
+    return check
+
+
 def dim_in_range(name: str = "input", param: str = "dim") -> Check:
     def check(arrays: Arrays, params: Params) -> None:
         dim = params.get(param)
@@ -330,7 +340,8 @@ def some_target_counts(arrays: Arrays, params: Params) -> None:
     if weight is None and params["ignore_index"] < 0 <= target.min():
         return  # nothing ignored, no weights: every target counts
     counted = target[target != params["ignore_index"]]
-    total = counted.size if weight is None else float(np.asarray(weight, dtype=np.float64)[counted].sum())
+    with np.errstate(over="ignore"):  # huge weights sum to inf, which is not zero either
+        total = counted.size if weight is None else float(np.asarray(weight, dtype=np.float64)[counted].sum())
     if total == 0:
         raise fail(
             "target",

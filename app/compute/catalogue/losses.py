@@ -371,7 +371,7 @@ LOSSES: tuple[FunctionSpec, ...] = (
         ),
         {"inputs": {"anchor": _X, "positive": _Y, "negative": _P}, "params": {"margin": 1.0, "p": 2.0}},
         params=(
-            Param("margin", "float", "margin", default=1.0),
+            Param("margin", "float", "margin", default=1.0, gt=0.0),
             Param("p", "float", "norm degree", default=2.0, gt=0.0),
             Param("eps", "float", "added for numerical stability", default=1e-6, ge=0.0),
             Param("swap", "bool", "use the distance swap", default=False),
