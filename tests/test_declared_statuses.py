@@ -6,12 +6,10 @@ from __future__ import annotations
 from fastapi.testclient import TestClient
 
 from app.api.errors import STATUS_BY_ERROR
-from app.compute.batching import ClientGone
 from app.core.errors import UnknownFunction
 
-NOT_FROM_COMPUTE = {ClientGone, UnknownFunction}
-"""ClientGone answers a client that has already gone (no one reads it); UnknownFunction is the
-404 of ``GET /functions/{name}`` (in a request body an unknown name is a 422)."""
+NOT_FROM_COMPUTE = {UnknownFunction}
+"""UnknownFunction is the 404 of ``GET /functions/{name}`` (in a request body an unknown name is a 422)."""
 
 
 def test_compute_routes_declare_every_error_status(client: TestClient) -> None:

@@ -15,6 +15,7 @@ _DESCRIPTIONS = {
     413: "The body or a tensor exceeds a configured limit.",
     415: "The body is not sent as application/json.",
     422: "The request is valid JSON but wrong: the details name each offending field.",
+    499: "The client went away before its request was computed (logged; the client never reads it).",
     500: "The device failed (no traceback is ever returned).",
     503: "The service is not ready or the device is out of memory; retry after `Retry-After`.",
 }
@@ -24,7 +25,7 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {status: {"model": ErrorResponse, "description": _DESCRIPTIONS[status]} for status in statuses}
 
 
-COMPUTE_ERRORS = error_responses(400, 408, 413, 415, 422, 500, 503)
+COMPUTE_ERRORS = error_responses(400, 408, 413, 415, 422, 499, 500, 503)
 
 
 class EncodedJSON(Response):
