@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
+import random
 import re
 import time
 from collections.abc import Iterable
@@ -44,7 +44,10 @@ def incoming_request_id(scope: Scope) -> str:
             if _VALID_REQUEST_ID.match(value):
                 return value.decode("ascii")
             break
-    return os.urandom(16).hex()  # as random as uuid4().hex, in a seventh of the time
+    # 128 random bits from Python's generator (reseeded in forked workers): unique enough for a
+    # request id, and no getrandom() system call per request, which py-spy showed costing more
+    # than any other line of the app under load.
+    return f"{random.getrandbits(128):032x}"
 
 
 def route_templates(routes: Iterable[BaseRoute]) -> list[tuple[re.Pattern[str], str]]:
