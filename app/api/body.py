@@ -1,8 +1,10 @@
-"""Read a request body with a byte limit enforced while it streams, and a content-type check."""
+"""Read a request body with a byte limit enforced while it streams, an idle timeout, and a
+content-type check."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from fastapi import Request
 from starlette.requests import ClientDisconnect
@@ -56,20 +58,25 @@ class _IdleWatch:
         self._timer.cancel()
 
 
-async def read_json_body(
-    request: Request, headers: ComputeHeaders, limit: int, idle_timeout: float | None = None
-) -> bytes:
-    """The raw body; 413 as soon as it exceeds ``limit``, whatever Content-Length claims; 408 when
-    no data arrives for ``idle_timeout`` seconds (a Content-Length that claims more than is sent)."""
-    if not _is_json(headers.content_type):
-        raise UnsupportedMediaType.at(("header", "content-type"), "send the body as application/json", "media_type")
-    declared = headers.content_length
-    if declared is not None:
-        if not declared.isdigit():
-            raise MalformedRequest.at(("header", "content-length"), "not a valid length", "invalid_header")
-        if int(declared) > limit:
-            raise TooLarge.at(("body",), f"body of {declared} bytes exceeds the limit of {limit}", "body_too_large")
-    chunks: list[bytes] = []
+def declared_length(declared: str | None, limit: int) -> int | None:
+    """The Content-Length, checked: 400 when it is not a number, 413 beyond ``limit``."""
+    if declared is None:
+        return None
+    if not declared.isdigit():
+        raise MalformedRequest.at(("header", "content-length"), "not a valid length", "invalid_header")
+    length = int(declared)
+    if length > limit:
+        raise TooLarge.at(("body",), f"body of {declared} bytes exceeds the limit of {limit}", "body_too_large")
+    return length
+
+
+async def receive_body(
+    request: Request, declared: int | None, limit: int, idle_timeout: float | None, take: Callable[[bytes], None]
+) -> int:
+    """Hand each chunk of the body to ``take`` and return the body's size: 413 as soon as it
+    exceeds ``limit`` whatever Content-Length claimed, 408 when no data arrives for
+    ``idle_timeout`` seconds (a Content-Length that claims more than is sent), 400 when the body
+    and its Content-Length disagree, ``ClientGone`` when the client leaves mid-body."""
     size = 0
     watch = _IdleWatch(idle_timeout) if idle_timeout is not None else None
     try:
@@ -77,7 +84,7 @@ async def read_json_body(
             size += len(chunk)
             if size > limit:
                 raise TooLarge.at(("body",), f"body exceeds the limit of {limit} bytes", "body_too_large")
-            chunks.append(chunk)
+            take(chunk)
             if watch is not None:
                 watch.saw_data()
     except ClientDisconnect:
@@ -93,10 +100,22 @@ async def read_json_body(
     finally:
         if watch is not None:
             watch.stop()
-    if declared is not None and size != int(declared):
+    if declared is not None and size != declared:
         raise MalformedRequest.at(
             ("header", "content-length"), f"declares {declared} bytes but the body holds {size}", "invalid_header"
         )
+    return size
+
+
+async def read_json_body(
+    request: Request, headers: ComputeHeaders, limit: int, idle_timeout: float | None = None
+) -> bytes:
+    """The raw JSON body, read with ``receive_body``'s limits; 415 for another media type."""
+    if not _is_json(headers.content_type):
+        raise UnsupportedMediaType.at(("header", "content-type"), "send the body as application/json", "media_type")
+    declared = declared_length(headers.content_length, limit)
+    chunks: list[bytes] = []
+    size = await receive_body(request, declared, limit, idle_timeout, chunks.append)
     if size == 0:
         raise MalformedRequest.at(("body",), "the request body is empty", "json_invalid")
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)

@@ -9,9 +9,8 @@ from __future__ import annotations
 import zlib
 
 from fastapi import Request
-from starlette.requests import ClientDisconnect
 
-from app.compute.batching import ClientGone
+from app.api.body import declared_length, receive_body
 from app.core.errors import MalformedRequest, TooLarge, UnsupportedMediaType
 
 _WBITS = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
@@ -21,31 +20,20 @@ def _too_large(limit: int) -> TooLarge:
     return TooLarge.at(("body",), f"body exceeds the limit of {limit} bytes", "body_too_large")
 
 
-async def _stream(request: Request, limit: int) -> bytearray:
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        if not declared.isdigit():
-            raise MalformedRequest.at(("header", "content-length"), "not a valid length", "invalid_header")
-        if int(declared) > limit:
-            raise _too_large(limit)
-    buffer = bytearray(int(declared)) if declared is not None else bytearray()
-    size = 0
-    try:
-        async for chunk in request.stream():
-            end = size + len(chunk)
-            if end > limit:
-                raise _too_large(limit)
-            if declared is not None and end <= len(buffer):
-                buffer[size:end] = chunk
-            else:
-                buffer[size:] = chunk
-            size = end
-    except ClientDisconnect:
-        raise ClientGone.at(("client",), "the client went away while sending its body", "client_gone") from None
-    if declared is not None and size != int(declared):
-        raise MalformedRequest.at(
-            ("header", "content-length"), f"declares {declared} bytes but the body holds {size}", "invalid_header"
-        )
+async def _stream(request: Request, limit: int, idle_timeout: float | None) -> bytearray:
+    declared = declared_length(request.headers.get("content-length"), limit)
+    buffer = bytearray(declared or 0)
+    end = 0
+
+    def take(chunk: bytes) -> None:
+        nonlocal end
+        start, end = end, end + len(chunk)
+        if end <= len(buffer):
+            buffer[start:end] = chunk
+        else:
+            buffer[start:] = chunk
+
+    await receive_body(request, declared, limit, idle_timeout, take)
     return buffer
 
 
@@ -62,14 +50,15 @@ def _inflate(body: bytearray, encoding: str, limit: int) -> bytearray:
     return bytearray(inflated)
 
 
-async def read_raw_body(request: Request, limit: int) -> bytearray:
-    """The whole body, inflated if it was compressed; 413 beyond ``limit`` bytes, 400 when empty."""
+async def read_raw_body(request: Request, limit: int, idle_timeout: float | None = None) -> bytearray:
+    """The whole body, inflated if it was compressed; 413 beyond ``limit`` bytes, 408 when it stalls
+    for ``idle_timeout`` seconds, 400 when empty."""
     encoding = request.headers.get("content-encoding", "identity").strip().lower()
     if encoding not in ("identity", *_WBITS):
         raise UnsupportedMediaType.at(
             ("header", "content-encoding"), "send the body as it is, or as gzip or deflate", "media_type"
         )
-    body = await _stream(request, limit)
+    body = await _stream(request, limit, idle_timeout)
     if encoding in _WBITS:
         body = _inflate(body, encoding, limit)
     if not body:
