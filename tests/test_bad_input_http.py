@@ -26,6 +26,7 @@ IDLE = 0.3
 """The server's body idle timeout here: a stalled body is answered after this long."""
 
 VALID = orjson.dumps({"function": "relu", "input": [-1.0, 2.0]})
+OIP_VALID = orjson.dumps({"inputs": [{"name": "input", "shape": [2], "datatype": "FP32", "data": [-1.0, 2.0]}]})
 
 
 @dataclass(frozen=True)
@@ -133,6 +134,14 @@ CASES = [
         max_seconds=IDLE + FAST,
         closes=True,
     ),
+    wire(
+        "protocol-body-claims-more-and-stalls",
+        lambda: head("POST", "/v2/models/relu/infer", len(OIP_VALID) + 100) + OIP_VALID,
+        408,
+        None,  # the Open Inference Protocol's own error format, checked below
+        max_seconds=IDLE + FAST,
+        closes=True,
+    ),
     wire("content-length-claims-less", lambda: head("POST", "/activate", 10) + VALID, 400, None, closes=True),
     wire(
         "content-length-and-chunked",
@@ -225,6 +234,8 @@ def test_bad_input_over_the_wire(bad: WireCase, server: RunningServer) -> None:
         assert reply.headers["content-type"].startswith("application/json")
         body = check_error_body(reply.body, reply.status)
         assert any(tuple(d["loc"][: len(bad.loc)]) == bad.loc for d in body["details"]), body
+    if reply.status == 408 and bad.loc is None:
+        assert "no body data" in orjson.loads(reply.body)["error"]
     if bad.closes:
         assert reply.closed, "the connection must not be reused after broken framing or a stalled body"
     assert server.process.poll() is None

@@ -467,7 +467,7 @@ def test_openapi_declares_every_v2_route_with_its_status_codes(client: TestClien
     for path, methods in expected.items():
         assert set(paths[path]) == methods
     infer_doc = paths["/v2/models/{name}/infer"]["post"]
-    assert set(infer_doc["responses"]) == {"200", "400", "404", "413", "415", "500", "503"}
+    assert set(infer_doc["responses"]) == {"200", "400", "404", "408", "413", "415", "500", "503"}
     assert all("422" not in operation["responses"] for path in expected for operation in paths[path].values())
     assert {"404"} <= set(paths["/v2/models/{name}"]["get"]["responses"])
     assert {"503"} <= set(paths["/v2/health/ready"]["get"]["responses"])

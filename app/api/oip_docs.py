@@ -16,6 +16,7 @@ _DESCRIPTIONS = {
     400: "A bad request: unreadable JSON, an unknown input, output or parameter, a wrong shape, datatype or "
     "size; the message names the offending field.",
     404: "No such model (function) or version.",
+    408: "The body stopped arriving before its declared length (the connection is then closed).",
     413: "The body or a tensor exceeds a configured limit.",
     415: "A Content-Encoding other than gzip or deflate.",
     500: "The device failed (no traceback is ever returned).",

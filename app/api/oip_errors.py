@@ -65,7 +65,7 @@ async def _service_error(request: Request, error: Exception) -> Response:
     status = oip_status(error)
     if isinstance(error, DeviceFailure):
         logger.error("device failure: %s", error)
-    headers = {"Retry-After": "1"} if status == 503 else None
+    headers = {"Retry-After": "1"} if status == 503 else {"Connection": "close"} if status == 408 else None
     return oip_error(status, problems_message(error.problems, _max_details(request)), headers)
 
 

@@ -106,7 +106,7 @@ async def model_version_ready(request: Request, name: ModelName, version: ModelV
 async def _infer(request: Request, spec: FunctionSpec) -> Response:
     compute, options, settings = hot_path_resources(request)
     timeout = request_timeout(request.headers.get(TIMEOUT_HEADER))
-    body = await read_raw_body(request, settings.max_body_bytes)
+    body = await read_raw_body(request, settings.max_body_bytes, settings.body_idle_timeout_s)
     split = split_body(body, request.headers.get(HEADER_LENGTH))
     # Binary tensors are only viewed, so decode them inline; a large JSON header goes to a thread.
     if len(split.json) > settings.inline_decode_bytes:
@@ -125,7 +125,7 @@ _INFER_DOC = {
     "response_model": None,
     "responses": {
         200: {"model": InferenceResponse, **INFER_BODY.response},
-        **oip_responses(400, 404, 413, 415, 500, 503),
+        **oip_responses(400, 404, 408, 413, 415, 500, 503),
     },
     "openapi_extra": INFER_BODY.request,
 }
