@@ -428,11 +428,25 @@ def print_table(report: dict[str, Any]) -> None:
 # ----------------------------------------------------------------------------- main
 
 
+def size_arguments(parser: argparse.ArgumentParser, repeats: int, results: Path) -> None:
+    """The options every large-tensor benchmark takes."""
+    parser.add_argument("--elements", type=int, default=1_000_000, help="tensor elements (default 1,000,000)")
+    parser.add_argument("--repeats", type=int, default=repeats, help=f"timed runs of each side (default {repeats})")
+    parser.add_argument("--warmups", type=int, default=3, help="untimed runs of each side first (default 3)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--output", type=Path, default=results, help=f"JSON results file (default {results})")
+
+
+def checked_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    args = parser.parse_args(argv)
+    if args.elements < 1 or args.repeats < 1 or args.warmups < 1:
+        parser.error("--elements, --repeats and --warmups must be at least 1")
+    return args
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--elements", type=int, default=1_000_000, help="tensor elements (default 1,000,000)")
-    parser.add_argument("--repeats", type=int, default=15, help="timed runs of each side (default 15)")
-    parser.add_argument("--warmups", type=int, default=3, help="untimed runs of each side first (default 3)")
+    size_arguments(parser, repeats=15, results=RESULTS)
     parser.add_argument(
         "--in-process-cpu",
         choices=("server", "client"),
@@ -440,12 +454,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="core for the in-process work: the server's (default; it idles meanwhile, so both sides compute "
         "on the same core) or the client's",
     )
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--output", type=Path, default=RESULTS, help=f"JSON results file (default {RESULTS})")
-    args = parser.parse_args(argv)
-    if args.elements < 1 or args.repeats < 1 or args.warmups < 1:
-        parser.error("--elements, --repeats and --warmups must be at least 1")
-    return args
+    return checked_args(parser, argv)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -520,8 +529,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def report_main(
+    args: argparse.Namespace,
+    run: Callable[[argparse.Namespace], dict[str, Any]],
+    print_table: Callable[[dict[str, Any]], None],
+) -> int:
+    """Run a benchmark, write its JSON report and print its table; 1 if it failed."""
     try:
         report = run(args)
     except (RuntimeError, OSError, httpx.HTTPError) as error:
@@ -531,6 +544,10 @@ def main(argv: list[str] | None = None) -> int:
     args.output.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     print_table(report)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return report_main(parse_args(argv), run, print_table)
 
 
 if __name__ == "__main__":

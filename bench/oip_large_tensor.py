@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
-import json
 import os
 import platform
 import socket
@@ -51,7 +50,17 @@ import torch
 import tritonclient.http as triton
 from numpy.typing import NDArray
 
-from bench.large_tensor import Cpus, Noise, on_cpu, p90, running_server, server_timing
+from bench.large_tensor import (
+    Cpus,
+    Noise,
+    checked_args,
+    on_cpu,
+    p90,
+    report_main,
+    running_server,
+    server_timing,
+    size_arguments,
+)
 from bench.machine import choose_cpus, free_port, server_command
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -369,15 +378,8 @@ def print_table(report: dict[str, Any]) -> None:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--elements", type=int, default=1_000_000, help="tensor elements (default 1,000,000)")
-    parser.add_argument("--repeats", type=int, default=21, help="timed runs of each side (default 21)")
-    parser.add_argument("--warmups", type=int, default=3, help="untimed runs of each side first (default 3)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--output", type=Path, default=RESULTS, help=f"JSON results file (default {RESULTS})")
-    args = parser.parse_args(argv)
-    if args.elements < 1 or args.repeats < 1 or args.warmups < 1:
-        parser.error("--elements, --repeats and --warmups must be at least 1")
-    return args
+    size_arguments(parser, repeats=21, results=RESULTS)
+    return checked_args(parser, argv)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -427,16 +429,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    try:
-        report = run(args)
-    except (RuntimeError, OSError, httpx.HTTPError) as error:
-        print(f"benchmark failed: {error}", file=sys.stderr)
-        return 1
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    print_table(report)
-    return 0
+    return report_main(parse_args(argv), run, print_table)
 
 
 if __name__ == "__main__":

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import re
-import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
 
 import httpx
@@ -13,32 +12,9 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
-from app.compute.engine import Engine
-from app.compute.jobs import Job, Result
 from app.core.config import Settings
 from app.main import create_app
-
-
-class Gate:
-    """Holds the engine's first batch until released, so that others queue up behind it."""
-
-    def __init__(self) -> None:
-        self.entered = threading.Event()
-        self.release = threading.Event()
-        self.first = True
-
-    def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        original = Engine.run_batch
-        gate = self
-
-        def gated(engine: Engine, jobs: Sequence[Job]) -> list[Result | Exception]:
-            if gate.first:
-                gate.first = False
-                gate.entered.set()
-                gate.release.wait(10)
-            return original(engine, jobs)
-
-        monkeypatch.setattr(Engine, "run_batch", gated)
+from tests.engine_gate import Gate
 
 
 def batch_size(response: httpx.Response) -> int:
@@ -49,9 +25,7 @@ def batch_size(response: httpx.Response) -> int:
 
 @pytest.fixture
 def gate(monkeypatch: pytest.MonkeyPatch) -> Gate:
-    gate = Gate()
-    gate.install(monkeypatch)
-    return gate
+    return Gate(monkeypatch)
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 import socket
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +24,7 @@ from app.compute.jobs import Job, Result
 from app.compute.service import ComputeService
 from app.core.config import Settings
 from app.main import create_app
+from tests.engine_gate import Gate
 from tests.inprocess_server import serving
 
 STICKY_MESSAGE = (
@@ -33,29 +33,6 @@ STICKY_MESSAGE = (
 )
 MARK = 13.25
 """An input value that the injected faults recognise."""
-
-
-class Gate:
-    """Holds the first compute call until released, so that later requests queue behind it, and
-    records the inputs of every job that reached the engine."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.entered = threading.Event()
-        self.release = threading.Event()
-        self.computed: list[list[float]] = []
-        self._first = True
-        original = Engine.run_batch
-        gate = self
-
-        def gated(engine: Engine, jobs: Sequence[Job]) -> list[Result | Exception]:
-            gate.computed.extend(np.asarray(job.arrays["input"], dtype=np.float64).ravel().tolist() for job in jobs)
-            if gate._first:
-                gate._first = False
-                gate.entered.set()
-                gate.release.wait(10)
-            return original(engine, jobs)
-
-        monkeypatch.setattr(Engine, "run_batch", gated)
 
 
 @pytest.fixture

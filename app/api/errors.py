@@ -71,7 +71,14 @@ def error_response(
     return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=headers)
 
 
-def _max_details(request: Request) -> int:
+def status_headers(status: int) -> dict[str, str] | None:
+    """503 says when to retry; 408 closes the connection (the rest of the body may still come)."""
+    if status == 503:
+        return {"Retry-After": "1"}
+    return {"Connection": "close"} if status == 408 else None
+
+
+def max_details(request: Request) -> int:
     settings = getattr(request.app.state, "settings", None)
     return settings.max_reported_errors if settings is not None else 10
 
@@ -81,21 +88,21 @@ async def _service_error(request: Request, error: Exception) -> Response:
     status = status_of(error)
     if isinstance(error, DeviceFailure):
         logger.error("device failure: %s", error)
-    headers = {"Retry-After": "1"} if status == 503 else {"Connection": "close"} if status == 408 else None
-    return error_response(status, error.code, error.problems, _max_details(request), headers)
+    headers = status_headers(status)
+    return error_response(status, error.code, error.problems, max_details(request), headers)
 
 
 async def _validation_error(request: Request, error: Exception) -> Response:
     assert isinstance(error, RequestValidationError)
     problems = [Problem(tuple(e.get("loc", ())), str(e.get("msg", "")), str(e.get("type", ""))) for e in error.errors()]
-    return error_response(422, "invalid_request", problems, _max_details(request))
+    return error_response(422, "invalid_request", problems, max_details(request))
 
 
 async def _http_error(request: Request, error: Exception) -> Response:
     assert isinstance(error, StarletteHTTPException)
     code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")
     problems = [Problem(("request",), str(error.detail), code)]
-    return error_response(error.status_code, code, problems, _max_details(request), dict(error.headers or {}))
+    return error_response(error.status_code, code, problems, max_details(request), dict(error.headers or {}))
 
 
 async def _unexpected(request: Request, error: Exception) -> Response:

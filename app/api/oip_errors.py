@@ -16,7 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from app.api.errors import status_of
+from app.api.errors import max_details, status_headers, status_of
 from app.core.errors import DeviceFailure, InvalidRequest, Problem, ServiceError
 
 logger = logging.getLogger(__name__)
@@ -55,24 +55,19 @@ def oip_status(error: ServiceError) -> int:
     return 400 if status == 422 or isinstance(error, InvalidRequest) else status
 
 
-def _max_details(request: Request) -> int:
-    settings = getattr(request.app.state, "settings", None)
-    return settings.max_reported_errors if settings is not None else 10
-
-
 async def _service_error(request: Request, error: Exception) -> Response:
     assert isinstance(error, ServiceError)
     status = oip_status(error)
     if isinstance(error, DeviceFailure):
         logger.error("device failure: %s", error)
-    headers = {"Retry-After": "1"} if status == 503 else {"Connection": "close"} if status == 408 else None
-    return oip_error(status, problems_message(error.problems, _max_details(request)), headers)
+    headers = status_headers(status)
+    return oip_error(status, problems_message(error.problems, max_details(request)), headers)
 
 
 async def _validation_error(request: Request, error: Exception) -> Response:
     assert isinstance(error, RequestValidationError)
     problems = [Problem(tuple(e.get("loc", ())), str(e.get("msg", "")), str(e.get("type", ""))) for e in error.errors()]
-    return oip_error(400, problems_message(problems, _max_details(request)))
+    return oip_error(400, problems_message(problems, max_details(request)))
 
 
 async def _http_error(request: Request, error: Exception) -> Response:

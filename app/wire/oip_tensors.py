@@ -17,10 +17,10 @@ from app.core.errors import InvalidRequest, Loc, TooLarge
 from app.wire.scan import BodyScan
 from app.wire.tensors import (
     Limits,
-    _bfloat16_bits_to_float32,
-    _float32_to_bfloat16_bits,
+    bfloat16_bits_to_float32,
     decode_tensor,
     encode_tensor,
+    float32_to_bfloat16_bits,
 )
 
 FLOAT_DATATYPES: dict[str, FloatDType] = {"FP16": "float16", "FP32": "float32", "FP64": "float64", "BF16": "bfloat16"}
@@ -81,7 +81,7 @@ def from_bytes(raw: memoryview, shape: list[int], datatype: str, loc: Loc) -> np
     if not arr.flags.aligned:  # the JSON header's length decides where the bytes start
         arr = arr.copy()
     if datatype == "BF16":
-        return _bfloat16_bits_to_float32(arr)
+        return bfloat16_bits_to_float32(arr)
     if datatype.startswith("UINT") and datatype != "UINT8":
         return _to_int64(arr, datatype, loc)
     return arr.astype(dtype.newbyteorder("="), copy=False)
@@ -131,7 +131,7 @@ def _to_int64(values: np.ndarray, datatype: str, loc: Loc) -> np.ndarray:
 def to_bytes(values: np.ndarray, datatype: str) -> memoryview:
     """The raw little-endian bytes of a reply tensor (float32 values for BF16: exact bfloat16 numbers)."""
     if datatype == "BF16":
-        values = _float32_to_bfloat16_bits(values)
+        values = float32_to_bfloat16_bits(values)
     little = np.ascontiguousarray(values).astype(values.dtype.newbyteorder("<"), copy=False)
     return little.reshape(-1).data.cast("B")
 

@@ -46,11 +46,11 @@ def _invalid(loc: Loc, msg: str, type_: str) -> InvalidRequest:
     return InvalidRequest.at(loc, msg, type_)
 
 
-def _bfloat16_bits_to_float32(bits: np.ndarray) -> np.ndarray:
+def bfloat16_bits_to_float32(bits: np.ndarray) -> np.ndarray:
     return (bits.astype(np.uint32) << 16).view(np.float32)
 
 
-def _float32_to_bfloat16_bits(values: np.ndarray) -> np.ndarray:
+def float32_to_bfloat16_bits(values: np.ndarray) -> np.ndarray:
     """Exact for values that already are bfloat16 numbers (as every bfloat16 result is)."""
     return (np.ascontiguousarray(values, dtype=np.float32).view(np.uint32) >> 16).astype(np.uint16)
 
@@ -199,7 +199,7 @@ def _from_base64(data: str, shape: list[int], count: int, dtype_name: str, loc: 
         raise _invalid(loc, f"holds {len(raw)} bytes; shape {shape} of {dtype_name} needs {needed}", "size_mismatch")
     arr = np.frombuffer(bytearray(raw), dtype=dtype).reshape(shape)  # bytearray: writable, as torch wants
     if dtype_name == "bfloat16":
-        return _bfloat16_bits_to_float32(arr)
+        return bfloat16_bits_to_float32(arr)
     return arr.astype(arr.dtype.newbyteorder("="), copy=False)
 
 
@@ -235,7 +235,7 @@ def encode_tensor(arr: np.ndarray, dtype_name: str, encoding: Encoding) -> Any:
     bfloat16 numbers. Non-finite values become "NaN", "Infinity", "-Infinity".
     """
     if encoding == "base64":
-        bits = _float32_to_bfloat16_bits(arr) if dtype_name == "bfloat16" else arr
+        bits = float32_to_bfloat16_bits(arr) if dtype_name == "bfloat16" else arr
         little = np.ascontiguousarray(bits).astype(bits.dtype.newbyteorder("<"), copy=False)
         data = binascii.b2a_base64(little.reshape(-1).view(np.uint8).data, newline=False).decode("ascii")
         return {"shape": list(arr.shape), "dtype": dtype_name, "data": data}
