@@ -208,23 +208,12 @@ class DynamicBatcher(Generic[ItemT, ResultT]):
             self._queue.popleft()
         if not self._queue:
             return []
-        first = self._queue.popleft()
-        batch, elements = [first], first.size
-        kept: deque[_Pending[ItemT, ResultT]] = deque()
-        while self._queue and len(batch) < self.max_batch_size:
-            candidate = self._queue.popleft()
-            if candidate.future.done():
-                continue
-            if candidate.key == first.key and elements + candidate.size <= self.max_batch_elements:
-                batch.append(candidate)
-                elements += candidate.size
-            else:
-                kept.append(candidate)
-        kept.extend(self._queue)
-        self._queue = kept
+        batch = [self._queue.popleft()]
+        self._top_up(batch)
         return batch
 
     def _top_up(self, batch: list[_Pending[ItemT, ResultT]]) -> None:
+        """Move the queued items that fit into ``batch``; drop the cancelled and expired ones."""
         elements = sum(p.size for p in batch)
         kept: deque[_Pending[ItemT, ResultT]] = deque()
         while self._queue:
