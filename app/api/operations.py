@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TypedDict
 
 from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
+from starlette.routing import BaseRoute
 
 from app.api.auth import ApiKeyAuth
+from app.api.hot_routes import HotRoutes
 from app.api.metrics import Metrics
 from app.api.middleware import RequestObservability
 from app.core.config import Settings
@@ -29,9 +32,11 @@ def docs_urls(settings: Settings) -> DocsUrls:
     return DocsUrls(docs_url=None, redoc_url=None, openapi_url=None)
 
 
-def install_middleware(app: FastAPI, settings: Settings, metrics: Metrics | None) -> None:
+def install_middleware(app: FastAPI, settings: Settings, metrics: Metrics | None, hot: Iterable[BaseRoute]) -> None:
     """Outermost first: request id, metrics and access log; then CORS (so preflights need no
-    key); then auth. Auth and CORS are not installed at all when off."""
+    key); then auth; then the ``hot`` routes' own lane past the router. Auth and CORS are not
+    installed at all when off."""
+    app.add_middleware(HotRoutes, routes=hot, exception_handlers=app.exception_handlers)
     if settings.api_keys:
         app.add_middleware(ApiKeyAuth, keys=settings.api_keys, open_paths=settings.open_paths)
     if settings.cors_origins:

@@ -1,0 +1,85 @@
+"""The compute routes' own lane past the router (``app.api.hot_routes``): it must answer exactly as
+the router would, with the app's middleware and error handlers around it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.api import routes
+from app.api.hot_routes import HotRoutes
+from app.core.config import Settings
+from app.main import create_app
+from tests.test_container_server import metric
+
+RELU = {"function": "relu", "input": [-1.0, 2.0]}
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[TestClient]:
+    with TestClient(create_app(Settings(api_keys=["k"])), raise_server_exceptions=False) as test_client:
+        yield test_client
+
+
+def test_the_compute_routes_are_answered_by_the_lane_inside_the_middleware(client: TestClient) -> None:
+    layers = [type(layer).__name__ for layer in _layers(client)]
+    assert layers.index("RequestObservability") < layers.index("ApiKeyAuth") < layers.index("HotRoutes")
+    assert layers.index("HotRoutes") < layers.index("ExceptionMiddleware")
+    lane = next(layer for layer in _layers(client) if isinstance(layer, HotRoutes))
+    assert set(lane.routes) == {"/activate", "/loss"}
+
+
+def _layers(client: TestClient) -> Iterator[object]:
+    stack = client.app.middleware_stack  # type: ignore[attr-defined]
+    while stack is not None:
+        yield stack
+        stack = getattr(stack, "app", None)
+
+
+def test_middleware_around_the_lane_still_applies(client: TestClient) -> None:
+    assert client.post("/activate", json=RELU).status_code == 401  # auth runs before the lane
+    reply = client.post("/activate", json=RELU, headers={"X-API-Key": "k", "X-Request-ID": "lane-1"})
+    assert reply.status_code == 200
+    assert reply.json()["output"] == [0.0, 2.0]
+    assert reply.headers["x-request-id"] == "lane-1"
+    assert "batch" in reply.headers["server-timing"]
+    text = client.get("/metrics", headers={"X-API-Key": "k"}).text
+    assert metric(text, "torchfn_requests_total", endpoint="/activate", function="relu", status="200") == 1
+
+
+def test_errors_get_the_apps_handlers(client: TestClient) -> None:
+    reply = client.post("/loss", json={"function": "relu", "input": [1.0]}, headers={"X-API-Key": "k"})
+    assert reply.status_code == 422
+    assert reply.json()["details"][0]["type"] == "wrong_endpoint"
+
+
+def test_an_unexpected_error_is_a_json_500_without_a_traceback(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(body: bytes, options: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(routes.compute, "decode_activation", broken)
+    reply = client.post("/activate", json=RELU, headers={"X-API-Key": "k"})
+    assert reply.status_code == 500
+    assert reply.json()["error"] == "internal_error"
+    assert "a bug" not in reply.text
+    assert "Traceback" not in reply.text
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [("GET", "/activate", 405), ("PUT", "/loss", 405), ("POST", "/activate/", 200), ("POST", "/nothing", 404)],
+)
+def test_other_requests_go_on_to_the_router(client: TestClient, method: str, path: str, status: int) -> None:
+    reply = client.request(method, path, json=RELU, headers={"X-API-Key": "k"}, follow_redirects=True)
+    assert reply.status_code == status
+
+
+def test_an_app_mounted_under_a_root_path_is_served_by_the_lane() -> None:
+    with TestClient(create_app(Settings()), root_path="/api") as mounted:
+        reply = mounted.post("/api/activate", json=RELU)
+        assert reply.status_code == 200
+        assert reply.json()["output"] == [0.0, 2.0]
