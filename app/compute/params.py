@@ -46,8 +46,21 @@ def _range_error(param: Param, value: float) -> str | None:
     return None
 
 
+_DEFAULTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
+"""Each function's params when none are given (most requests): worked out once."""
+
+
 def validate_params(spec: FunctionSpec, given: Mapping[str, Any], loc: Loc) -> tuple[dict[str, Any], dict[str, Any]]:
     """Split ``given`` into (scalar params with defaults filled, raw tensor params), or raise."""
+    if given:
+        return _validate_params(spec, given, loc)
+    defaults = _DEFAULTS.get(spec.name)
+    if defaults is None:
+        defaults = _DEFAULTS[spec.name] = _validate_params(spec, given, loc)
+    return dict(defaults[0]), dict(defaults[1])
+
+
+def _validate_params(spec: FunctionSpec, given: Mapping[str, Any], loc: Loc) -> tuple[dict[str, Any], dict[str, Any]]:
     problems = ProblemList()
     scalars: dict[str, Any] = {}
     tensors: dict[str, Any] = {}

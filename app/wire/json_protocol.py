@@ -128,9 +128,20 @@ def decode_loss(body: bytes, options: DecodeOptions) -> Decoded:
     request = _parse_envelope(body, LossRequest)
     spec = _find_function(request.function, "loss", options.catalogue)
     decoder = _Decoder(body, options)
+    for name, value, loc in _loss_tensors(request, spec):
+        decoder.tensor(name, value, loc)
+    job = decoder.finish(spec, request.params, request.grad, request.grad_output, request.dtype)
+    return Decoded(job, request.encoding)
+
+
+def _loss_tensors(request: LossRequest, spec: FunctionSpec) -> list[tuple[str, Any, Loc]]:
+    """Each tensor argument of ``spec`` with where it was sent (top level or under ``inputs``);
+    every misplaced, unknown, doubled or missing one reported at once."""
     expected = spec.tensor_names
+    inputs = request.inputs
+    found: list[tuple[str, Any, Loc]] = []
     problems: list[Problem] = []
-    for name in request.inputs:
+    for name in inputs:
         if name not in expected:
             problems.append(
                 Problem(
@@ -139,8 +150,8 @@ def decode_loss(body: bytes, options: DecodeOptions) -> Decoded:
                     "unknown_tensor",
                 )
             )
-    for field_name in ("input", "target"):
-        if getattr(request, field_name) is not None and field_name not in expected:
+    for field_name, value in (("input", request.input), ("target", request.target)):
+        if value is not None and field_name not in expected:
             problems.append(
                 Problem(
                     ("body", field_name),
@@ -150,22 +161,21 @@ def decode_loss(body: bytes, options: DecodeOptions) -> Decoded:
                 )
             )
     for arg in spec.tensors:
-        top = getattr(request, arg.name, None) if arg.top_level else None
-        nested = request.inputs.get(arg.name)
+        name = arg.name
+        top = getattr(request, name) if arg.top_level else None
+        nested = inputs.get(name)
         if top is not None and nested is not None:
-            problems.append(Problem(("body", "inputs", arg.name), f"{arg.name!r} is given twice", "duplicate_tensor"))
+            problems.append(Problem(("body", "inputs", name), f"{name!r} is given twice", "duplicate_tensor"))
         elif top is None and nested is None and not arg.optional:
-            where = ("body", arg.name) if arg.top_level else ("body", "inputs", arg.name)
+            where = ("body", name) if arg.top_level else ("body", "inputs", name)
             problems.append(Problem(where, f"required by {spec.name}", "missing"))
+        elif top is not None:
+            found.append((name, top, ("body", name)))
+        elif name in inputs:  # sent, if only as null: decoding names the problem
+            found.append((name, nested, ("body", "inputs", name)))
     if problems:
         raise InvalidRequest(problems)
-    for arg in spec.tensors:
-        if arg.top_level and getattr(request, arg.name) is not None:
-            decoder.tensor(arg.name, getattr(request, arg.name), ("body", arg.name))
-        elif arg.name in request.inputs:
-            decoder.tensor(arg.name, request.inputs[arg.name], ("body", "inputs", arg.name))
-    job = decoder.finish(spec, request.params, request.grad, request.grad_output, request.dtype)
-    return Decoded(job, request.encoding)
+    return found
 
 
 _DUMP_OPTIONS = orjson.OPT_SERIALIZE_NUMPY

@@ -239,10 +239,10 @@ def encode_tensor(arr: np.ndarray, dtype_name: str, encoding: Encoding) -> Any:
         little = np.ascontiguousarray(bits).astype(bits.dtype.newbyteorder("<"), copy=False)
         data = binascii.b2a_base64(little.reshape(-1).view(np.uint8).data, newline=False).decode("ascii")
         return {"shape": list(arr.shape), "dtype": dtype_name, "data": data}
-    finite = bool(np.isfinite(arr).all()) if arr.dtype.kind == "f" else True
-    if arr.ndim == 0:
+    if arr.ndim == 0:  # a reduced loss: one number, checked without numpy's machinery
         scalar = arr.item()
-        return scalar if finite else _non_finite_token(scalar)
+        return scalar if math.isfinite(scalar) else _non_finite_token(scalar)
+    finite = bool(np.isfinite(arr).all()) if arr.dtype.kind == "f" else True
     if arr.size == 0:
         return {"shape": list(arr.shape), "dtype": dtype_name, "data": []}
     if finite:

@@ -6,6 +6,8 @@ outside [0, 1] trips a device-side assert that poisons the whole context.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from app.compute.catalogue.spec import Arrays, Check, Params
@@ -128,10 +130,26 @@ def nonempty_when_mean(*names: str) -> Check:
     return check
 
 
+_FEW = 64
+"""Up to this many values, Python's ``min`` and ``max`` over a list cost less than numpy's
+reductions (whose dispatch dominates on a few values, the more so with cold caches on a busy server)."""
+
+
+def _bounds(values: np.ndarray) -> tuple[Any, Any]:
+    """The smallest and largest of a non-empty array."""
+    if values.size <= _FEW:
+        flat = values.ravel().tolist()
+        return min(flat), max(flat)
+    return values.min(), values.max()
+
+
 def _check_indices(name: str, values: np.ndarray, low: int, high: int, allowed: int | None = None) -> None:
     """Every value in [low, high), or equal to ``allowed``."""
-    if values.size == 0 or (low <= values.min() and values.max() < high):
-        return  # the common case in two reductions
+    if values.size == 0:
+        return
+    smallest, largest = _bounds(values)
+    if low <= smallest and largest < high:
+        return  # the common case
     ok = (values >= low) & (values < high)
     if allowed is not None:
         ok |= values == allowed
@@ -337,7 +355,7 @@ def some_target_counts(arrays: Arrays, params: Params) -> None:
     if params.get("reduction") != "mean" or target.dtype.kind not in "iu" or target.size == 0:
         return
     weight = arrays.get("weight")
-    if weight is None and params["ignore_index"] < 0 <= target.min():
+    if weight is None and params["ignore_index"] < 0 <= _bounds(target)[0]:
         return  # nothing ignored, no weights: every target counts
     counted = target[target != params["ignore_index"]]
     with np.errstate(over="ignore"):  # huge weights sum to inf, which is not zero either
