@@ -1,23 +1,27 @@
 """Throughput and latency of small requests under concurrency: the service against FastAPI's ceiling.
 
-Run with ``.venv/bin/python -m bench.throughput`` (``--help`` for the options). For each server
-configuration in turn
+Run with ``.venv/bin/python -m bench.throughput`` (``--help`` for the options). Three server
+configurations
 
 * ``bare``:         ``uvicorn bench.bare_app:app``, routes that only read the body and return a
                     constant (the framework's own ceiling),
 * ``batching-off``: ``uvicorn app.main:app`` with ``TORCHFN_BATCHING=false``,
 * ``batching-on``:  ``uvicorn app.main:app`` with ``TORCHFN_BATCHING=true``,
 
-it starts one uvicorn worker pinned to one core (``taskset``; ``TORCHFN_TORCH_THREADS=1``,
-``OMP_NUM_THREADS=1``), waits until it is ready, checks one reply of each payload, warms up, and
-drives it with ``wrk`` pinned to another core: for each payload (``relu256``: relu on 256
-floats; ``ce32x10``: cross_entropy on 32x10 logits) ``--connections`` concurrent connections
-for ``--duration`` seconds, then one connection (``-c1``) for the lone-request latency. The
-body, method and header are set by ``bench/post.lua``, which also counts statuses and the batch
-sizes the service reports in ``Server-Timing``.
+each run as one uvicorn worker pinned to the same core (``taskset``; ``TORCHFN_TORCH_THREADS=1``,
+``OMP_NUM_THREADS=1``) and driven by ``wrk`` pinned to another core. Each round starts all of them
+(an idle server uses no CPU), checks one reply of each payload, then for each payload
+(``relu256``: relu on 256 floats; ``ce32x10``: cross_entropy on 32x10 logits) warms up and
+measures the configurations one right after the other at ``--connections`` concurrent
+connections for ``--duration`` seconds, then at one connection (``-c1``) for the lone-request
+latency. Measuring the configurations back to back, round after round, keeps the comparison fair
+on a machine whose speed drifts (a shared VM): each round yields its own ratios, and the report
+gives their median. The body, method and header are set by ``bench/post.lua``, which also counts
+statuses and the batch sizes the service reports in ``Server-Timing``.
 
 It prints a table (requests/s, p50, p99 per configuration and payload), the throughput ratios
-(batching on / bare, batching off / bare, on / off) and the lone-request comparison, and writes
+(batching on / bare, batching off / bare, on / off: medians of the rounds' ratios) and the
+lone-request comparison, and writes
 everything to ``bench/results/throughput.json``. A benchmark, not a test: the exit status is
 non-zero only on errors (a server failing, a wrong reply, a non-2xx status or a socket error
 during a run), never because of a ratio.
@@ -396,19 +400,28 @@ def find(cells: list[Cell], config: str, payload: str, connections: int) -> Cell
     return None
 
 
-def ratios(cells: list[Cell], cases: list[Payload], connections: int) -> dict[str, dict[str, float]]:
+def ratios(runs: list[Run], cases: list[Payload], connections: int) -> dict[str, dict[str, float]]:
+    """Per payload: each round's ratios of requests/s between configurations, and their median."""
+    pairs = {"on_over_bare": ("batching-on", "bare"), "off_over_bare": ("batching-off", "bare")}
+    pairs["on_over_off"] = ("batching-on", "batching-off")
     out: dict[str, dict[str, float]] = {}
     for payload in cases:
-        bare = find(cells, "bare", payload.name, connections)
-        off = find(cells, "batching-off", payload.name, connections)
-        on = find(cells, "batching-on", payload.name, connections)
+        throughput = {
+            (run.round, run.config): run.requests_per_s
+            for run in runs
+            if run.payload == payload.name and run.connections == connections
+        }
         entry: dict[str, float] = {}
-        if on and bare:
-            entry["on_over_bare"] = on.requests_per_s / bare.requests_per_s
-        if off and bare:
-            entry["off_over_bare"] = off.requests_per_s / bare.requests_per_s
-        if on and off:
-            entry["on_over_off"] = on.requests_per_s / off.requests_per_s
+        for name, (top, bottom) in pairs.items():
+            per_round = [
+                throughput[(index, top)] / throughput[(index, bottom)]
+                for index in sorted({index for index, _ in throughput})
+                if (index, top) in throughput and (index, bottom) in throughput
+            ]
+            if per_round:
+                entry[name] = statistics.median(per_round)
+                entry[f"{name}_min"] = min(per_round)
+                entry[f"{name}_max"] = max(per_round)
         out[payload.name] = entry
     return out
 
@@ -432,7 +445,7 @@ def lone_latency(cells: list[Cell], cases: list[Payload]) -> dict[str, dict[str,
 
 
 def print_report(
-    cells: list[Cell], cases: list[Payload], connections: int, out: TextIO = sys.stdout
+    runs: list[Run], cells: list[Cell], cases: list[Payload], connections: int, out: TextIO = sys.stdout
 ) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float | bool]]]:
     rounds = max((cell.rounds for cell in cells), default=1)
     if rounds > 1:
@@ -457,10 +470,19 @@ def print_report(
         " wrk; other: share of the machine used by other processes during the run)",
         file=out,
     )
-    throughput = ratios(cells, cases, connections)
-    print(f"\nthroughput ratios at -c{connections} (target: batching-on / bare >= {THROUGHPUT_TARGET:.2f}):", file=out)
+    throughput = ratios(runs, cases, connections)
+    print(
+        f"\nthroughput ratios at -c{connections}, median of the rounds [range] "
+        f"(target: batching-on / bare >= {THROUGHPUT_TARGET:.2f}):",
+        file=out,
+    )
     for name, entry in throughput.items():
-        parts = [f"{key.replace('_over_', ' / ')} = {value:.3f}" for key, value in entry.items()]
+        parts = [
+            f"{key.replace('_over_', ' / ')} = {value:.3f}"
+            + (f" [{entry[key + '_min']:.3f}..{entry[key + '_max']:.3f}]" if rounds > 1 else "")
+            for key, value in entry.items()
+            if not key.endswith(("_min", "_max"))
+        ]
         verdict = ""
         if "on_over_bare" in entry:
             verdict = "  [meets target]" if entry["on_over_bare"] >= THROUGHPUT_TARGET else "  [BELOW target]"
@@ -540,8 +562,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def measure_config(
-    config: ServerConfig,
+def measure_round(
+    configs: list[ServerConfig],
     cases: list[Payload],
     args: argparse.Namespace,
     c1_duration: int,
@@ -549,30 +571,37 @@ def measure_config(
     client_cpu: int | None,
     workdir: Path,
 ) -> list[Run]:
-    """Start one server, check it, then for each payload: warm up and measure at --connections;
-    then each payload at one connection."""
+    """Start every configuration's server and check it; then for each payload, warm up and
+    measure the configurations back to back at --connections, then each at one connection."""
     runs = []
-    with running_server(config, server_cpu, cases[0]) as server:
-        check_replies(server, cases)
+    with contextlib.ExitStack() as stack:
+        servers = []
+        for config in configs:
+            print(f"  starting {config.name}: uvicorn {config.app} {config.env or ''}", file=sys.stderr, flush=True)
+            server = stack.enter_context(running_server(config, server_cpu, cases[0]))
+            check_replies(server, cases)
+            servers.append(server)
         for payload in cases:
-            if args.warmup:
-                wrk(server, payload, args.connections, args.warmup, client_cpu, workdir)
-            run = wrk(server, payload, args.connections, args.duration, client_cpu, workdir)
-            runs.append(run)
-            print(
-                f"  {payload.name} -c{args.connections}: {run.requests_per_s:.0f} req/s, "
-                f"p50 {run.p50_ms:.3f} ms, p99 {run.p99_ms:.3f} ms, batch {run.mean_batch_size or 0:.1f}",
-                file=sys.stderr,
-                flush=True,
-            )
-        for payload in cases if c1_duration else []:
-            run = wrk(server, payload, 1, c1_duration, client_cpu, workdir)
-            runs.append(run)
-            print(
-                f"  {payload.name} -c1: {run.requests_per_s:.0f} req/s, p50 {run.p50_ms:.3f} ms",
-                file=sys.stderr,
-                flush=True,
-            )
+            for server in servers:
+                if args.warmup:
+                    wrk(server, payload, args.connections, args.warmup, client_cpu, workdir)
+                run = wrk(server, payload, args.connections, args.duration, client_cpu, workdir)
+                runs.append(run)
+                print(
+                    f"  {server.config.name:<13} {payload.name} -c{args.connections}: {run.requests_per_s:.0f} req/s, "
+                    f"p50 {run.p50_ms:.3f} ms, p99 {run.p99_ms:.3f} ms, batch {run.mean_batch_size or 0:.1f}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            for server in servers if c1_duration else []:
+                run = wrk(server, payload, 1, c1_duration, client_cpu, workdir)
+                runs.append(run)
+                print(
+                    f"  {server.config.name:<13} {payload.name} -c1: {run.requests_per_s:.0f} req/s, "
+                    f"p50 {run.p50_ms:.3f} ms",
+                    file=sys.stderr,
+                    flush=True,
+                )
     return runs
 
 
@@ -603,19 +632,14 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-throughput-") as tmp:
         workdir = Path(tmp)
         for round_index in range(args.rounds):
-            for config in configs:
-                print(
-                    f"# round {round_index + 1}/{args.rounds} {config.name}: uvicorn {config.app} {config.env or ''}",
-                    file=sys.stderr,
-                    flush=True,
-                )
-                measured = measure_config(config, cases, args, c1_duration, server_cpu, client_cpu, workdir)
-                for run in measured:
-                    run.round = round_index
-                runs.extend(measured)
+            print(f"# round {round_index + 1}/{args.rounds}", file=sys.stderr, flush=True)
+            measured = measure_round(configs, cases, args, c1_duration, server_cpu, client_cpu, workdir)
+            for run in measured:
+                run.round = round_index
+            runs.extend(measured)
     print()
     cells = summarize(runs, configs, cases)
-    throughput, lone = print_report(cells, cases, args.connections)
+    throughput, lone = print_report(runs, cells, cases, args.connections)
     report = {
         "command": [sys.executable, "-m", "bench.throughput", *(sys.argv[1:] if argv is None else argv)],
         "settings": {
