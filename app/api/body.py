@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 import weakref
 from collections.abc import Callable
 
@@ -29,11 +30,11 @@ class _Watch:
         self._watchdog = watchdog
         self.task = asyncio.current_task()
         self.seconds = seconds
-        self.last_data = watchdog.loop.time()
+        self.last_data = time.monotonic()
         self.fired = False
 
     def saw_data(self) -> None:
-        self.last_data = self._watchdog.loop.time()
+        self.last_data = time.monotonic()
 
     def stop(self) -> None:
         self._watchdog.watches.discard(self)
@@ -47,40 +48,48 @@ class _Watch:
 class _IdleWatchdog:
     """Cancels the task reading a body once no body data has arrived for its ``seconds``.
 
-    One per event loop: a single timer sweeps every body being read, so watching one costs a set
-    insertion (a timer per request, armed and cancelled, cost ~3 µs of the hot path). The sweep
-    runs every eighth of the shortest timeout watched (5 ms to 1 s), so a stalled body is cut off
-    at most that much late.
+    One per event loop: a single chain of timers sweeps every body being read, so watching one
+    costs a set insertion (a timer per request, armed and cancelled, cost ~3 µs of the hot path).
+    The sweep runs every eighth of the shortest timeout watched (5 ms to 1 s), so a stalled body
+    is cut off at most that much late; the chain ends at a sweep that finds nothing to watch. The
+    watchdog holds neither its loop nor a timer handle (the registry of watchdogs is keyed by the
+    loop, which must stay free to go): a superseded chain learns it from the generation it carries.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
+        self._loop = weakref.ref(loop)
         self.watches: set[_Watch] = set()
-        self._timer: asyncio.TimerHandle | None = None
         self._period = math.inf
+        self._generation = 0
 
     def start(self, seconds: float) -> _Watch:
         watch = _Watch(self, seconds)
         self.watches.add(watch)
         period = min(max(seconds / 8, 0.005), 1.0)
-        if period < self._period:
-            if self._timer is not None:
-                self._timer.cancel()
+        if period < self._period:  # no chain running, or one too slow for this timeout
             self._period = period
-            self._timer = self.loop.call_later(period, self._sweep)
+            self._generation += 1
+            self._schedule()
         return watch
 
-    def _sweep(self) -> None:
-        now = self.loop.time()
+    def _schedule(self) -> None:
+        loop = self._loop()
+        if loop is not None:
+            loop.call_later(self._period, self._sweep, self._generation)
+
+    def _sweep(self, generation: int) -> None:
+        if generation != self._generation:
+            return  # superseded by a faster chain
+        now = time.monotonic()
         for watch in [w for w in self.watches if now - w.last_data >= w.seconds]:
             self.watches.discard(watch)
             if watch.task is not None:
                 watch.fired = True
                 watch.task.cancel()
         if self.watches:
-            self._timer = self.loop.call_later(self._period, self._sweep)
+            self._schedule()
         else:
-            self._timer, self._period = None, math.inf
+            self._period = math.inf
 
 
 _watchdogs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _IdleWatchdog] = weakref.WeakKeyDictionary()
