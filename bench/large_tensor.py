@@ -437,6 +437,23 @@ def size_arguments(parser: argparse.ArgumentParser, repeats: int, results: Path)
     parser.add_argument("--output", type=Path, default=results, help=f"JSON results file (default {results})")
 
 
+def run_config(args: argparse.Namespace, server_cpu: int | None, client_cpu: int | None, cpus: Cpus) -> dict[str, Any]:
+    """What a large-tensor run's report records of its options and machine."""
+    return {
+        "elements": args.elements,
+        "repeats": args.repeats,
+        "warmups": args.warmups,
+        "seed": args.seed,
+        "server_cpu": server_cpu,
+        "client_cpu": client_cpu,
+        "in_process_cpu": cpus.in_process,
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "machine": platform.machine(),
+    }
+
+
 def checked_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.elements < 1 or args.repeats < 1 or args.warmups < 1:
@@ -489,23 +506,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     return {
         "config": {
-            "elements": args.elements,
-            "repeats": args.repeats,
-            "warmups": args.warmups,
-            "seed": args.seed,
-            "server_cpu": server_cpu,
-            "client_cpu": client_cpu,
-            "in_process_cpu": cpus.in_process,
-            "cpus": os.cpu_count(),
+            **run_config(args, server_cpu, client_cpu, cpus),
             "server_torch_threads": os.environ.get("TORCHFN_TORCH_THREADS") or torch_threads,
             "client_torch_threads": torch.get_num_threads(),
             "server_device": ready.get("device"),
-            "python": platform.python_version(),
-            "torch": torch.__version__,
             "numpy": np.__version__,
             "orjson": orjson.__version__,
             "httpx": httpx.__version__,
-            "machine": platform.machine(),
         },
         "definitions": {
             "service_ms": "POST /activate with the prepared body bytes on a keep-alive httpx.Client, "

@@ -31,7 +31,6 @@ import argparse
 import contextlib
 import gc
 import os
-import platform
 import socket
 import statistics
 import subprocess
@@ -57,6 +56,7 @@ from bench.large_tensor import (
     on_cpu,
     p90,
     report_main,
+    run_config,
     running_server,
     server_timing,
     size_arguments,
@@ -408,19 +408,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     print("measuring the transport floor ...", file=sys.stderr, flush=True)
     floor = measure_floor(binary_body, binary_headers, cpus, args.warmups, args.repeats)
     return {
-        "config": {
-            "elements": args.elements,
-            "repeats": args.repeats,
-            "warmups": args.warmups,
-            "seed": args.seed,
-            "server_cpu": server_cpu,
-            "client_cpu": client_cpu,
-            "in_process_cpu": cpus.in_process,
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "machine": platform.machine(),
-        },
+        "config": run_config(args, server_cpu, client_cpu, cpus),
         "cases": [summary(case) for case in cases],
         "transport_floor_ms": floor,
         "other_processes": noise.report(),
