@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 from app.compute.engine import resolve_device
 from app.core.config import Settings
 from app.main import create_app
+from tests.engine_gate import Gate
 
 
 @pytest.fixture(scope="session")
@@ -30,3 +31,9 @@ def client(settings: Settings) -> Iterator[TestClient]:
     """One app for the session, with its lifespan running."""
     with TestClient(create_app(settings)) as test_client:
         yield test_client
+
+
+@pytest.fixture
+def gate(monkeypatch: pytest.MonkeyPatch) -> Gate:
+    """Holds the engine's compute calls until released (``tests/engine_gate.py``)."""
+    return Gate(monkeypatch)
