@@ -75,10 +75,10 @@ def _strings_in_lists(body: bytes) -> bool:
 
 def _booleans_in_lists(body: bytes) -> bool:
     """``true``/``false`` after '[' or ','. Found through the letters 'u' and 'l', which no
-    number contains; hits inside strings are harmless false positives. Most bodies hold neither
-    word at all: two substring searches settle those."""
-    if b"true" not in body and b"false" not in body:
-        return False
+    number contains: a search for one byte is a ``memchr``, fifteen times cheaper than a search
+    for a word, and a body of numbers holds these letters only in its keys and names. Hits inside
+    strings are harmless false positives. Past ``_MAX_HITS`` candidates (a list of nulls) the
+    body is suspect only if it holds the word at all."""
     for letter, literal in ((b"u", b"true"), (b"l", b"false")):
         position = body.find(letter)
         for _ in range(_MAX_HITS):
@@ -91,5 +91,6 @@ def _booleans_in_lists(body: bytes) -> bool:
                     return True
             position = body.find(letter, position + 1)
         else:
-            return True
+            if literal in body:
+                return True
     return False
