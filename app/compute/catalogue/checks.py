@@ -131,15 +131,15 @@ def nonempty_when_mean(*names: str) -> Check:
 
 
 _FEW = 64
-"""Up to this many values, Python's ``min`` and ``max`` over a list cost less than numpy's
-reductions (whose dispatch dominates on a few values, the more so with cold caches on a busy server)."""
+"""Up to this many values, sorting a Python list costs less than numpy's two reductions (whose
+dispatch dominates on a few values, the more so with cold caches on a busy server)."""
 
 
 def _bounds(values: np.ndarray) -> tuple[Any, Any]:
     """The smallest and largest of a non-empty array."""
     if values.size <= _FEW:
-        flat = values.ravel().tolist()
-        return min(flat), max(flat)
+        ordered = sorted(values.ravel().tolist())  # one C-level sort beats min() and max() on ≤64 values
+        return ordered[0], ordered[-1]
     return values.min(), values.max()
 
 
