@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pytest
@@ -20,15 +21,15 @@ class Gate:
         self.computed: list[list[float]] = []
         """The inputs of every job that reached the engine, flattened."""
         self._first = True
-        original = Engine.run_batch
+        original = Engine.run_group
         gate = self
 
-        def gated(engine: Engine, jobs: Sequence[Job]) -> list[Result | Exception]:
+        def gated(engine: Engine, jobs: Sequence[Job], key: tuple[Any, ...] | None) -> list[Result | Exception]:
             gate.computed.extend(np.asarray(job.arrays["input"], dtype=np.float64).ravel().tolist() for job in jobs)
             if gate._first:
                 gate._first = False
                 gate.entered.set()
                 gate.release.wait(10)
-            return original(engine, jobs)
+            return original(engine, jobs, key)
 
-        monkeypatch.setattr(Engine, "run_batch", gated)
+        monkeypatch.setattr(Engine, "run_group", gated)

@@ -22,13 +22,15 @@ class GatedCompute:
 
     def __init__(self, hold_first: bool = False) -> None:
         self.batches: list[list[int]] = []
+        self.keys: list[object] = []
         self.entered = threading.Event()
         self.release = threading.Event()
         if not hold_first:
             self.release.set()
 
-    def __call__(self, items: Sequence[int]) -> list[int | Exception]:
+    def __call__(self, items: Sequence[int], key: object) -> list[int | Exception]:
         self.batches.append(list(items))
+        self.keys.append(key)
         self.entered.set()
         self.release.wait(10)
         return [ValueError(f"bad {item}") if item < 0 else item * 2 for item in items]
@@ -42,7 +44,7 @@ def executor() -> Iterator[ThreadPoolExecutor]:
 
 
 def make_batcher(
-    compute: Callable[[Sequence[int]], Sequence[int | Exception]],
+    compute: Callable[[Sequence[int], object], Sequence[int | Exception]],
     executor: ThreadPoolExecutor,
     *,
     max_batch_size: int = 8,
@@ -100,6 +102,7 @@ async def test_queued_compatible_items_share_one_call(executor: ThreadPoolExecut
     results = await asyncio.gather(first, *waiting)
     assert [served.result for served in results[1:]] == [4, 8, 12, 6, 16]
     assert compute.batches == [[0], [2, 4, 6, 8], [3]]  # grouped by key, order kept
+    assert compute.keys == [None, 0, 1]  # each batch's shared key; none for the lone item
     assert [served.batch_size for served in results[1:]] == [4, 4, 4, 1, 4]
     await batcher.stop()
 
@@ -139,7 +142,7 @@ async def test_a_failing_item_fails_alone(executor: ThreadPoolExecutor) -> None:
 async def test_a_broken_compute_fails_only_its_batch(executor: ThreadPoolExecutor) -> None:
     calls: list[list[int]] = []
 
-    def compute(items: Sequence[int]) -> list[int | Exception]:
+    def compute(items: Sequence[int], key: object) -> list[int | Exception]:
         calls.append(list(items))
         if len(calls) == 1:
             raise RuntimeError("broken")
@@ -155,7 +158,7 @@ async def test_a_broken_compute_fails_only_its_batch(executor: ThreadPoolExecuto
 
 @pytest.mark.anyio
 async def test_wrong_number_of_outcomes_is_an_error_not_a_mixup(executor: ThreadPoolExecutor) -> None:
-    batcher = make_batcher(lambda items: [1, 2, 3], executor)
+    batcher = make_batcher(lambda items, key: [1, 2, 3], executor)
     batcher.start()
     with pytest.raises(RuntimeError, match="3 outcomes for 1 items"):
         await batcher.submit(1)
@@ -190,6 +193,61 @@ async def test_expired_item_gets_deadline_error_and_is_not_computed(executor: Th
     await first
     assert (await batcher.submit(7)).result == 14
     assert [5] not in compute.batches
+    assert batcher.stats.expired == 1
+    await batcher.stop()
+
+
+class HeldCalls:
+    """Doubles numbers; every call waits for its own release."""
+
+    def __init__(self, calls: int) -> None:
+        self.entered = [threading.Event() for _ in range(calls)]
+        self.release = [threading.Event() for _ in range(calls)]
+        self._calls = 0
+
+    def __call__(self, items: Sequence[int], key: object) -> list[int | Exception]:
+        call = self._calls
+        self._calls += 1
+        self.entered[call].set()
+        self.release[call].wait(10)
+        return [item * 2 for item in items]
+
+
+@pytest.mark.anyio
+async def test_deadline_holds_while_the_item_is_computed(executor: ThreadPoolExecutor) -> None:
+    compute = HeldCalls(2)
+    batcher = make_batcher(compute, executor)
+    batcher.start()
+    loop = asyncio.get_running_loop()
+    first = asyncio.create_task(batcher.submit(0))
+    await loop.run_in_executor(None, compute.entered[0].wait, 5)
+    late = asyncio.create_task(batcher.submit(1, timeout=0.1))
+    await wait_until(lambda: batcher.depth == 1)
+    compute.release[0].set()
+    await loop.run_in_executor(None, compute.entered[1].wait, 5)  # the late item is being computed
+    with pytest.raises(DeadlineExceeded):
+        await asyncio.wait_for(late, 5)
+    compute.release[1].set()
+    assert (await first).result == 0
+    assert batcher.stats.expired == 1
+    await batcher.stop()
+
+
+@pytest.mark.anyio
+async def test_a_shorter_deadline_queued_later_expires_first(executor: ThreadPoolExecutor) -> None:
+    compute = GatedCompute(hold_first=True)
+    batcher = make_batcher(compute, executor, key=lambda item: 0)
+    batcher.start()
+    first = await hold_worker(batcher, compute)
+    patient = asyncio.create_task(batcher.submit(1, timeout=30.0))
+    hurried = asyncio.create_task(batcher.submit(2, timeout=0.05))
+    with pytest.raises(DeadlineExceeded):
+        await asyncio.wait_for(hurried, 5)  # long before the first item's deadline
+    assert batcher.depth == 1
+    compute.release.set()
+    assert (await patient).result == 2
+    await first
+    assert compute.batches == [[0], [1]]
     assert batcher.stats.expired == 1
     await batcher.stop()
 
@@ -274,6 +332,6 @@ async def test_delay_lets_company_fill_a_batch(executor: ThreadPoolExecutor) -> 
 
 def test_invalid_arguments_are_refused(executor: ThreadPoolExecutor) -> None:
     with pytest.raises(ValueError, match="positive"):
-        make_batcher(lambda items: list(items), executor, max_batch_size=0)
+        make_batcher(lambda items, key: list(items), executor, max_batch_size=0)
     with pytest.raises(ValueError, match="negative"):
-        make_batcher(lambda items: list(items), executor, max_batch_delay=-1)
+        make_batcher(lambda items, key: list(items), executor, max_batch_delay=-1)

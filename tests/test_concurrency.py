@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient
 from app.core.config import Settings
 from app.main import create_app
 from tests.engine_gate import Gate
+from tests.test_container_server import metric
 
 
 def batch_size(response: httpx.Response) -> int:
@@ -52,6 +53,11 @@ def test_concurrent_clients_each_get_their_own_answer(
         gate.release.set()
         replies = [future.result(30) for future in futures]
         assert blocker.result(30).status_code == 200
+        metrics = client.get("/metrics").text
+    # The batch-size histogram counts compute calls: fewer than requests, summing to all of them.
+    calls = metric(metrics, "torchfn_batch_size_count")
+    assert 1 < calls < len(inputs) + 1
+    assert metric(metrics, "torchfn_batch_size_sum") == len(inputs) + 1
     sizes = []
     for index, reply in enumerate(replies):
         if index in poisoned:

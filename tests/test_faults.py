@@ -87,16 +87,16 @@ def test_worker_exception_fails_only_its_own_requests(
 
 
 def test_a_failing_batch_call_fails_that_batch_only(monkeypatch: pytest.MonkeyPatch) -> None:
-    original = Engine.run_batch
+    original = Engine.run_group
     calls = {"n": 0}
 
-    def breaks_once(engine: Engine, jobs: Sequence[Job]) -> list[Result | Exception]:
+    def breaks_once(engine: Engine, jobs: Sequence[Job], key: tuple[Any, ...] | None) -> list[Result | Exception]:
         calls["n"] += 1
         if calls["n"] == 1:
             raise RuntimeError("injected: the whole compute call broke")
-        return original(engine, jobs)
+        return original(engine, jobs, key)
 
-    monkeypatch.setattr(Engine, "run_batch", breaks_once)
+    monkeypatch.setattr(Engine, "run_group", breaks_once)
     with TestClient(create_app(Settings()), raise_server_exceptions=False) as client:
         first = client.post("/activate", json={"function": "relu", "input": [1.0]})
         assert first.status_code == 500

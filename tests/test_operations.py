@@ -69,8 +69,8 @@ def test_metrics_count_requests_by_endpoint_function_and_status() -> None:
     assert metric(text, "torchfn_queue_depth") == 0
 
 
-def _job() -> Job:
-    spec = CATALOGUE.find("relu")
+def _job(function: str = "relu") -> Job:
+    spec = CATALOGUE.find(function)
     assert spec is not None
     return Job(spec=spec, arrays={}, params={}, locs={}, dtype="float32", grad=False)
 
@@ -92,9 +92,22 @@ def test_observer_counts_rejections_and_cancellations_and_names_the_function() -
     assert metric(text, "torchfn_rejected_total", reason="queue_full") == 1
     assert metric(text, "torchfn_cancelled_total", reason="client_gone") == 1
     assert metric(text, "torchfn_cancelled_total", reason="cancelled") == 1
-    assert metric(text, "torchfn_batch_size_bucket", le="8.0") == 1
-    assert metric(text, "torchfn_batch_size_bucket", le="4.0") == 0
     assert metric(text, "torchfn_queue_wait_seconds_sum", function="relu") == 0.25
+
+
+def test_observer_counts_each_compute_call_once_under_each_of_its_functions() -> None:
+    metrics = Metrics()
+    observer = MetricsObserver(metrics)
+    observer.computed([_job()] * 8, 0.5)
+    observer.computed([_job(), _job("mse_loss"), _job()], 0.125)
+    text = metrics.render().decode()
+    assert metric(text, "torchfn_batch_size_count") == 2
+    assert metric(text, "torchfn_batch_size_bucket", le="2.0") == 0
+    assert metric(text, "torchfn_batch_size_bucket", le="4.0") == 1
+    assert metric(text, "torchfn_batch_size_bucket", le="8.0") == 2
+    assert metric(text, "torchfn_compute_seconds_count", function="relu") == 2
+    assert metric(text, "torchfn_compute_seconds_sum", function="relu") == 0.625
+    assert metric(text, "torchfn_compute_seconds_count", function="mse_loss") == 1
 
 
 def test_device_memory_is_exported_when_the_service_reports_it() -> None:

@@ -7,7 +7,7 @@ the values live in shared files and ``/metrics`` sums them over the processes.""
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -85,7 +85,7 @@ class Metrics:
         )
         self.batch_size = Histogram(
             "torchfn_batch_size",
-            "Requests in the batch each request was computed in.",
+            "Requests per compute call (1 for a request computed alone).",
             buckets=BATCH_BUCKETS,
             registry=reg,
         )
@@ -98,7 +98,7 @@ class Metrics:
         )
         self.compute_time = Histogram(
             "torchfn_compute_seconds",
-            "Time of the compute call that served a request.",
+            "Time of each compute call, under each function it computed.",
             ["function"],
             buckets=LATENCY_BUCKETS,
             registry=reg,
@@ -170,12 +170,17 @@ class MetricsObserver:
             context.function = job.spec.name
         return job.spec.name
 
+    def computed(self, jobs: Sequence[Job], seconds: float) -> None:
+        """Once per compute call, as Triton counts executions: its size, and its time under each
+        function it computed (a batch of unfusable jobs may mix functions)."""
+        metrics = self._metrics
+        metrics.batch_size.observe(len(jobs))
+        for function in {job.spec.name for job in jobs}:
+            metrics.function_children(function)[1].observe(seconds)
+
     def served(self, job: Job, served: Served[Result], queue_depth: int) -> None:
         metrics = self._metrics
-        queue_wait, compute_time = metrics.function_children(self._name(job))
-        queue_wait.observe(served.queue_wait)
-        compute_time.observe(served.compute_time)
-        metrics.batch_size.observe(served.batch_size)
+        metrics.function_children(self._name(job))[0].observe(served.queue_wait)
         metrics.queue_depth.set(queue_depth)
 
     def refused(self, job: Job, error: ServiceError, queue_depth: int) -> None:

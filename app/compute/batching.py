@@ -6,11 +6,16 @@ item and every queued item with the same key (up to ``max_batch_size`` items and
 are already queued, so a lone item never waits for company. Each group runs through ``compute``
 in the executor, which returns one result or one exception per item: an exception fails its own
 item only. Cancelled or expired items are dropped before their batch runs.
+
+Deadlines are kept by one timer per batcher, armed for the earliest deadline of the items queued
+or being computed, rather than by a timer per item (armed and cancelled for every request).
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
+import math
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Hashable, Sequence
@@ -41,6 +46,9 @@ class ClientGone(ServiceError):
 
     code = "client_gone"
 
+
+_TIMER_SLACK = 0.001
+"""The loop's timers may fire up to a millisecond early: a deadline that close counts as reached."""
 
 GoneProbe = Callable[[], Awaitable[bool]]
 """Answers whether the caller of a queued item has gone (e.g. the HTTP client disconnected)."""
@@ -74,12 +82,18 @@ class _Pending(Generic[ItemT, ResultT]):
     key: Hashable
     size: int
     enqueued: float
-    deadline: float | None
+    timeout: float | None
+    deadline: float
+    """``enqueued + timeout``; infinite without a timeout."""
     future: asyncio.Future[Served[ResultT]] = field(repr=False)
     gone: GoneProbe | None = field(default=None, repr=False)
 
 
-BatchCompute = Callable[[Sequence[ItemT]], Sequence[ResultT | Exception]]
+BatchCompute = Callable[[Sequence[ItemT], Hashable | None], Sequence[ResultT | Exception]]
+"""``compute(items, key)``: one outcome per item. ``key`` is the key the items share (so that
+it is worked out once), or None for an item run alone, with no one to share a call with."""
+ComputedHook = Callable[[Sequence[ItemT], float], None]
+"""Told on the loop after each compute call: the items it ran and its seconds."""
 
 
 class DynamicBatcher(Generic[ItemT, ResultT]):
@@ -96,10 +110,12 @@ class DynamicBatcher(Generic[ItemT, ResultT]):
         max_queue_size: int,
         consumers: int = 1,
         probe_after: float = 0.001,
+        on_computed: ComputedHook[ItemT] | None = None,
     ) -> None:
         """``probe_after``: only items queued longer than this are asked whether their caller is
         still there; asking costs a little, and computing an item whose caller left within that
-        time is harmless."""
+        time is harmless. ``on_computed``: told of every compute call (per call, not per item,
+        as Triton counts executions)."""
         if max_batch_size < 1 or max_batch_elements < 1 or max_queue_size < 1 or consumers < 1:
             raise ValueError("batch size, element budget, queue size and consumers must be positive")
         if max_batch_delay < 0:
@@ -114,6 +130,7 @@ class DynamicBatcher(Generic[ItemT, ResultT]):
         self.max_queue_size = max_queue_size
         self._consumers = consumers
         self._probe_after = probe_after
+        self._on_computed = on_computed
         self.stats = BatcherStats()
         self._queue: deque[_Pending[ItemT, ResultT]] = deque()
         self._arrived: asyncio.Event | None = None
@@ -121,6 +138,11 @@ class DynamicBatcher(Generic[ItemT, ResultT]):
         self._closing = False
         self._busy = 0
         """Compute calls in flight (at most ``consumers``)."""
+        self._computing: list[list[_Pending[ItemT, ResultT]]] = []
+        """The items of each compute call in flight: their deadlines still hold."""
+        self._deadline_timer: asyncio.TimerHandle | None = None
+        self._timer_due = math.inf
+        """When the deadline timer fires: the earliest deadline of a live item, when it was armed."""
 
     @property
     def depth(self) -> int:
@@ -138,6 +160,7 @@ class DynamicBatcher(Generic[ItemT, ResultT]):
             self._arrived.set()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
+        self._disarm()
 
     def check_room(self) -> None:
         """Raise what ``submit`` would raise now for want of room, before any work is spent on an item."""
@@ -160,33 +183,35 @@ class DynamicBatcher(Generic[ItemT, ResultT]):
             self._key(item),
             self._size(item),
             now,
-            None if timeout is None else now + timeout,
+            timeout,
+            math.inf if timeout is None else now + timeout,
             loop.create_future(),
             gone,
         )
         self._queue.append(pending)
         self._arrived.set()
-        timer = None if timeout is None else loop.call_later(timeout, self._expire, pending, timeout)
+        if pending.deadline < self._timer_due:
+            self._arm(pending.deadline, loop)
         try:
             return await pending.future
         except asyncio.CancelledError:
             if pending.future.cancelled():
                 self.stats.cancelled += 1
             raise
-        finally:
-            if timer is not None:
-                timer.cancel()
 
     async def _run_alone(self, item: ItemT, loop: asyncio.AbstractEventLoop) -> Served[ResultT]:
         """Nothing queued and a worker idle: compute at once, without a trip through the queue."""
         self._busy += 1
         started = time.monotonic()
         try:
-            outcomes = await loop.run_in_executor(self._executor, self._compute, [item])
+            outcomes = await loop.run_in_executor(self._executor, self._compute, [item], None)
         finally:
             self._busy -= 1
             if self._queue and self._arrived is not None:
                 self._arrived.set()
+        seconds = time.monotonic() - started
+        if self._on_computed is not None:
+            self._on_computed([item], seconds)
         self.stats.batches += 1
         self.stats.items += 1
         if len(outcomes) != 1:
@@ -195,12 +220,40 @@ class DynamicBatcher(Generic[ItemT, ResultT]):
         if isinstance(outcome, Exception):
             self.stats.failed += 1
             raise outcome
-        return Served(outcome, 0.0, time.monotonic() - started, 1)
+        return Served(outcome, 0.0, seconds, 1)
 
-    def _expire(self, pending: _Pending[ItemT, ResultT], timeout: float) -> None:
-        if not pending.future.done():
-            self.stats.expired += 1
-            pending.future.set_exception(DeadlineExceeded.after(timeout))
+    def _arm(self, due: float, loop: asyncio.AbstractEventLoop) -> None:
+        self._disarm()
+        self._timer_due = due
+        self._deadline_timer = loop.call_later(max(0.0, due - time.monotonic()), self._expire_due, loop)
+
+    def _disarm(self) -> None:
+        if self._deadline_timer is not None:
+            self._deadline_timer.cancel()
+            self._deadline_timer = None
+        self._timer_due = math.inf
+
+    def _expire_due(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Fail every live item past its deadline (the queued ones leave the queue), then arm for
+        the next deadline, if any."""
+        self._deadline_timer = None
+        self._timer_due = math.inf
+        now = time.monotonic() + _TIMER_SLACK
+        earliest = math.inf
+        expired = False
+        for pending in itertools.chain(self._queue, *self._computing):
+            if pending.future.done():
+                continue
+            if pending.deadline <= now:
+                self.stats.expired += 1
+                pending.future.set_exception(DeadlineExceeded.after(pending.timeout or 0.0))
+                expired = True
+            elif pending.deadline < earliest:
+                earliest = pending.deadline
+        if expired:  # expired items leave the queue now, not when the next batch is taken
+            self._queue = deque(pending for pending in self._queue if not pending.future.done())
+        if earliest < math.inf:
+            self._arm(earliest, loop)
 
     def _take_batch(self) -> list[_Pending[ItemT, ResultT]]:
         """The oldest live item and the queued items sharing its key, within the limits."""
@@ -286,11 +339,16 @@ class DynamicBatcher(Generic[ItemT, ResultT]):
         if not live:
             return
         started = time.monotonic()
+        self._computing.append(live)
         try:
-            outcomes = await loop.run_in_executor(self._executor, self._compute, [p.item for p in live])
+            outcomes = await loop.run_in_executor(self._executor, self._compute, [p.item for p in live], live[0].key)
         except Exception as error:  # the compute function itself broke: fail this batch only
             outcomes = [error] * len(live)
+        finally:
+            self._computing.remove(live)
         finished = time.monotonic()
+        if self._on_computed is not None:
+            self._on_computed([p.item for p in live], finished - started)
         if len(outcomes) != len(live):
             mismatch = RuntimeError(f"compute returned {len(outcomes)} outcomes for {len(live)} items")
             outcomes = [mismatch] * len(live)

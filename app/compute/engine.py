@@ -60,10 +60,7 @@ class Engine:
     def run_batch(self, jobs: Sequence[Job]) -> list[Result | Exception]:
         """One outcome per job, in order: a result, or the error of that job alone.
 
-        Jobs that share a fusion key run as one torch call; if that call fails, each of them
-        runs on its own so that only the bad one fails (an out-of-memory error of the fused call
-        thus splits the batch).
-        """
+        Jobs that share a fusion key run as one torch call (``run_group``)."""
         if self.failure is not None:
             return [self._broken() for _ in jobs]
         groups: dict[tuple[Any, ...], list[int]] = {}
@@ -71,10 +68,20 @@ class Engine:
             groups.setdefault(fusion_key(job) or ("alone", index), []).append(index)
         outcomes: list[Result | Exception | None] = [None] * len(jobs)
         for key, members in groups.items():
-            fused = self._try_fused([jobs[i] for i in members], key) if key[0] != "alone" and len(members) > 1 else None
-            for position, index in enumerate(members):
-                outcomes[index] = fused[position] if fused is not None else self._run_isolated(jobs[index])
+            computed = self.run_group([jobs[i] for i in members], key if key[0] != "alone" else None)
+            for index, outcome in zip(members, computed, strict=True):
+                outcomes[index] = outcome
         return [outcome for outcome in outcomes if outcome is not None]
+
+    def run_group(self, jobs: Sequence[Job], key: tuple[Any, ...] | None) -> list[Result | Exception]:
+        """One outcome per job, in order. Jobs that share the fusion key ``key`` run as one torch
+        call; if that call fails, each of them runs on its own so that only the bad one fails (an
+        out-of-memory error of the fused call thus splits the batch). Without a key each job runs
+        on its own."""
+        if self.failure is not None:
+            return [self._broken() for _ in jobs]
+        fused = self._try_fused(jobs, key) if key is not None and len(jobs) > 1 else None
+        return fused if fused is not None else [self._run_isolated(job) for job in jobs]
 
     def _run_isolated(self, job: Job) -> Result | Exception:
         try:

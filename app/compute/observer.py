@@ -4,6 +4,7 @@ An interface only: the compute layer knows nothing of Prometheus or HTTP."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
 from app.compute.batching import Served
@@ -12,6 +13,9 @@ from app.core.errors import ServiceError
 
 
 class ComputeObserver(Protocol):
+    def computed(self, jobs: Sequence[Job], seconds: float) -> None:
+        """One compute call ran ``jobs`` (a batch, or a job alone) in ``seconds``."""
+
     def served(self, job: Job, served: Served[Result], queue_depth: int) -> None:
         """``job`` was computed: how long it queued, computed and in how large a batch."""
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Hashable
+from collections.abc import Hashable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
@@ -88,7 +88,7 @@ class ComputeService:
         self._engine = engine
         if settings.batching:
             self._batcher = DynamicBatcher(
-                engine.run_batch,
+                self._compute_batch,
                 key=batch_key,
                 size=job_size,
                 executor=self._executor,
@@ -98,6 +98,7 @@ class ComputeService:
                 max_queue_size=settings.max_queue_size,
                 consumers=settings.compute_workers,
                 probe_after=_PROBE_AFTER,
+                on_computed=self._observer.computed if self._observer is not None else None,
             )
             self._batcher.start()
         self._accepting = True
@@ -147,7 +148,15 @@ class ComputeService:
             result = await asyncio.wait_for(work, limit)
         except TimeoutError:
             raise DeadlineExceeded.after(limit) from None
-        return Served(result, 0.0, time.monotonic() - started, 1)
+        seconds = time.monotonic() - started
+        if self._observer is not None:
+            self._observer.computed([job], seconds)
+        return Served(result, 0.0, seconds, 1)
+
+    def _compute_batch(self, jobs: Sequence[Job], key: Hashable | None) -> list[Result | Exception]:
+        """The batcher's compute call, in a worker thread: its jobs share ``key`` (``batch_key``)."""
+        assert self._engine is not None  # the batcher starts after the engine
+        return self._engine.run_group(jobs, key if isinstance(key, tuple) else None)
 
     @staticmethod
     def _warm_up(engine: Engine) -> None:
