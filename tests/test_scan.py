@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
 import orjson
 import pytest
 
-from app.wire.scan import scan_body
+from app.core.errors import InvalidRequest
+from app.wire.scan import STRING_SCAN_FROM, scan_body
+from app.wire.tensors import Limits, decode_tensor
 
 
 @pytest.mark.parametrize(
@@ -26,8 +29,23 @@ from app.wire.scan import scan_body
     ],
 )
 def test_scan_finds_strings_and_booleans_inside_lists(body: bytes, strings: bool, booleans: bool) -> None:
-    scan = scan_body(body)
+    scan = scan_body(body, string_scan_from=0)
     assert (scan.strings_in_lists, scan.booleans_in_lists) == (strings, booleans)
+
+
+def test_small_bodies_leave_strings_to_numpy_and_still_decode_exactly() -> None:
+    body = b'{"input": [1.0, "NaN", "-Infinity"]}'
+    scan = scan_body(body)
+    assert not scan.strings_in_lists  # small: numpy's string dtype reveals them
+    assert scan_body(body + b" " * STRING_SCAN_FROM).strings_in_lists
+    limits = Limits(max_elements=100, max_rank=4)
+    decoded = decode_tensor(orjson.loads(body)["input"], ("body", "input"), limits, scan)
+    assert decoded.dtype == np.float64
+    assert decoded.tolist()[::2] == [1.0, -np.inf]
+    assert np.isnan(decoded[1])
+    with pytest.raises(InvalidRequest) as raised:
+        decode_tensor([1.0, "x"], ("body", "input"), limits, scan)
+    assert raised.value.problems[0].loc == ("body", "input", 1)
 
 
 def test_scan_of_many_candidates_gives_up_as_suspect() -> None:
