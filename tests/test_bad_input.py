@@ -721,6 +721,13 @@ TENSOR_ARGUMENT_CASES = [
     ),
     case("empty-nll-mean-all-targets-ignored", nll([-100, -100]), 422, TARGET, path="/loss"),
     case(
+        "empty-xent-mean-all-weights-zero",
+        xent(t=(1, 1), params={"weight": [1.0, 0.0, 1.0]}),
+        422,
+        TARGET,
+        path="/loss",
+    ),
+    case(
         "empty-nll-mean",
         loss("nll_loss", input=obj([0, 3], ""), target=obj([0], "", dtype="int64")),
         422,
@@ -1124,6 +1131,10 @@ GOOD_CASES = [
     pytest.param(
         Good("/loss", xent(t=(-1, 2), params={"ignore_index": -1}), "function", "cross_entropy"),
         id="cross-entropy-minus-one-ignored",
+    ),
+    pytest.param(
+        Good("/loss", xent(t=(-100, 2)), "function", "cross_entropy"),
+        id="cross-entropy-first-target-ignored",
     ),
     pytest.param(
         Good(

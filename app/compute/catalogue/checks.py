@@ -185,13 +185,14 @@ def class_targets(ignore_index: bool, allow_probabilities: bool) -> Check:
                     "shape_mismatch",
                 )
             return
-        what = "class indices" + (" (or floating-point class probabilities)" if allow_probabilities else "")
-        _require_integer("target", target, what)
-        expected = [] if inp.ndim == 1 else [inp.shape[0], *inp.shape[2:]]
-        if _shape(target) != expected:
+        if target.dtype.kind not in "iu":
+            what = "class indices" + (" (or floating-point class probabilities)" if allow_probabilities else "")
+            _require_integer("target", target, what)
+        expected = () if inp.ndim == 1 else (inp.shape[0], *inp.shape[2:])
+        if target.shape != expected:
             raise fail(
                 "target",
-                f"shape {_shape(target)} does not fit input of shape {_shape(inp)}; expected {expected}",
+                f"shape {_shape(target)} does not fit input of shape {_shape(inp)}; expected {list(expected)}",
                 "shape_mismatch",
             )
         allowed = params["ignore_index"] if ignore_index else None
@@ -355,8 +356,8 @@ def some_target_counts(arrays: Arrays, params: Params) -> None:
     if params.get("reduction") != "mean" or target.dtype.kind not in "iu" or target.size == 0:
         return
     weight = arrays.get("weight")
-    if weight is None and params["ignore_index"] < 0 <= _bounds(target)[0]:
-        return  # nothing ignored, no weights: every target counts
+    if weight is None and target.item(0) != params["ignore_index"]:
+        return  # no weights, and the first target counts: the total is at least 1
     counted = target[target != params["ignore_index"]]
     with np.errstate(over="ignore"):  # huge weights sum to inf, which is not zero either
         total = counted.size if weight is None else float(np.asarray(weight, dtype=np.float64)[counted].sum())
