@@ -100,11 +100,12 @@ def _check_size(shape: Sequence[int], loc: Loc, limits: Limits) -> int:
     count = math.prod(shape)
     if count > limits.max_elements:
         raise TooLarge.at(loc, f"{count} elements exceed the limit of {limits.max_elements}", "too_many_elements")
-    longest = max(shape, default=0)
-    if longest > limits.max_elements:  # only possible beside a 0 dimension; numpy cannot even describe it
-        raise TooLarge.at(
-            loc, f"dimension {longest} exceeds the limit of {limits.max_elements} elements", "too_many_elements"
-        )
+    if count == 0:  # a dimension beside a 0 one is unbounded by the count; numpy cannot even describe a huge one
+        longest = max(shape, default=0)
+        if longest > limits.max_elements:
+            raise TooLarge.at(
+                loc, f"dimension {longest} exceeds the limit of {limits.max_elements} elements", "too_many_elements"
+            )
     return count
 
 
