@@ -123,27 +123,34 @@ class ComputeService:
 
     async def run(self, job: Job, timeout: float | None = None, gone: GoneProbe | None = None) -> Served[Result]:
         observer = self._observer
-        if observer is None:
-            return await self._run(job, timeout, gone)
         try:
-            served = await self._run(job, timeout, gone)
+            if not self._accepting or self._executor is None or self._engine is None:
+                raise Overloaded.at(("service",), "not accepting work (starting or shutting down)", "not_ready")
+            limit = self.settings.request_timeout_s
+            if timeout is not None:
+                limit = min(timeout, limit)
+            if self._batcher is not None:
+                served = await self._batcher.submit(job, limit, gone)
+            else:
+                served = await self._run_unbatched(job, limit)
         except ServiceError as error:
-            observer.refused(job, error, self.queue_depth)
+            if observer is not None:
+                observer.refused(job, error, self.queue_depth)
             raise
         except asyncio.CancelledError:
-            observer.cancelled(job, self.queue_depth)
+            if observer is not None:
+                observer.cancelled(job, self.queue_depth)
             raise
-        observer.served(job, served, self.queue_depth)
+        if observer is not None:
+            observer.served(job, served, self.queue_depth)
         return served
 
-    async def _run(self, job: Job, timeout: float | None, gone: GoneProbe | None) -> Served[Result]:
-        if not self._accepting or self._executor is None or self._engine is None:
-            raise Overloaded.at(("service",), "not accepting work (starting or shutting down)", "not_ready")
-        limit = self.settings.request_timeout_s if timeout is None else min(timeout, self.settings.request_timeout_s)
-        if self._batcher is not None:
-            return await self._batcher.submit(job, limit, gone)
+    async def _run_unbatched(self, job: Job, limit: float) -> Served[Result]:
+        executor, engine = self._executor, self._engine
+        assert executor is not None  # run() checked both
+        assert engine is not None
         started = time.monotonic()
-        work = asyncio.get_running_loop().run_in_executor(self._executor, self._engine.run, job)
+        work = asyncio.get_running_loop().run_in_executor(executor, engine.run, job)
         try:
             result = await asyncio.wait_for(work, limit)
         except TimeoutError:
