@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 from app.api.headers import TIMEOUT_HEADER
@@ -25,8 +26,10 @@ def request_timeout(raw: str | None) -> float | None:
 
 def server_timing(served: Served[Result]) -> str:
     """How the request was served: queue wait, compute time (ms) and the batch it shared."""
-    return (
-        f"queue;dur={served.queue_wait * 1000:.3f}, "
-        f"compute;dur={served.compute_time * 1000:.3f}, "
-        f'batch;desc="size={served.batch_size}"'
-    )
+    return f"queue;dur={served.queue_wait * 1000:.3f}, {_batch_timing(served.compute_time, served.batch_size)}"
+
+
+@functools.lru_cache(maxsize=64)
+def _batch_timing(compute_time: float, batch_size: int) -> str:
+    """The part every request of a batch shares: formatted once per batch, not once per request."""
+    return f'compute;dur={compute_time * 1000:.3f}, batch;desc="size={batch_size}"'
