@@ -12,12 +12,14 @@ each run as one uvicorn worker pinned to the same core (``taskset``; ``TORCHFN_T
 ``OMP_NUM_THREADS=1``) and driven by ``wrk`` pinned to another core. Each round starts all of them
 (an idle server uses no CPU), checks one reply of each payload, then for each payload
 (``relu256``: relu on 256 floats; ``ce32x10``: cross_entropy on 32x10 logits) warms up and
-measures the configurations one right after the other at ``--connections`` concurrent
-connections for ``--duration`` seconds, then at one connection (``-c1``) for the lone-request
-latency. Measuring the configurations back to back, round after round, keeps the comparison fair
-on a machine whose speed drifts (a shared VM): each round yields its own ratios, and the report
-gives their median. The body, method and header are set by ``bench/post.lua``, which also counts
-statuses and the batch sizes the service reports in ``Server-Timing``.
+measures the configurations at ``--connections`` concurrent connections for ``--duration``
+seconds each, in two halves run in mirrored order (bare, off, on, on, off, bare), then at one
+connection (``-c1``) for the lone-request latency. A machine whose speed drifts (a shared VM)
+would favour whichever configuration ran at a faster moment; measured back to back in mirrored
+halves, a steady drift weighs on every configuration alike. Each round yields its own ratios
+(from the requests of both halves), and the report gives their median. The body, method and
+header are set by ``bench/post.lua``, which also counts statuses and the batch sizes the service
+reports in ``Server-Timing``.
 
 It prints a table (requests/s, p50, p99 per configuration and payload), the throughput ratios
 (batching on / bare, batching off / bare, on / off: medians of the rounds' ratios) and the
@@ -42,6 +44,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -378,7 +381,7 @@ def summarize(runs: list[Run], configs: list[ServerConfig], cases: list[Payload]
                         config=config.name,
                         payload=payload.name,
                         connections=connections,
-                        rounds=len(group),
+                        rounds=len({r.round for r in group}),
                         requests_per_s=statistics.median(r.requests_per_s for r in group),
                         p50_ms=statistics.median(r.p50_ms for r in group),
                         p99_ms=statistics.median(r.p99_ms for r in group),
@@ -401,16 +404,19 @@ def find(cells: list[Cell], config: str, payload: str, connections: int) -> Cell
 
 
 def ratios(runs: list[Run], cases: list[Payload], connections: int) -> dict[str, dict[str, float]]:
-    """Per payload: each round's ratios of requests/s between configurations, and their median."""
+    """Per payload: each round's ratios of requests/s between configurations (over the round's
+    halves), and their median."""
     pairs = {"on_over_bare": ("batching-on", "bare"), "off_over_bare": ("batching-off", "bare")}
     pairs["on_over_off"] = ("batching-on", "batching-off")
     out: dict[str, dict[str, float]] = {}
     for payload in cases:
-        throughput = {
-            (run.round, run.config): run.requests_per_s
-            for run in runs
-            if run.payload == payload.name and run.connections == connections
-        }
+        requests: dict[tuple[int, str], int] = defaultdict(int)
+        seconds: dict[tuple[int, str], float] = defaultdict(float)
+        for run in runs:
+            if run.payload == payload.name and run.connections == connections:
+                requests[run.round, run.config] += run.requests  # both halves of the round
+                seconds[run.round, run.config] += run.duration_s
+        throughput = {key: requests[key] / seconds[key] for key in requests}
         entry: dict[str, float] = {}
         for name, (top, bottom) in pairs.items():
             per_round = [
@@ -572,7 +578,7 @@ def measure_round(
     workdir: Path,
 ) -> list[Run]:
     """Start every configuration's server and check it; then for each payload, warm up and
-    measure the configurations back to back at --connections, then each at one connection."""
+    measure the configurations at --connections in two mirrored halves, then each at one connection."""
     runs = []
     with contextlib.ExitStack() as stack:
         servers = []
@@ -581,11 +587,13 @@ def measure_round(
             server = stack.enter_context(running_server(config, server_cpu, cases[0]))
             check_replies(server, cases)
             servers.append(server)
+        half = math.ceil(args.duration / 2)
         for payload in cases:
-            for server in servers:
-                if args.warmup:
+            if args.warmup:
+                for server in servers:
                     wrk(server, payload, args.connections, args.warmup, client_cpu, workdir)
-                run = wrk(server, payload, args.connections, args.duration, client_cpu, workdir)
+            for server in [*servers, *reversed(servers)]:  # mirrored halves: a steady drift cancels out
+                run = wrk(server, payload, args.connections, half, client_cpu, workdir)
                 runs.append(run)
                 print(
                     f"  {server.config.name:<13} {payload.name} -c{args.connections}: {run.requests_per_s:.0f} req/s, "
