@@ -531,14 +531,17 @@ def machine() -> dict[str, Any]:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.throughput", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--duration", type=int, default=10, help="seconds of each measured wrk run (default 10)")
+    parser.add_argument(
+        "--duration",
+        type=int,
+        default=4,
+        help="seconds each configuration is measured per round, in two halves (default 4)",
+    )
     parser.add_argument("--connections", type=int, default=64, help="concurrent connections (default 64)")
     parser.add_argument(
-        "--warmup", type=int, default=2, help="seconds of unmeasured load per payload before measuring (default 2)"
+        "--warmup", type=int, default=1, help="seconds of unmeasured load per payload before measuring (default 1)"
     )
-    parser.add_argument(
-        "--c1-duration", type=int, default=None, help="seconds of each -c1 run (default: --duration); 0 skips them"
-    )
+    parser.add_argument("--c1-duration", type=int, default=3, help="seconds of each -c1 run (default 3); 0 skips them")
     parser.add_argument(
         "--configs",
         default="bare,batching-off,batching-on",
@@ -558,8 +561,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--rounds",
         type=int,
-        default=1,
-        help="repeat the whole measurement (servers restarted) and report medians (default 1)",
+        default=5,
+        help="repeat the whole measurement (servers restarted) and report medians (default 5: one round"
+        " on a drifting machine is a lottery)",
     )
     parser.add_argument("--output", type=Path, default=RESULTS, help=f"JSON results (default {RESULTS})")
     args = parser.parse_args(argv)
@@ -618,7 +622,7 @@ def main(argv: list[str] | None = None) -> int:
     if shutil.which("wrk") is None:
         print("wrk is not installed", file=sys.stderr)
         return 2
-    c1_duration = args.duration if args.c1_duration is None else args.c1_duration
+    c1_duration = args.c1_duration
     batch_env: dict[str, str] = {}
     if args.max_batch_size is not None:
         batch_env["TORCHFN_MAX_BATCH_SIZE"] = str(args.max_batch_size)
