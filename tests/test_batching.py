@@ -221,10 +221,10 @@ async def test_deadline_holds_while_the_item_is_computed(executor: ThreadPoolExe
     loop = asyncio.get_running_loop()
     first = asyncio.create_task(batcher.submit(0))
     await loop.run_in_executor(None, compute.entered[0].wait, 5)
-    late = asyncio.create_task(batcher.submit(1, timeout=0.1))
+    late = asyncio.create_task(batcher.submit(1, timeout=0.5))
     await wait_until(lambda: batcher.depth == 1)
     compute.release[0].set()
-    await loop.run_in_executor(None, compute.entered[1].wait, 5)  # the late item is being computed
+    assert await loop.run_in_executor(None, compute.entered[1].wait, 5)  # the late item is being computed
     with pytest.raises(DeadlineExceeded):
         await asyncio.wait_for(late, 5)
     compute.release[1].set()
