@@ -11,7 +11,7 @@ import numpy as np
 from app.compute.catalogue import FunctionSpec
 from app.compute.catalogue.checks import ArgumentError
 from app.core.config import FloatDType
-from app.core.errors import InvalidRequest, Loc, ProblemList
+from app.core.errors import InvalidRequest, Loc, Problem
 
 
 @dataclass(frozen=True)
@@ -51,20 +51,19 @@ def build_job(
     grad_output: np.ndarray | None,
 ) -> Job:
     """Check element types and the function's own host-side rules; raise ``InvalidRequest``."""
-    wrong_types = [
-        (arg.name, f"must hold integers, got {arrays[arg.name].dtype.name} values")
-        for arg in spec.tensors
-        if arg.kind == "index" and arrays[arg.name].dtype.kind not in "iu"
-    ] + [
-        (param.name, "must hold numbers")
-        for param in spec.tensor_params
-        if param.name in arrays and arrays[param.name].dtype.kind not in "fiu"
-    ]
+    wrong_types: list[Problem] = []
+    for arg in spec.tensors:
+        arr = arrays[arg.name]
+        if arg.kind == "index" and arr.dtype.kind not in "iu":
+            wrong_types.append(
+                Problem(locs[arg.name], f"must hold integers, got {arr.dtype.name} values", "wrong_type")
+            )
+    for param in spec.tensor_params:
+        given = arrays.get(param.name)
+        if given is not None and given.dtype.kind not in "fiu":
+            wrong_types.append(Problem(locs[param.name], "must hold numbers", "wrong_type"))
     if wrong_types:
-        problems = ProblemList()
-        for name, message in wrong_types:
-            problems.add(locs[name], message, "wrong_type")
-        problems.raise_if_any()
+        raise InvalidRequest(wrong_types)
     for check in spec.checks:
         try:
             check(arrays, params)
