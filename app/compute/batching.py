@@ -338,17 +338,18 @@ class DynamicBatcher(Generic[ItemT, ResultT]):
         live = await self._still_wanted(batch)
         if not live:
             return
+        items = [p.item for p in live]
         started = time.monotonic()
         self._computing.append(live)
         try:
-            outcomes = await loop.run_in_executor(self._executor, self._compute, [p.item for p in live], live[0].key)
+            outcomes = await loop.run_in_executor(self._executor, self._compute, items, live[0].key)
         except Exception as error:  # the compute function itself broke: fail this batch only
             outcomes = [error] * len(live)
         finally:
             self._computing.remove(live)
         finished = time.monotonic()
         if self._on_computed is not None:
-            self._on_computed([p.item for p in live], finished - started)
+            self._on_computed(items, finished - started)
         if len(outcomes) != len(live):
             mismatch = RuntimeError(f"compute returned {len(outcomes)} outcomes for {len(live)} items")
             outcomes = [mismatch] * len(live)

@@ -61,8 +61,6 @@ class Engine:
         """One outcome per job, in order: a result, or the error of that job alone.
 
         Jobs that share a fusion key run as one torch call (``run_group``)."""
-        if self.failure is not None:
-            return [self._broken() for _ in jobs]
         groups: dict[tuple[Any, ...], list[int]] = {}
         for index, job in enumerate(jobs):
             groups.setdefault(fusion_key(job) or ("alone", index), []).append(index)
