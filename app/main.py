@@ -19,12 +19,15 @@ from app.api.routes import metrics as metrics_route
 from app.compute.catalogue import CATALOGUE
 from app.compute.service import ComputeService
 from app.core.config import Settings
-from app.core.lifecycle import drain_on_stop_signals
+from app.core.lifecycle import abandon_running_work, drain_on_stop_signals, shutdown_time_left
 from app.core.runtime import tune_process
 from app.wire.json_protocol import DecodeOptions
 from app.wire.models import ActivateRequest, LossRequest
 from app.wire.oip_models import InferenceRequest
 from app.wire.tensors import Limits
+
+STOP_SLACK_S = 0.5
+"""Of the second beyond the grace period that stopping may take, what the compute service gets."""
 
 DESCRIPTION = """
 Every activation and loss function of `torch.nn`, over HTTP, with torch's exact numbers
@@ -52,7 +55,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             restore_signals()
-            await compute_service.stop()
+            # The server has already spent the grace period on in-flight requests; a computation
+            # still running gets what is left of a second beyond it, then the process exits anyway.
+            if not await compute_service.stop(within=shutdown_time_left(settings.shutdown_grace_s + STOP_SLACK_S)):
+                abandon_running_work()
             if metrics is not None:
                 metrics.process_exit()
 

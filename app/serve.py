@@ -7,6 +7,7 @@ within the grace period, then the lifespan stops the compute service."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import os
 import shutil
@@ -20,6 +21,7 @@ from uvicorn.supervisors import Multiprocess
 
 from app.api.metrics import MULTIPROCESS_ENV
 from app.core.config import Settings
+from app.core.lifecycle import work_abandoned
 from app.core.logs import logging_config
 
 APP = "app.main:app"
@@ -86,7 +88,15 @@ def main() -> int:
             return 0
         server = _Server(server_config)
         server.run()
-        return 0 if server.started else STARTUP_FAILURE
+        status = 0 if server.started else STARTUP_FAILURE
+    if work_abandoned():
+        # A computation outlived the grace period: the interpreter's exit would wait for it
+        # (torch's thread pool is joined by its static destructors), so leave at once.
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    return status
 
 
 if __name__ == "__main__":

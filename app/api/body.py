@@ -13,7 +13,11 @@ from fastapi import Request
 
 from app.api.headers import ComputeHeaders
 from app.compute.batching import ClientGone
+from app.compute.memory import Reservation
 from app.core.errors import BodyTimeout, MalformedRequest, TooLarge, UnsupportedMediaType
+
+PARSED_NUMBER_BYTES = 32
+"""A JSON number once parsed: a Python float (24 bytes) and its list slot (8)."""
 
 
 def _is_json(content_type: str) -> bool:
@@ -158,15 +162,42 @@ async def receive_body(
     return size
 
 
+def parsing_bytes(body: bytes | bytearray) -> int:
+    """What holding and parsing a JSON body takes at most: the body, its parsed strings, and a
+    Python number per comma-separated element (counting commas runs at memory speed)."""
+    return 2 * len(body) + PARSED_NUMBER_BYTES * body.count(b",")
+
+
+async def hold_body(memory: Reservation, declared: int | None, limit: int, wait: float) -> None:
+    """Reserve the body before reading it: its declared length, else the most it may be."""
+    await memory.resize(limit if declared is None else declared, wait, ("body",), "the body")
+
+
+async def hold_parsing(memory: Reservation, body: bytes | bytearray, wait: float) -> None:
+    await memory.resize(parsing_bytes(body), wait, ("body",), "parsing the body")
+
+
 async def read_json_body(
-    request: Request, headers: ComputeHeaders, limit: int, idle_timeout: float | None = None
+    request: Request,
+    headers: ComputeHeaders,
+    limit: int,
+    idle_timeout: float | None = None,
+    memory: Reservation | None = None,
+    wait: float = 0.0,
 ) -> bytes:
-    """The raw JSON body, read with ``receive_body``'s limits; 415 for another media type."""
+    """The raw JSON body, read with ``receive_body``'s limits; 415 for another media type. With
+    ``memory``, the body is held in the memory budget before it is read, and what parsing it
+    takes after (waiting up to ``wait`` seconds for room each time)."""
     if not _is_json(headers.content_type):
         raise UnsupportedMediaType.at(("header", "content-type"), "send the body as application/json", "media_type")
     declared = declared_length(headers.content_length, limit)
+    if memory is not None:
+        await hold_body(memory, declared, limit, wait)
     chunks: list[bytes] = []
     size = await receive_body(request, declared, limit, idle_timeout, chunks.append)
     if size == 0:
         raise MalformedRequest.at(("body",), "the request body is empty", "json_invalid")
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    if memory is not None:
+        await hold_parsing(memory, body, wait)
+    return body

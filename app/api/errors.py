@@ -105,6 +105,13 @@ async def _http_error(request: Request, error: Exception) -> Response:
     return error_response(error.status_code, code, problems, max_details(request), dict(error.headers or {}))
 
 
+async def _out_of_memory(request: Request, error: Exception) -> Response:
+    """The host ran out of memory outside the compute layer (decoding, encoding): retry later."""
+    logger.warning("out of memory on %s %s", request.method, request.url.path)
+    overloaded = Overloaded.at(("service",), "the server ran out of memory; retry later or send less", "out_of_memory")
+    return await _service_error(request, overloaded)
+
+
 async def _unexpected(request: Request, error: Exception) -> Response:
     logger.exception("unhandled error on %s %s", request.method, request.url.path)
     return error_response(500, "internal_error", [Problem(("server",), "internal error", "internal_error")], 1)
@@ -114,4 +121,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ServiceError, _service_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(MemoryError, _out_of_memory)
     app.add_exception_handler(Exception, _unexpected)

@@ -10,7 +10,8 @@ import zlib
 
 from fastapi import Request
 
-from app.api.body import declared_length, receive_body
+from app.api.body import declared_length, hold_body, hold_parsing, receive_body
+from app.compute.memory import Reservation
 from app.core.errors import MalformedRequest, TooLarge, UnsupportedMediaType
 
 _WBITS = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
@@ -20,8 +21,12 @@ def _too_large(limit: int) -> TooLarge:
     return TooLarge.at(("body",), f"body exceeds the limit of {limit} bytes", "body_too_large")
 
 
-async def _stream(request: Request, limit: int, idle_timeout: float | None) -> bytearray:
+async def _stream(
+    request: Request, limit: int, idle_timeout: float | None, memory: Reservation | None, wait: float
+) -> bytearray:
     declared = declared_length(request.headers.get("content-length"), limit)
+    if memory is not None:
+        await hold_body(memory, declared, limit, wait)
     buffer = bytearray(declared or 0)
     end = 0
 
@@ -50,17 +55,28 @@ def _inflate(body: bytearray, encoding: str, limit: int) -> bytearray:
     return bytearray(inflated)
 
 
-async def read_raw_body(request: Request, limit: int, idle_timeout: float | None = None) -> bytearray:
+async def read_raw_body(
+    request: Request,
+    limit: int,
+    idle_timeout: float | None = None,
+    memory: Reservation | None = None,
+    wait: float = 0.0,
+) -> bytearray:
     """The whole body, inflated if it was compressed; 413 beyond ``limit`` bytes, 408 when it stalls
-    for ``idle_timeout`` seconds, 400 when empty."""
+    for ``idle_timeout`` seconds, 400 when empty. With ``memory``, the body is held in the memory
+    budget before it is read (the inflated body at most ``limit``), and what parsing it takes after."""
     encoding = request.headers.get("content-encoding", "identity").strip().lower()
     if encoding not in ("identity", *_WBITS):
         raise UnsupportedMediaType.at(
             ("header", "content-encoding"), "send the body as it is, or as gzip or deflate", "media_type"
         )
-    body = await _stream(request, limit, idle_timeout)
+    body = await _stream(request, limit, idle_timeout, memory, wait)
     if encoding in _WBITS:
+        if memory is not None:
+            await memory.resize(len(body) + limit, wait, ("body",), "inflating the body")
         body = _inflate(body, encoding, limit)
     if not body:
         raise MalformedRequest.at(("body",), "the request body is empty", "json_invalid")
+    if memory is not None:
+        await hold_parsing(memory, body, wait)
     return body

@@ -176,7 +176,7 @@ class DynamicBatcher(Generic[ItemT, ResultT]):
         assert self._arrived is not None  # check_room refuses before start
         loop = asyncio.get_running_loop()
         if not self._queue and self._busy < self._consumers:
-            return await self._run_alone(item, loop)
+            return await self._run_alone(item, timeout, loop)
         now = time.monotonic()
         pending: _Pending[ItemT, ResultT] = _Pending(
             item,
@@ -199,16 +199,19 @@ class DynamicBatcher(Generic[ItemT, ResultT]):
                 self.stats.cancelled += 1
             raise
 
-    async def _run_alone(self, item: ItemT, loop: asyncio.AbstractEventLoop) -> Served[ResultT]:
-        """Nothing queued and a worker idle: compute at once, without a trip through the queue."""
+    async def _run_alone(self, item: ItemT, timeout: float | None, loop: asyncio.AbstractEventLoop) -> Served[ResultT]:
+        """Nothing queued and a worker idle: compute at once, without a trip through the queue.
+        The deadline holds while it computes; the worker counts as busy until the computation
+        ends, even when its caller has stopped waiting (a thread cannot be interrupted)."""
         self._busy += 1
         started = time.monotonic()
+        work = loop.run_in_executor(self._executor, self._compute, [item], None)
+        work.add_done_callback(self._alone_done)
         try:
-            outcomes = await loop.run_in_executor(self._executor, self._compute, [item], None)
-        finally:
-            self._busy -= 1
-            if self._queue and self._arrived is not None:
-                self._arrived.set()
+            outcomes = await asyncio.wait_for(asyncio.shield(work), timeout)
+        except TimeoutError:
+            self.stats.expired += 1
+            raise DeadlineExceeded.after(timeout or 0.0) from None
         seconds = time.monotonic() - started
         if self._on_computed is not None:
             self._on_computed([item], seconds)
@@ -221,6 +224,13 @@ class DynamicBatcher(Generic[ItemT, ResultT]):
             self.stats.failed += 1
             raise outcome
         return Served(outcome, 0.0, seconds, 1)
+
+    def _alone_done(self, work: asyncio.Future[Sequence[ResultT | Exception]]) -> None:
+        self._busy -= 1
+        if not work.cancelled():
+            work.exception()  # retrieved, so an abandoned computation's failure is not logged as lost
+        if self._queue and self._arrived is not None:
+            self._arrived.set()
 
     def _arm(self, due: float, loop: asyncio.AbstractEventLoop) -> None:
         self._disarm()

@@ -27,7 +27,7 @@ TORCH_DTYPES: dict[FloatDType, torch.dtype] = {
 }
 _NOT_IMPLEMENTED = re.compile(r"not implemented for '(\w+)'")
 _SCALAR_OVERFLOW = re.compile(r"cannot be converted to type \S+ without overflow")
-_DEVICE_OOM = re.compile(r"CUDA error: out of memory|CUBLAS_STATUS_ALLOC_FAILED")
+_OUT_OF_MEMORY = re.compile(r"CUDA error: out of memory|CUBLAS_STATUS_ALLOC_FAILED|can't allocate memory")
 _STICKY_DEVICE_ERROR = re.compile(r"CUDA error|device-side assert|illegal memory access|CUDNN_STATUS_INTERNAL_ERROR")
 _MAX_TORCH_MESSAGE = 300
 
@@ -100,7 +100,7 @@ class Engine:
             return self._compute(job)
         except ServiceError:
             raise
-        except (RuntimeError, ValueError, IndexError, TypeError) as error:
+        except (RuntimeError, ValueError, IndexError, TypeError, MemoryError) as error:
             # Device errors surface wherever the device synchronises (often the copy back to
             # the host), so the whole computation is translated, not just the torch call.
             raise self._translate(error, job) from None
@@ -166,7 +166,7 @@ class Engine:
 
     def _translate(self, error: Exception, job: Job) -> Exception:
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        if isinstance(error, torch.OutOfMemoryError) or _DEVICE_OOM.search(message):
+        if isinstance(error, (torch.OutOfMemoryError, MemoryError)) or _OUT_OF_MEMORY.search(message):
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()  # give the cached blocks back so that smaller work fits again
             return Overloaded.at(("device",), "the device ran out of memory; retry later or send less", "out_of_memory")
@@ -186,5 +186,13 @@ class Engine:
                 "unsupported_dtype",
             )
         return InvalidRequest.at(
-            ("body",), f"torch rejected the request: {message[:_MAX_TORCH_MESSAGE]}", "torch_error"
+            ("body",), f"torch rejected the request: {_without_internals(message)[:_MAX_TORCH_MESSAGE]}", "torch_error"
         )
+
+
+_INTERNAL_PREFIX = re.compile(r"^\[enforce fail at [^\]]*\]\s*")
+
+
+def _without_internals(message: str) -> str:
+    """torch's message, less the C++ source location its assertions start with."""
+    return _INTERNAL_PREFIX.sub("", message)

@@ -10,8 +10,11 @@ import numpy as np
 
 from app.compute.catalogue import FunctionSpec
 from app.compute.catalogue.checks import ArgumentError
+from app.compute.catalogue.cost import Estimate, estimate
 from app.core.config import FloatDType
 from app.core.errors import InvalidRequest, Loc, Problem
+
+NO_COST = Estimate(0.0, 0)
 
 
 @dataclass(frozen=True)
@@ -28,6 +31,8 @@ class Job:
     dtype: FloatDType
     grad: bool
     grad_output: np.ndarray | None = None
+    cost: Estimate = NO_COST
+    """What computing it takes, from the function's cost model (``build_job`` works it out)."""
 
 
 @dataclass(frozen=True)
@@ -69,4 +74,9 @@ def build_job(
             check(arrays, params)
         except ArgumentError as error:
             raise InvalidRequest.at(locs[error.arg], error.msg, error.type) from None
-    return Job(spec, arrays, params, locs, dtype, grad, grad_output)
+    sized = arrays if grad_output is None else {**arrays, "grad_output": grad_output}
+    cost = estimate(spec.cost(arrays, params), sized, ITEMSIZE[dtype], grad)
+    return Job(spec, arrays, params, locs, dtype, grad, grad_output, cost)
+
+
+ITEMSIZE: dict[FloatDType, int] = {"float32": 4, "float64": 8, "float16": 2, "bfloat16": 2}

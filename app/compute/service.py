@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
-from collections.abc import Hashable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Hashable, Sequence
+from typing import ParamSpec, TypeVar
 
 import torch
 
@@ -14,12 +15,17 @@ from app.compute.batching import DeadlineExceeded, DynamicBatcher, GoneProbe, Se
 from app.compute.engine import Engine, resolve_device
 from app.compute.fusion import fusion_key
 from app.compute.jobs import Job, Result
+from app.compute.memory import MemoryBudget, Reservation
 from app.compute.observer import ComputeObserver
+from app.compute.threads import DaemonThreadPool
+from app.core.cgroup_limits import default_memory_budget, threads_per_worker
 from app.core.config import Settings
-from app.core.cpu_quota import threads_per_worker
-from app.core.errors import Overloaded, ServiceError
+from app.core.errors import Overloaded, ServiceError, TooLarge
+from app.core.runtime import trim_memory
 
 logger = logging.getLogger(__name__)
+P = ParamSpec("P")
+T = TypeVar("T")
 
 _COMPUTED_ONE_BY_ONE = "one-by-one"
 """Batch key of jobs that cannot be fused: they still share one trip to the worker thread."""
@@ -38,16 +44,36 @@ def job_size(job: Job) -> int:
     return sum(arr.size for arr in job.arrays.values())
 
 
+REPLY_BYTES_PER_ELEMENT = 24
+"""A reply tensor's element as JSON text, at most (orjson's shortest round-trip floats)."""
+
+
+def reply_bytes(job: Job) -> int:
+    """A bound on the reply's tensors, encoded: no output or gradient is larger than the inputs."""
+    return REPLY_BYTES_PER_ELEMENT * job_size(job) * (2 if job.grad else 1)
+
+
+def _seconds(work: float) -> str:
+    return f"{work / 1e9:.3g} s"
+
+
+COMPUTE_THREAD_PREFIX = "torch-compute"
+
+
 class ComputeService:
     """Started and stopped by the app's lifespan."""
 
     def __init__(self, settings: Settings, observer: ComputeObserver | None = None) -> None:
         self.settings = settings
         self._observer = observer
-        self._executor: ThreadPoolExecutor | None = None
+        self._executor: DaemonThreadPool | None = None
         self._engine: Engine | None = None
         self._batcher: DynamicBatcher[Job, Result] | None = None
         self._accepting = False
+        self.memory = MemoryBudget(settings.memory_budget_bytes or default_memory_budget(), trim_memory)
+        """Bytes requests in flight hold together (``memory.py``)."""
+        self._computing_since: dict[int, float] = {}
+        """When the compute call now running on each worker thread started, by thread id."""
 
     @property
     def ready(self) -> bool:
@@ -68,6 +94,18 @@ class ComputeService:
         """Requests waiting for compute now."""
         return self._batcher.depth if self._batcher is not None else 0
 
+    @property
+    def stuck_for(self) -> float:
+        """Seconds the oldest compute call now running has run; 0 when none runs."""
+        started = min(self._computing_since.values(), default=None)
+        return 0.0 if started is None else time.monotonic() - started
+
+    @property
+    def stuck(self) -> bool:
+        """A compute call has run past ``stuck_compute_s``: liveness fails so that the process is
+        restarted (the thread cannot be interrupted)."""
+        return self.stuck_for > self.settings.stuck_compute_s
+
     def device_memory(self) -> dict[str, int]:
         """Bytes of device memory torch has allocated and reserved; empty off a GPU."""
         if self._engine is None or self._engine.device.type != "cuda":
@@ -82,7 +120,7 @@ class ComputeService:
         settings = self.settings
         device = resolve_device(settings.device)
         torch.set_num_threads(threads_per_worker(settings.workers, settings.torch_threads))
-        self._executor = ThreadPoolExecutor(settings.compute_workers, thread_name_prefix="torch-compute")
+        self._executor = DaemonThreadPool(settings.compute_workers, COMPUTE_THREAD_PREFIX)
         engine = Engine(device)
         await asyncio.get_running_loop().run_in_executor(self._executor, self._warm_up, engine)
         self._engine = engine
@@ -104,14 +142,22 @@ class ComputeService:
         self._accepting = True
         logger.info("compute ready on %s with %d torch threads", device, torch.get_num_threads())
 
-    async def stop(self) -> None:
-        """Refuse new work, finish the queued work, release the threads."""
+    async def stop(self, within: float | None = None) -> bool:
+        """Refuse new work, finish the queued work, release the threads, in ``within`` seconds
+        at most: a computation still running then is abandoned (a thread cannot be interrupted;
+        the process must exit without waiting for it). Returns whether it stopped cleanly."""
         self._accepting = False
-        if self._batcher is not None:
-            await self._batcher.stop()
-        if self._executor is not None:
-            await asyncio.get_running_loop().run_in_executor(None, self._executor.shutdown, True)
+        batcher, executor = self._batcher, self._executor
+        finishing = asyncio.ensure_future(batcher.stop()) if batcher is not None else None
+        if finishing is not None:
+            done, _ = await asyncio.wait({finishing}, timeout=within)
+            if not done:
+                finishing.cancel()
+                logger.warning("compute still running at shutdown; leaving it to the process exit")
+        if executor is not None:
+            executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None
+        return not self._computing_since
 
     def admit(self) -> None:
         """Refuse at once (503) what ``run`` would refuse for want of room, before a body is even
@@ -121,14 +167,38 @@ class ComputeService:
         if self._batcher is not None:
             self._batcher.check_room()
 
-    async def run(self, job: Job, timeout: float | None = None, gone: GoneProbe | None = None) -> Served[Result]:
+    def check_cost(self, job: Job) -> None:
+        """413 for a job whose estimated compute exceeds the limit, before any of it is spent."""
+        limit = self.settings.max_request_cost
+        if job.cost.work > limit:
+            loc = max(job.arrays.items(), key=lambda item: item[1].size)[0]
+            raise TooLarge.at(
+                job.locs.get(loc, ("body",)),
+                f"{job.spec.name} on these shapes is estimated at {job.cost.work:.3g} cost units "
+                f"(~{_seconds(job.cost.work)} of one core), over the limit of {limit:.3g}",
+                "cost_limit",
+            )
+
+    async def run(
+        self,
+        job: Job,
+        timeout: float | None = None,
+        gone: GoneProbe | None = None,
+        memory: Reservation | None = None,
+    ) -> Served[Result]:
+        """Compute ``job`` within ``timeout`` (and the service's own limit). ``memory``: the
+        request's reservation, grown to what computing and encoding the job take first."""
         observer = self._observer
         try:
             if not self._accepting or self._executor is None or self._engine is None:
                 raise Overloaded.at(("service",), "not accepting work (starting or shutting down)", "not_ready")
+            self.check_cost(job)
             limit = self.settings.request_timeout_s
             if timeout is not None:
                 limit = min(timeout, limit)
+            if memory is not None:
+                wait = min(self.settings.memory_wait_s, limit)
+                await memory.resize(job.cost.memory_bytes + reply_bytes(job), wait, ("body",), "computing it")
             if self._batcher is not None:
                 served = await self._batcher.submit(job, limit, gone)
             else:
@@ -150,7 +220,7 @@ class ComputeService:
         assert executor is not None  # run() checked both
         assert engine is not None
         started = time.monotonic()
-        work = asyncio.get_running_loop().run_in_executor(executor, engine.run, job)
+        work = asyncio.get_running_loop().run_in_executor(executor, self._timed, engine.run, job)
         try:
             result = await asyncio.wait_for(work, limit)
         except TimeoutError:
@@ -162,8 +232,18 @@ class ComputeService:
 
     def _compute_batch(self, jobs: Sequence[Job], key: Hashable | None) -> list[Result | Exception]:
         """The batcher's compute call, in a worker thread: its jobs share ``key`` (``batch_key``)."""
-        assert self._engine is not None  # the batcher starts after the engine
-        return self._engine.run_group(jobs, key if isinstance(key, tuple) else None)
+        engine = self._engine
+        assert engine is not None  # the batcher starts after the engine
+        return self._timed(engine.run_group, jobs, key if isinstance(key, tuple) else None)
+
+    def _timed(self, compute: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run a compute call on this worker thread, known to ``stuck_for`` while it runs."""
+        thread = threading.get_ident()
+        self._computing_since[thread] = time.monotonic()
+        try:
+            return compute(*args, **kwargs)
+        finally:
+            del self._computing_since[thread]
 
     @staticmethod
     def _warm_up(engine: Engine) -> None:

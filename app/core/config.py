@@ -75,6 +75,27 @@ class Settings(BaseSettings):
     """Longest a request may wait for compute before it gets 503 and leaves the queue; a request
     can shorten it with the ``X-Request-Timeout`` header (seconds)."""
 
+    max_request_cost: float = Field(default=1.5e9, gt=0.0)
+    """Most compute one request may ask for, in cost units (about a nanosecond of one core of the
+    reference machine; each function's cost model is part of its catalogue entry). Above it, 413
+    before the request is queued. The default keeps the most expensive request every function
+    admits, with or without gradients, in every dtype, within 2 s on the reference 2-core machine
+    (``python -m bench.cost`` measures it)."""
+
+    memory_budget_bytes: int | None = Field(default=None, ge=16 * 1024 * 1024)
+    """Bytes that requests in flight may hold together: bodies being read, tensors being decoded,
+    work being computed. Unset: 60% of the container's memory limit (else the machine's memory)
+    beyond a 640 MiB baseline for the process itself. A request larger than the whole budget gets
+    413; one that does not fit now waits up to ``memory_wait_s``, then gets 503."""
+
+    memory_wait_s: float = Field(default=1.0, ge=0.0, le=60.0)
+    """Longest a request waits for room in the memory budget before 503 with Retry-After."""
+
+    stuck_compute_s: float = Field(default=60.0, gt=0.0)
+    """A compute call still running after this long (an estimate that was wrong, a hung device)
+    makes ``/healthz`` answer 503, so that the orchestrator restarts the process; the requests
+    waiting on it get 503 at their own deadlines."""
+
     opentelemetry: bool = False
     """FastAPI's native OpenTelemetry instrumentation, reporting to the globally configured
     providers. Off by default: even with no provider configured, FastAPI looks for one on every

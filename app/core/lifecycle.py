@@ -5,20 +5,33 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 from collections.abc import Callable
 from types import FrameType
 
 _draining = threading.Event()
+_draining_since: list[float] = []
+_abandoned = threading.Event()
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 def begin_draining() -> None:
     """From now on readiness fails, so load balancers stop sending while in-flight work finishes."""
+    if not _draining.is_set():
+        _draining_since.append(time.monotonic())
     _draining.set()
 
 
 def is_draining() -> bool:
     return _draining.is_set()
+
+
+def shutdown_time_left(grace: float) -> float:
+    """Seconds left of the ``grace`` period that began with the stop signal (all of it when
+    no signal came: the server is being stopped some other way)."""
+    if not _draining_since:
+        return grace
+    return max(0.0, _draining_since[0] + grace - time.monotonic())
 
 
 def drain_on_stop_signals() -> Callable[[], None]:
@@ -47,3 +60,13 @@ def drain_on_stop_signals() -> Callable[[], None]:
             signal.signal(sig, old)
 
     return restore
+
+
+def abandon_running_work() -> None:
+    """A computation was still running when the service stopped: the process must not wait for
+    it on its way out (``exit_status`` tells the server command to exit at once)."""
+    _abandoned.set()
+
+
+def work_abandoned() -> bool:
+    return _abandoned.is_set()

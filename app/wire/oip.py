@@ -7,7 +7,7 @@ tensor parameters, and ``grad_output``); its parameters travel in the request's 
 
 from __future__ import annotations
 
-import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +19,7 @@ from app.compute.catalogue import FunctionSpec
 from app.compute.jobs import Job, Result, build_job
 from app.compute.params import validate_params
 from app.core.config import FloatDType
-from app.core.errors import InvalidRequest, Loc, MalformedRequest, Problem, ProblemList, TooLarge
+from app.core.errors import InvalidRequest, Loc, Problem, ProblemList, TooLarge
 from app.wire.json_protocol import DecodeOptions, parse_json
 from app.wire.oip_binary import BinaryReader, EncodedReply, SplitBody
 from app.wire.oip_metadata import (
@@ -65,23 +65,21 @@ class InferDecoded:
 
 
 _BARE_NON_FINITE = (b"NaN", b"Infinity")
+_STRING_OR_BARE_TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*"|-?Infinity|NaN')
+
+
+def _quoted(match: re.Match[bytes]) -> bytes:
+    token = match.group(0)
+    return token if token[:1] == b'"' else b'"' + token + b'"'
 
 
 def _parse(body: bytes) -> dict[str, Any]:
-    """The JSON object; bare ``NaN``/``Infinity`` tokens (which Python clients such as tritonclient
-    write for non-finite JSON tensor data) are read too, by the slower standard parser."""
-    try:
-        return parse_json(body)
-    except MalformedRequest:
-        if not any(token in body for token in _BARE_NON_FINITE):
-            raise
-        try:
-            obj = json.loads(body)
-        except (ValueError, RecursionError):
-            raise MalformedRequest.at(("body",), "invalid JSON", "json_invalid") from None
-    if not isinstance(obj, dict):
-        raise InvalidRequest.at(("body",), "the body must be a JSON object", "model_type")
-    return obj
+    """The JSON object. Bare ``NaN``/``Infinity``/``-Infinity`` tokens (which Python clients such
+    as tritonclient write for non-finite JSON tensor data) are first quoted, outside strings, into
+    the strings this service reads as non-finite values: one parser decides what is valid JSON."""
+    if any(token in body for token in _BARE_NON_FINITE):
+        body = _STRING_OR_BARE_TOKEN.sub(_quoted, body)
+    return parse_json(body)
 
 
 def _envelope(body: bytes) -> InferenceRequest:

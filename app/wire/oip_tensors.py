@@ -13,11 +13,12 @@ from typing import Any
 import numpy as np
 
 from app.core.config import FloatDType
-from app.core.errors import InvalidRequest, Loc, TooLarge
+from app.core.errors import InvalidRequest, Loc
 from app.wire.scan import BodyScan
 from app.wire.tensors import (
     Limits,
     bfloat16_bits_to_float32,
+    check_size,
     decode_tensor,
     encode_tensor,
     float32_to_bfloat16_bits,
@@ -63,10 +64,7 @@ def element_count(shape: list[int], loc: Loc, limits: Limits) -> int:
     """The number of elements of ``shape``, within the rank and size limits."""
     if len(shape) > limits.max_rank:
         raise InvalidRequest.at(loc, f"rank {len(shape)} exceeds the rank limit {limits.max_rank}", "rank_limit")
-    count = math.prod(shape)
-    if count > limits.max_elements:
-        raise TooLarge.at(loc, f"{count} elements exceed the limit of {limits.max_elements}", "too_many_elements")
-    return count
+    return check_size(shape, loc, limits)
 
 
 def from_bytes(raw: memoryview, shape: list[int], datatype: str, loc: Loc) -> np.ndarray:

@@ -78,6 +78,8 @@ def decode_tensor(value: Any, loc: Loc, limits: Limits, scan: BodyScan = EVERYTH
     raise _invalid(loc, f"not a tensor: {type(value).__name__}", "not_a_tensor")
 
 
+_INT64 = np.iinfo(np.int64)
+_INT64_PAST = 2.0**63
 _STRING_MESSAGE = 'strings are not tensor elements (except "NaN", "Infinity", "-Infinity")'
 _RAGGED_MESSAGE = "ragged nested list: every list at the same depth must have the same length"
 
@@ -96,7 +98,7 @@ def _nested_shape(value: list[Any], loc: Loc, limits: Limits) -> list[int]:
     return shape
 
 
-def _check_size(shape: Sequence[int], loc: Loc, limits: Limits) -> int:
+def check_size(shape: Sequence[int], loc: Loc, limits: Limits) -> int:
     count = math.prod(shape)
     if count > limits.max_elements:
         raise TooLarge.at(loc, f"{count} elements exceed the limit of {limits.max_elements}", "too_many_elements")
@@ -111,7 +113,7 @@ def _check_size(shape: Sequence[int], loc: Loc, limits: Limits) -> int:
 
 def _decode_nested(value: list[Any], loc: Loc, limits: Limits, scan: BodyScan) -> np.ndarray:
     shape = _nested_shape(value, loc, limits)
-    _check_size(shape, loc, limits)
+    check_size(shape, loc, limits)
     if scan.strings_in_lists:
         return _decode_exact(value, loc)
     try:
@@ -121,6 +123,10 @@ def _decode_nested(value: list[Any], loc: Loc, limits: Limits, scan: BodyScan) -
     kind = arr.dtype.kind
     if kind == "b":
         raise _invalid(loc, "booleans are not tensor elements", "boolean_element")
+    if kind == "u":  # numpy's choice for integers past int64's range
+        raise _invalid(loc, f"integers must lie in [{_INT64.min}, {_INT64.max}]", "integer_overflow")
+    if kind == "f" and arr.size and float(np.abs(arr).max()) >= _INT64_PAST:
+        return _decode_exact(value, loc)  # numpy turns integers past int64 mixed with others into floats
     if kind in "fi" and arr.ndim == len(shape):
         return _decode_exact(value, loc) if scan.booleans_in_lists else arr
     return _decode_exact(value, loc)
@@ -136,7 +142,12 @@ def _decode_exact(value: list[Any], loc: Loc) -> np.ndarray:
     has_token = False
     for position, leaf in enumerate(leaves):
         kind = type(leaf)
-        if kind is float or kind is int:
+        if kind is float:
+            continue
+        if kind is int:
+            if not _INT64.min <= leaf <= _INT64.max:
+                where = (*loc, *_unravel(position, objects.shape))
+                raise _invalid(where, f"integers must lie in [{_INT64.min}, {_INT64.max}]", "integer_overflow")
             continue
         where = (*loc, *_unravel(position, objects.shape))
         if kind is str and leaf in NON_FINITE_IN:
@@ -154,7 +165,10 @@ def _decode_exact(value: list[Any], loc: Loc) -> np.ndarray:
     if has_token:
         leaves = [NON_FINITE_IN[leaf] if type(leaf) is str else leaf for leaf in leaves]
         return np.asarray(leaves, dtype=np.float64).reshape(objects.shape)
-    return np.asarray(leaves).reshape(objects.shape)
+    arr = np.asarray(leaves).reshape(objects.shape)
+    if arr.dtype.kind == "u":
+        raise _invalid(loc, f"integers must lie in [{_INT64.min}, {_INT64.max}]", "integer_overflow")
+    return arr
 
 
 def _unravel(position: int, shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -174,7 +188,7 @@ def _decode_object(value: dict[str, Any], loc: Loc, limits: Limits, scan: BodySc
         raise _invalid((*loc, "shape"), "must be a list of non-negative integers", "invalid_shape")
     if len(shape) > limits.max_rank:
         raise _invalid((*loc, "shape"), f"rank {len(shape)} exceeds the rank limit {limits.max_rank}", "rank_limit")
-    count = _check_size(shape, (*loc, "shape"), limits)
+    count = check_size(shape, (*loc, "shape"), limits)
     dtype_name = value.get("dtype", "float32")
     if not isinstance(dtype_name, str) or dtype_name not in WIRE_DTYPES:
         raise _invalid((*loc, "dtype"), f"unknown dtype; one of {', '.join(WIRE_DTYPES)}", "invalid_dtype")

@@ -40,13 +40,18 @@ async def _serve(
     headers = compute_headers(request)
     timeout = request_timeout(headers.request_timeout)
     compute.admit()
-    body = await read_json_body(request, headers, settings.max_body_bytes, settings.body_idle_timeout_s)
-    # Small payloads are decoded and encoded inline; large ones in a thread, so the loop stays responsive.
-    large = len(body) > settings.inline_decode_bytes
-    decoded = await asyncio.to_thread(decode, body, options) if large else decode(body, options)
-    served = await compute.run(decoded.job, timeout, request.is_disconnected)
-    result = served.result
-    payload = await asyncio.to_thread(encode, decoded, result) if large else encode(decoded, result)
+    async with compute.memory.reservation() as memory:
+        wait = settings.memory_wait_s
+        body = await read_json_body(
+            request, headers, settings.max_body_bytes, settings.body_idle_timeout_s, memory, wait
+        )
+        # Small payloads are decoded and encoded inline; large ones in a thread, so the loop stays responsive.
+        large = len(body) > settings.inline_decode_bytes
+        decoded = await asyncio.to_thread(decode, body, options) if large else decode(body, options)
+        del body
+        served = await compute.run(decoded.job, timeout, request.is_disconnected, memory)
+        result = served.result
+        payload = await asyncio.to_thread(encode, decoded, result) if large else encode(decoded, result)
     return EncodedJSON(payload, server_timing(served))
 
 

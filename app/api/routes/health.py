@@ -22,13 +22,19 @@ def _unavailable(error: str, message: str) -> JSONResponse:
 
 @router.get(
     "/healthz",
-    summary="The process is alive (503 once the device has failed for good: restart it)",
+    summary="The process is alive (503 once the device has failed for good, or a computation is stuck: restart it)",
     responses={200: {"description": "Alive."}, **error_responses(503)},
 )
 async def healthz(compute: ComputeDep) -> JSONResponse:
     failure = compute.device_failure
     if failure is not None:
         return _unavailable("device_failure", f"the device failed and the process needs a restart: {failure}")
+    if compute.stuck:
+        return _unavailable(
+            "compute_stuck",
+            f"a computation has run for {compute.stuck_for:.0f} s (limit {compute.settings.stuck_compute_s:g} s); "
+            "the process needs a restart",
+        )
     return JSONResponse({"status": "alive"})
 
 

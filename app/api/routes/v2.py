@@ -49,9 +49,16 @@ async def server_metadata(request: Request) -> ServerMetadata:
     return ServerMetadata(name=request.app.title, version=request.app.version, extensions=EXTENSIONS)
 
 
-@router.get("/health/live", summary="The server is live", responses=oip_responses(500))
-async def server_live() -> ServerLive:
-    return ServerLive(live=True)
+@router.get(
+    "/health/live",
+    summary="The server is live (503 once the device has failed or a computation is stuck)",
+    response_model=ServerLive,
+    responses=oip_responses(503),
+)
+async def server_live(request: Request) -> JSONResponse:
+    compute, _, _ = hot_path_resources(request)
+    live = compute.device_failure is None and not compute.stuck
+    return JSONResponse(ServerLive(live=live).model_dump(), status_code=200 if live else 503)
 
 
 def _ready_or_503(body: ServerReady | ModelReady) -> JSONResponse:
@@ -106,18 +113,21 @@ async def model_version_ready(request: Request, name: ModelName, version: ModelV
 async def _infer(request: Request, spec: FunctionSpec) -> Response:
     compute, options, settings = hot_path_resources(request)
     timeout = request_timeout(request.headers.get(TIMEOUT_HEADER))
-    body = await read_raw_body(request, settings.max_body_bytes, settings.body_idle_timeout_s)
-    split = split_body(body, request.headers.get(HEADER_LENGTH))
-    # Binary tensors are only viewed, so decode them inline; a large JSON header goes to a thread.
-    if len(split.json) > settings.inline_decode_bytes:
-        decoded = await asyncio.to_thread(decode_infer, spec, split, options)
-    else:
-        decoded = decode_infer(spec, split, options)
-    served = await compute.run(decoded.job, timeout, request.is_disconnected)
-    if json_reply_bytes(decoded) > settings.inline_decode_bytes:
-        reply = await asyncio.to_thread(encode_infer, decoded, served.result)
-    else:
-        reply = encode_infer(decoded, served.result)
+    compute.admit()
+    async with compute.memory.reservation() as memory:
+        wait = settings.memory_wait_s
+        body = await read_raw_body(request, settings.max_body_bytes, settings.body_idle_timeout_s, memory, wait)
+        split = split_body(body, request.headers.get(HEADER_LENGTH))
+        # Binary tensors are only viewed, so decode them inline; a large JSON header goes to a thread.
+        if len(split.json) > settings.inline_decode_bytes:
+            decoded = await asyncio.to_thread(decode_infer, spec, split, options)
+        else:
+            decoded = decode_infer(spec, split, options)
+        served = await compute.run(decoded.job, timeout, request.is_disconnected, memory)
+        if json_reply_bytes(decoded) > settings.inline_decode_bytes:
+            reply = await asyncio.to_thread(encode_infer, decoded, served.result)
+        else:
+            reply = encode_infer(decoded, served.result)
     return InferReply(reply, {"Server-Timing": server_timing(served)})
 
 

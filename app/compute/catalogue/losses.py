@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from app.compute.catalogue import checks
+from app.compute.catalogue.cost import ELEMENTWISE, CostModel, ctc, multilabel_margin
 from app.compute.catalogue.spec import Call, Check, FunctionSpec, Param, Params, RowSplit, TensorArg
 
 REDUCTION = Param(
@@ -53,6 +54,7 @@ def _loss(
     extra_checks: tuple[Check, ...] = (),
     call: Call | None = None,
     row_split: RowSplit | None = None,
+    cost: CostModel = ELEMENTWISE,
 ) -> FunctionSpec:
     _ARG_ORDER[name] = tuple(arg.name for arg in tensors)
     tensor_params = tuple(p.name for p in params if p.kind == "tensor")
@@ -68,6 +70,7 @@ def _loss(
         checks=(*extra_checks, empty_check),
         example={"function": name, **example, "grad": True},
         row_split=row_split,
+        cost=cost,
     )
 
 
@@ -185,6 +188,7 @@ LOSSES: tuple[FunctionSpec, ...] = (
             Param("zero_infinity", "bool", "zero infinite losses and their gradients", default=False),
         ),
         extra_checks=(checks.ctc_arguments,),
+        cost=ctc,
     ),
     _loss(
         "nll_loss",
@@ -293,6 +297,7 @@ LOSSES: tuple[FunctionSpec, ...] = (
         (_INPUT, TensorArg("target", "class indices, -1 ends the list; input's shape", kind="index")),
         {"input": [[0.1, 0.2, 0.4, 0.8]], "target": [[3, 0, -1, 1]]},
         extra_checks=(checks.multilabel_margin_targets,),
+        cost=multilabel_margin,
     ),
     _loss(
         "huber_loss",

@@ -10,6 +10,8 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from app.compute.catalogue.cost import ELEMENTWISE, CostModel
+
 FunctionKind = Literal["activation", "loss"]
 ParamKind = Literal["float", "int", "bool", "choice", "tensor"]
 TensorKind = Literal["float", "index", "float_or_index"]
@@ -133,6 +135,9 @@ class FunctionSpec:
     kernel treats every row alike; checked by the test suite on every device it runs on)."""
     row_split: RowSplit | None = None
     """How requests of this (class-index) loss over (N, C) inputs share one call; see ``RowSplit``."""
+    cost: CostModel = ELEMENTWISE
+    """How its compute time and working memory grow with its inputs (``cost.py``): linear in the
+    elements unless declared otherwise."""
 
     def param(self, name: str) -> Param | None:
         for param in self.params:

@@ -11,8 +11,8 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
+from app.core.cgroup_limits import available_cpus, cgroup_cpu_limit, threads_per_worker
 from app.core.config import Settings
-from app.core.cpu_quota import available_cpus, cgroup_cpu_limit, threads_per_worker
 from app.main import create_app
 
 CPUS = len(os.sched_getaffinity(0))

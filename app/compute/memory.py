@@ -1,0 +1,144 @@
+"""One memory budget for everything requests hold at once: bodies being read, tensors being
+decoded, work being computed and replies being encoded.
+
+Each request holds one ``Reservation`` from admission to reply, grown before each step that needs
+more (the declared body, then what parsing it takes, then the job's estimate) and shrunk after.
+A request that does not fit waits, in arrival order, for at most its wait; then it gets 503.
+One that could never fit (more than the whole budget) gets 413 at once. Used on the event loop
+only: no lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from app.core.errors import Loc, Overloaded, TooLarge
+
+
+class MemoryBusy(Overloaded):
+    code = "memory_busy"
+
+
+def _mib(size: int) -> str:
+    return f"{size / 2**20:.1f} MiB"
+
+
+@dataclass(eq=False)
+class _Waiter:
+    extra: int
+    future: asyncio.Future[None] = field(repr=False)
+
+
+TRIM_AFTER_BYTES = 32 * 1024 * 1024
+"""Once this much has been released since the allocator last gave memory back, and nothing is
+held, it is asked to give back its free pages (``on_idle``)."""
+TRIM_DELAY_S = 0.1
+"""The released objects (a reply being sent, a body's last reference) die just after release."""
+
+
+class MemoryBudget:
+    def __init__(self, limit: int, on_idle: Callable[[], None] | None = None) -> None:
+        """``on_idle``: run in a thread once nothing is held after large releases (the allocator's
+        trim: Python's small objects of a parsed body leave free pages that would stay resident)."""
+        if limit < 1:
+            raise ValueError("the memory budget must be positive")
+        self.limit = limit
+        self.held = 0
+        self._waiters: deque[_Waiter] = deque()
+        self._on_idle = on_idle
+        self._released = 0
+
+    def reservation(self) -> Reservation:
+        return Reservation(self)
+
+    def _take(self, extra: int) -> bool:
+        if not self._waiters and self.held + extra <= self.limit:
+            self.held += extra
+            return True
+        return False
+
+    def _give_back(self, size: int) -> None:
+        self.held -= size
+        self._released += size
+        if self.held == 0 and self._released >= TRIM_AFTER_BYTES and self._on_idle is not None:
+            self._released = 0
+            loop = asyncio.get_running_loop()
+            loop.call_later(TRIM_DELAY_S, loop.run_in_executor, None, self._on_idle)
+        while self._waiters:
+            first = self._waiters[0]
+            if first.future.done():  # timed out or cancelled meanwhile
+                self._waiters.popleft()
+                continue
+            if self.held + first.extra > self.limit:
+                break
+            self._waiters.popleft()
+            self.held += first.extra
+            first.future.set_result(None)
+
+    async def _wait_for(self, extra: int, wait: float) -> bool:
+        waiter = _Waiter(extra, asyncio.get_running_loop().create_future())
+        self._waiters.append(waiter)
+        try:
+            await asyncio.wait_for(asyncio.shield(waiter.future), wait)
+        except TimeoutError:
+            self._withdraw(waiter)
+            return False
+        except asyncio.CancelledError:
+            self._withdraw(waiter)
+            raise
+        return True
+
+    def _withdraw(self, waiter: _Waiter) -> None:
+        if waiter.future.done() and not waiter.future.cancelled():
+            self._give_back(waiter.extra)  # granted just as the wait ended: hand it on
+        else:
+            waiter.future.cancel()
+            self._give_back(0)  # those queued behind it may fit now
+
+
+class Reservation:
+    """The bytes one request holds; released on ``release`` (or leaving ``async with``)."""
+
+    __slots__ = ("_budget", "size")
+
+    def __init__(self, budget: MemoryBudget) -> None:
+        self._budget = budget
+        self.size = 0
+
+    async def resize(self, size: int, wait: float, loc: Loc, what: str) -> None:
+        """Hold ``size`` bytes for ``what``: at once when it fits, else after waiting up to
+        ``wait`` seconds for others to finish (503 past that); 413 beyond the whole budget."""
+        budget = self._budget
+        if size > budget.limit:
+            raise TooLarge.at(
+                loc,
+                f"{what} needs about {_mib(size)}, more than the memory budget of {_mib(budget.limit)}",
+                "memory_limit",
+            )
+        extra = size - self.size
+        if extra <= 0:
+            self.size = size
+            budget._give_back(-extra)
+            return
+        if budget._take(extra) or (wait > 0 and await budget._wait_for(extra, wait)):
+            self.size = size
+            return
+        raise MemoryBusy.at(
+            ("service",),
+            f"{what} needs about {_mib(size)}; the memory budget ({_mib(budget.limit)}) is held by other requests",
+            "memory_busy",
+        )
+
+    def release(self) -> None:
+        size, self.size = self.size, 0
+        if size:
+            self._budget._give_back(size)
+
+    async def __aenter__(self) -> Reservation:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.release()
