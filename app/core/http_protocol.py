@@ -182,8 +182,11 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self.send_400_response(message)
 
     def _refuse_head(self, message: str) -> None:
+        """431 and close; only close while an earlier pipelined request is being answered (a
+        431 written now could be read as its reply)."""
         self.logger.warning("Refused a request head: %s.", message)
-        self.transport.write(refusal(431, "request_header_too_large", "header", message))
+        if self.cycle is None or self.cycle.response_complete:
+            self.transport.write(refusal(431, "request_header_too_large", "header", message))
         self.transport.close()
 
     def _arm_head_timer(self) -> None:
