@@ -1,6 +1,7 @@
 """The server command: ``python -m app.serve`` (what the container, ``scripts/serve`` and the
 README run). Runs uvicorn on ``app.main:app`` with the process settings (``TORCHFN_HOST``,
-``TORCHFN_PORT``, ``TORCHFN_WORKERS``, ``TORCHFN_SHUTDOWN_GRACE_S``, logging), and exits 0 after
+``TORCHFN_PORT``, ``TORCHFN_WORKERS``, ``TORCHFN_SHUTDOWN_GRACE_S``, logging, the connection
+limits of ``app.core.http_protocol``), and exits 0 after
 a graceful shutdown on SIGTERM: readiness fails at once, in-flight and queued requests finish
 within the grace period, then the lifespan stops the compute service."""
 
@@ -21,8 +22,10 @@ from uvicorn.supervisors import Multiprocess
 
 from app.api.metrics import MULTIPROCESS_ENV
 from app.core.config import Settings
+from app.core.http_protocol import ConnectionLimits, LimitedConfig
 from app.core.lifecycle import work_abandoned
 from app.core.logs import logging_config
+from app.core.open_files import fit_open_files_limit
 
 APP = "app.main:app"
 STARTUP_FAILURE = 3
@@ -44,8 +47,15 @@ class _Server(uvicorn.Server):
 
 
 def config(settings: Settings) -> uvicorn.Config:
-    return uvicorn.Config(
+    limits = ConnectionLimits(
+        max_head_bytes=settings.max_head_bytes,
+        max_headers=settings.max_headers,
+        head_timeout_s=settings.head_timeout_s,
+        max_connections=settings.max_connections,
+    )
+    return LimitedConfig(
         APP,
+        limits,
         host=settings.host,
         port=settings.port,
         workers=settings.workers,
@@ -80,6 +90,10 @@ def main() -> int:
             field = ".".join(str(part) for part in problem["loc"])
             name = f"TORCHFN_{field.upper()}" if field else "settings"
             print(f"invalid setting {name}: {problem['msg']}", file=sys.stderr)
+        return BAD_SETTINGS
+    too_few_files = fit_open_files_limit(settings.max_connections)
+    if too_few_files is not None:
+        print(f"invalid setting TORCHFN_MAX_CONNECTIONS: {too_few_files}", file=sys.stderr)
         return BAD_SETTINGS
     server_config = config(settings)
     with _multiprocess_metrics(settings.workers):

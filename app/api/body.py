@@ -15,6 +15,7 @@ from app.api.headers import ComputeHeaders
 from app.compute.batching import ClientGone
 from app.compute.memory import Reservation
 from app.core.errors import BodyTimeout, MalformedRequest, TooLarge, UnsupportedMediaType
+from app.core.header_numbers import header_number
 
 PARSED_NUMBER_BYTES = 32
 """A JSON number once parsed: a Python float (24 bytes) and its list slot (8)."""
@@ -111,11 +112,11 @@ def declared_length(declared: str | None, limit: int) -> int | None:
     """The Content-Length, checked: 400 when it is not a number, 413 beyond ``limit``."""
     if declared is None:
         return None
-    if not declared.isdigit():
+    length = header_number(declared)
+    if length is None:
         raise MalformedRequest.at(("header", "content-length"), "not a valid length", "invalid_header")
-    length = int(declared)
     if length > limit:
-        raise TooLarge.at(("body",), f"body of {declared} bytes exceeds the limit of {limit}", "body_too_large")
+        raise TooLarge.at(("body",), f"body of {length} bytes exceeds the limit of {limit}", "body_too_large")
     return length
 
 

@@ -10,6 +10,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import BaseRoute
 
 from app.api.auth import ApiKeyAuth
+from app.api.head_requests import HeadAsGet
 from app.api.hot_routes import HotRoutes
 from app.api.metrics import Metrics
 from app.api.middleware import RequestObservability
@@ -34,8 +35,9 @@ def docs_urls(settings: Settings) -> DocsUrls:
 
 def install_middleware(app: FastAPI, settings: Settings, metrics: Metrics | None, hot: Iterable[BaseRoute]) -> None:
     """Outermost first: request id, metrics and access log; then CORS (so preflights need no
-    key); then auth; then the ``hot`` routes' own lane past the router. Auth and CORS are not
-    installed at all when off."""
+    key); then auth; then the ``hot`` routes' own lane past the router; then ``HEAD`` served as
+    ``GET`` (logged and counted as ``HEAD``). Auth and CORS are not installed at all when off."""
+    app.add_middleware(HeadAsGet)
     app.add_middleware(HotRoutes, routes=hot, exception_handlers=app.exception_handlers)
     if settings.api_keys:
         app.add_middleware(ApiKeyAuth, keys=settings.api_keys, open_paths=settings.open_paths)

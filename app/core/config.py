@@ -151,6 +151,23 @@ class Settings(BaseSettings):
     """Longest pause while a request body arrives; a body that stops short of its Content-Length
     (or a stalled upload) gets 408 and its connection is closed, instead of holding it forever."""
 
+    max_head_bytes: int = Field(default=16 * 1024, ge=1024, le=1024 * 1024)
+    """Largest request head (request line and headers) in bytes; a longer one gets 431 and its
+    connection is closed, after at most this much of it is read (node and uvicorn's h11 use 16 KiB
+    too; nginx 8 KiB a line)."""
+
+    max_headers: int = Field(default=100, ge=1, le=10_000)
+    """Most header lines in a request head; more get 431 (Apache's ``LimitRequestFields``)."""
+
+    head_timeout_s: float = Field(default=10.0, gt=0.0, le=3600.0)
+    """Longest a connection may take to send a whole request head, from when it opens or from
+    the first byte after a previous request; then it is closed. Idle keep-alive connections are
+    closed after 5 s (uvicorn's keep-alive timeout)."""
+
+    max_connections: int = Field(default=2048, ge=1, le=1_000_000)
+    """Most open connections per server process; one more is answered 503 at once and closed.
+    Must fit under the process's open-files limit (raised to its hard limit at start-up)."""
+
     @field_validator("device")
     @classmethod
     def _check_device(cls, value: str) -> str:

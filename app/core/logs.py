@@ -1,5 +1,7 @@
 """Logging: one JSON object a line, carrying the id of the request being served, for every logger
-(the service's and uvicorn's alike)."""
+(the service's and uvicorn's alike); or plain text lines. Either way a line is one record: a
+newline or other control character a client put in a path cannot start a forged line (JSON
+escapes them; the text format writes them as ``\\n``, ``\\x1b``...)."""
 
 from __future__ import annotations
 
@@ -49,13 +51,44 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(entry, default=str).decode()
 
 
+def _escape_table() -> dict[int, str]:
+    controls = [*range(0x20), 0x7F, *range(0x80, 0xA0), 0x2028, 0x2029]
+    table = {code: f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" for code in controls}
+    table.update({ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t"})
+    return table
+
+
+_ESCAPES = _escape_table()
+"""Every control character (C0, DEL, C1, and Unicode's line and paragraph separators) to its escape."""
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+class TextFormatter(logging.Formatter):
+    """One line a record with its control characters escaped; a traceback follows on lines of
+    its own, each indented so that none can pass for a record."""
+
+    def __init__(self) -> None:
+        super().__init__(TEXT_FORMAT)
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 (logging's name)
+        return super().formatMessage(record).translate(_ESCAPES)
+
+    def formatException(self, ei: Any) -> str:  # noqa: N802
+        return _indented(super().formatException(ei))
+
+    def formatStack(self, stack_info: str) -> str:  # noqa: N802
+        return _indented(super().formatStack(stack_info))
+
+
+def _indented(text: str) -> str:
+    return "\n".join("    " + line.translate(_ESCAPES) for line in text.split("\n"))
+
+
 def logging_config(settings: Settings) -> dict[str, Any]:
     """A ``logging.config.dictConfig`` for the server process (uvicorn applies it in every worker)."""
-    formatter: dict[str, Any] = (
-        {"()": f"{__name__}.JsonFormatter"}
-        if settings.log_format == "json"
-        else {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}
-    )
+    formatter: dict[str, Any] = {
+        "()": f"{__name__}.{'JsonFormatter' if settings.log_format == 'json' else 'TextFormatter'}"
+    }
     level = settings.log_level.upper()
     return {
         "version": 1,

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from app.core.errors import InvalidRequest, MalformedRequest
+from app.core.header_numbers import header_number
 
 HEADER_LENGTH = "inference-header-content-length"
 """The header naming how many leading bytes of the body are the JSON object."""
@@ -26,9 +27,9 @@ def split_body(body: bytearray, header_length: str | None) -> SplitBody:
     if header_length is None:
         return SplitBody(view, view[len(view) :])
     loc = ("header", HEADER_LENGTH)
-    if not header_length.strip().isdigit():
-        raise MalformedRequest.at(loc, "must be a non-negative integer", "invalid_header")
-    size = int(header_length)
+    size = header_number(header_length)
+    if size is None:
+        raise MalformedRequest.at(loc, "must be a non-negative integer of ASCII digits", "invalid_header")
     if size > len(body):
         raise MalformedRequest.at(loc, f"is {size}, beyond the body's {len(body)} bytes", "invalid_header")
     return SplitBody(view[:size], view[size:])
