@@ -24,8 +24,8 @@ _FIXED_TARGET = TensorArg("target", "targets, same shape as input", differentiab
 _LABEL_TARGET = TensorArg("target", "labels 1 or -1", differentiable=False)
 
 
-def _weight(doc: str) -> Param:
-    return Param("weight", "tensor", doc, default=None, nullable=True)
+def _weight(doc: str, differentiable: bool = False) -> Param:
+    return Param("weight", "tensor", doc, default=None, nullable=True, differentiable=differentiable)
 
 
 def _positional(name: str, tensor_params: tuple[str, ...] = ()) -> Call:
@@ -113,8 +113,11 @@ _Y = [[0.0, -1.0, 1.0], [1.5, 0.5, -0.5]]
 _P = [[0.8, 0.1, 0.6], [0.3, 0.9, 0.2]]
 _B = [[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]]
 _PM = [[1.0, -1.0, 1.0], [-1.0, 1.0, 1.0]]
-_ELEMENTWISE = (checks.same_shape("input", "target"), checks.broadcastable_to_input("weight", "pos_weight"))
+_ELEMENTWISE = (checks.broadcastable("input", "target"),)
+"""torch broadcasts input and target (warning, for some losses, when their sizes differ)."""
 _WEIGHTED_ELEMENTWISE = (*_ELEMENTWISE, checks.same_shape_when_given("weight"))
+_SAME_SIZE = (checks.same_shape("input", "target"), checks.broadcastable_to_input("weight", "pos_weight"))
+"""Binary cross-entropy: torch demands target's size equal input's."""
 _CLASS_WEIGHT = _weight("a manual rescaling weight per class (C)")
 _IGNORE = Param("ignore_index", "int", "target value that is ignored", default=-100)
 
@@ -125,7 +128,7 @@ LOSSES: tuple[FunctionSpec, ...] = (
         "Mean absolute error.",
         (_INPUT, _TARGET),
         {"input": _X, "target": _Y, "params": {"reduction": "mean"}},
-        params=(REDUCTION, _weight("per-element weight, input's shape")),
+        params=(REDUCTION, _weight("per-element weight, input's shape", differentiable=True)),
         extra_checks=_WEIGHTED_ELEMENTWISE,
     ),
     _loss(
@@ -134,7 +137,7 @@ LOSSES: tuple[FunctionSpec, ...] = (
         "Mean squared error.",
         (_INPUT, _TARGET),
         {"input": _X, "target": _Y, "params": {"reduction": "mean"}},
-        params=(REDUCTION, _weight("per-element weight, input's shape")),
+        params=(REDUCTION, _weight("per-element weight, input's shape", differentiable=True)),
         extra_checks=_WEIGHTED_ELEMENTWISE,
     ),
     _loss(
@@ -225,7 +228,7 @@ LOSSES: tuple[FunctionSpec, ...] = (
             Param("eps", "float", "clamp for the variance", default=1e-6, gt=0.0),
             REDUCTION,
         ),
-        extra_checks=(*_ELEMENTWISE, checks.gaussian_variance, checks.non_negative("var")),
+        extra_checks=(checks.gaussian_variance, checks.non_negative("var")),
     ),
     _loss(
         "kl_div",
@@ -246,7 +249,7 @@ LOSSES: tuple[FunctionSpec, ...] = (
         (_INPUT, TensorArg("target", "probabilities in [0, 1], input's shape")),
         {"input": _P, "target": _B},
         params=(_weight("per-element weight, broadcastable to input"), REDUCTION),
-        extra_checks=(*_ELEMENTWISE, checks.in_unit_interval("input", "target")),
+        extra_checks=(*_SAME_SIZE, checks.in_unit_interval("input", "target")),
     ),
     _loss(
         "binary_cross_entropy_with_logits",
@@ -259,7 +262,7 @@ LOSSES: tuple[FunctionSpec, ...] = (
             REDUCTION,
             Param("pos_weight", "tensor", "weight of positive examples per class", default=None, nullable=True),
         ),
-        extra_checks=(*_ELEMENTWISE, checks.in_unit_interval("target")),
+        extra_checks=(*_SAME_SIZE, checks.in_unit_interval("target")),
     ),
     _loss(
         "margin_ranking_loss",
@@ -275,7 +278,10 @@ LOSSES: tuple[FunctionSpec, ...] = (
             "params": {"margin": 0.1},
         },
         params=(Param("margin", "float", "margin", default=0.0), REDUCTION),
-        extra_checks=(checks.same_shape("input1", "input2", "target"),),
+        extra_checks=(
+            checks.same_rank("input1", "input2", "target"),
+            checks.broadcastable("input1", "input2", "target"),
+        ),
     ),
     _loss(
         "hinge_embedding_loss",
@@ -303,7 +309,7 @@ LOSSES: tuple[FunctionSpec, ...] = (
         params=(
             REDUCTION,
             Param("delta", "float", "threshold between the quadratic and linear parts", default=1.0, gt=0.0),
-            _weight("per-element weight, input's shape"),
+            _weight("per-element weight, input's shape", differentiable=True),
         ),
         extra_checks=_WEIGHTED_ELEMENTWISE,
     ),
@@ -322,7 +328,7 @@ LOSSES: tuple[FunctionSpec, ...] = (
         "Logistic loss for 1/-1 labels.",
         (_INPUT, _LABEL_TARGET),
         {"input": _X, "target": _PM},
-        extra_checks=_ELEMENTWISE,
+        extra_checks=(checks.broadcastable_to_input("target"),),
     ),
     _loss(
         "multilabel_soft_margin_loss",
@@ -330,8 +336,8 @@ LOSSES: tuple[FunctionSpec, ...] = (
         "Multi-label one-versus-all logistic loss; target holds 0/1 per class.",
         (_INPUT, _TARGET),
         {"input": _X, "target": _B},
-        params=(_weight("a weight per class (C)"), REDUCTION),
-        extra_checks=(*_ELEMENTWISE, checks.rank_in("input", (1, 2))),
+        params=(_weight("a weight per class (C)", differentiable=True), REDUCTION),
+        extra_checks=(checks.at_least_1d("input"), checks.broadcastable("input", "target", "weight")),
     ),
     _loss(
         "cosine_embedding_loss",
@@ -358,7 +364,7 @@ LOSSES: tuple[FunctionSpec, ...] = (
             _CLASS_WEIGHT,
             REDUCTION,
         ),
-        extra_checks=(checks.multi_margin_targets, checks.class_weight(-1)),
+        extra_checks=(checks.multi_margin_targets,),
     ),
     _loss(
         "triplet_margin_loss",
@@ -377,7 +383,7 @@ LOSSES: tuple[FunctionSpec, ...] = (
             Param("swap", "bool", "use the distance swap", default=False),
             REDUCTION,
         ),
-        extra_checks=(checks.same_shape("anchor", "positive", "negative"),),
+        extra_checks=(checks.triplet_shapes,),
     ),
     _loss(
         "triplet_margin_with_distance_loss",
@@ -405,7 +411,7 @@ LOSSES: tuple[FunctionSpec, ...] = (
             Param("swap", "bool", "use the distance swap", default=False),
             REDUCTION,
         ),
-        extra_checks=(checks.same_shape("anchor", "positive", "negative"),),
+        extra_checks=(checks.triplet_shapes,),
         call=_triplet_with_distance,
     ),
 )
