@@ -234,3 +234,45 @@ def _report_skips() -> Iterator[None]:
 
 
 _ = math
+
+
+def _error_inputs(spec: FunctionSpec) -> list[Any]:
+    found = []
+    for op in op_infos(spec):
+        if op.error_inputs_func is None:
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            found.extend(op.error_inputs("cpu"))
+    return found
+
+
+@pytest.mark.parametrize("name", [spec.name for spec in CATALOGUE if spec.kind == "loss" or op_infos(spec)])
+def test_torch_error_inputs_are_refused_with_a_field(client: TestClient, name: str) -> None:
+    """Each of torch's error inputs is a 4xx naming a field of the request (never a 500)."""
+    spec = CATALOGUE.find(name)
+    assert spec is not None
+    problems = []
+    for index, error_input in enumerate(_error_inputs(spec)):
+        sample = error_input.sample_input
+        named = bind(spec, [sample.input, *sample.args], sample.kwargs)
+        if isinstance(named, Skip):
+            TALLY.add(Skip(spec.name, f"error input: {named.reason}"))
+            continue
+        floating = [v for v in named.values() if isinstance(v, torch.Tensor) and v.is_floating_point()]
+        dtype = floating[0].dtype if floating else torch.float32
+        if dtype not in DTYPES.values():
+            TALLY.add(Skip(spec.name, f"error input in {dtype}"))
+            continue
+        built = request_from(spec, named, dtype, index)
+        if isinstance(built, Skip):
+            TALLY.add(Skip(spec.name, f"error input: {built.reason}"))
+            continue
+        reply = client.post(_endpoint(spec), json=built[0])
+        if reply.status_code == 200:
+            TALLY.note(spec.name, "error input computed: its error lies in what the wire does not carry")
+        elif not 400 <= reply.status_code < 500:
+            problems.append(f"error input {index} ({error_input.error_regex}): {reply.status_code} {reply.text[:200]}")
+        elif len(reply.json()["details"][0]["loc"]) < 2:
+            problems.append(f"error input {index}: the refusal names no field: {reply.text[:200]}")
+    assert not problems, "\n".join(problems)

@@ -154,7 +154,7 @@ LOSSES: tuple[FunctionSpec, ...] = (
             _CLASS_WEIGHT,
             _IGNORE,
             REDUCTION,
-            Param("label_smoothing", "float", "amount of smoothing", default=0.0, ge=0.0, le=1.0),
+            Param("label_smoothing", "float", "amount of smoothing (torch refuses above 1 only)", default=0.0, le=1.0),
         ),
         extra_checks=(
             checks.class_targets(ignore_index=True, allow_probabilities=True),
@@ -212,7 +212,7 @@ LOSSES: tuple[FunctionSpec, ...] = (
         params=(
             Param("log_input", "bool", "input holds log-rates", default=True),
             Param("full", "bool", "add the Stirling approximation term", default=False),
-            Param("eps", "float", "added to the rate when log_input is false", default=1e-8, gt=0.0),
+            Param("eps", "float", "added to the rate when log_input is false", default=1e-8),
             REDUCTION,
         ),
         extra_checks=_ELEMENTWISE,
@@ -225,7 +225,7 @@ LOSSES: tuple[FunctionSpec, ...] = (
         {"input": _X, "target": _Y, "inputs": {"var": [[0.5, 1.0, 2.0], [1.0, 1.0, 0.5]]}},
         params=(
             Param("full", "bool", "add the constant term", default=False),
-            Param("eps", "float", "clamp for the variance", default=1e-6, gt=0.0),
+            Param("eps", "float", "clamp for the variance", default=1e-6),
             REDUCTION,
         ),
         extra_checks=(checks.gaussian_variance, checks.non_negative("var")),
@@ -349,7 +349,7 @@ LOSSES: tuple[FunctionSpec, ...] = (
             TensorArg("target", "1 for similar pairs, -1 for dissimilar (N)", differentiable=False),
         ),
         {"inputs": {"input1": _X, "input2": _Y, "target": [1.0, -1.0]}, "params": {"margin": 0.0}},
-        params=(Param("margin", "float", "margin, in [-1, 1]", default=0.0, ge=-1.0, le=1.0), REDUCTION),
+        params=(Param("margin", "float", "margin (meaningful in [-1, 1])", default=0.0), REDUCTION),
         extra_checks=(checks.pair_with_label,),
     ),
     _loss(
@@ -378,8 +378,8 @@ LOSSES: tuple[FunctionSpec, ...] = (
         {"inputs": {"anchor": _X, "positive": _Y, "negative": _P}, "params": {"margin": 1.0, "p": 2.0}},
         params=(
             Param("margin", "float", "margin", default=1.0, gt=0.0),
-            Param("p", "float", "norm degree", default=2.0, gt=0.0),
-            Param("eps", "float", "added for numerical stability", default=1e-6, ge=0.0),
+            Param("p", "float", "norm degree", default=2.0),
+            Param("eps", "float", "added for numerical stability", default=1e-6),
             Param("swap", "bool", "use the distance swap", default=False),
             REDUCTION,
         ),
