@@ -379,7 +379,7 @@ SHAPE_CASES = [
     case("shape-cross-entropy-probabilities", xent(t=[[0.5, 0.5]]), 422, TARGET, path="/loss"),
     case("shape-cross-entropy-scalar-input", xent(x=1.0, t=0), 422, INPUT, path="/loss"),
     case("shape-mse-mismatch", mse([1.0, 2.0], [1.0, 2.0, 3.0]), 422, TARGET, path="/loss"),
-    case("shape-mse-transposed", mse([[1.0, 2.0]], [[1.0], [2.0]]), 422, TARGET, path="/loss"),
+    case("shape-mse-not-broadcastable", mse([[1.0, 2.0, 3.0]], [[1.0, 2.0]]), 422, TARGET, path="/loss"),
     case("shape-prelu-weight-size", act("prelu", X2, params={"weight": [0.1, 0.2]}), 422, params("weight")),
     case("shape-prelu-weight-2d", act("prelu", X2, params={"weight": [[0.1, 0.2, 0.3]]}), 422, params("weight")),
     case("shape-ctc-lengths-sum", ctc(targets=[1, 2, 1]), 422, inputs("targets"), path="/loss"),
@@ -390,21 +390,21 @@ SHAPE_CASES = [
     case("shape-ctc-log-probs-1d", ctc(log_probs=[-1.0, -2.0]), 422, inputs("log_probs"), path="/loss"),
     case(
         "shape-cosine-target",
-        loss("cosine_embedding_loss", inputs={"input1": X2, "input2": X2, "target": [1.0]}),
+        loss("cosine_embedding_loss", inputs={"input1": X2, "input2": X2, "target": [1.0, -1.0, 1.0]}),
         422,
         inputs("target"),
         path="/loss",
     ),
     case(
         "shape-margin-ranking",
-        loss("margin_ranking_loss", inputs={"input1": [1.0, 2.0], "input2": [1.0], "target": [1.0, -1.0]}),
+        loss("margin_ranking_loss", inputs={"input1": [1.0, 2.0], "input2": [1.0, 2.0, 3.0], "target": [1.0, -1.0]}),
         422,
         inputs("input2"),
         path="/loss",
     ),
     case(
         "shape-triplet-negative",
-        loss("triplet_margin_loss", inputs={"anchor": X2, "positive": X2, "negative": [[1.0, 2.0, 3.0]]}),
+        loss("triplet_margin_loss", inputs={"anchor": X2, "positive": X2, "negative": [[1.0, 2.0]]}),
         422,
         inputs("negative"),
         path="/loss",
@@ -566,24 +566,10 @@ PARAM_CASES = [
         "param-label-smoothing-1.5", xent(params={"label_smoothing": 1.5}), 422, params("label_smoothing"), path="/loss"
     ),
     case(
-        "param-label-smoothing-negative",
-        xent(params={"label_smoothing": -0.1}),
-        422,
-        params("label_smoothing"),
-        path="/loss",
-    ),
-    case(
         "param-huber-delta-zero",
         loss("huber_loss", input=X2, target=X2, params={"delta": 0}),
         422,
         params("delta"),
-        path="/loss",
-    ),
-    case(
-        "param-cosine-margin-2",
-        loss("cosine_embedding_loss", inputs={"input1": X2, "input2": X2, "target": [1.0, -1.0]}, params={"margin": 2}),
-        422,
-        params("margin"),
         path="/loss",
     ),
     case(
@@ -593,14 +579,7 @@ PARAM_CASES = [
         params("p"),
         path="/loss",
     ),
-    case(
-        "param-poisson-eps-zero",
-        loss("poisson_nll_loss", input=X2, target=P, params={"eps": 0.0}),
-        422,
-        params("eps"),
-        path="/loss",
-    ),
-    case("param-hardshrink-negative-lambd", act("hardshrink", X2, params={"lambd": -1.0}), 422, params("lambd")),
+    case("param-softshrink-negative-lambd", act("softshrink", X2, params={"lambd": -1.0}), 422, params("lambd")),
     case("param-string-slope", act("leaky_relu", X2, params={"negative_slope": "0.1"}), 422, params("negative_slope")),
     case(
         "param-nan-string-slope", act("leaky_relu", X2, params={"negative_slope": "NaN"}), 422, params("negative_slope")

@@ -760,13 +760,17 @@ def compute_reference(
     """torch in-process, as the service is documented to compute: leaves are the floating-point
     arguments of ``spec.differentiable``; gradients are the vector-Jacobian product with
     ``grad_output`` (ones by default)."""
-    tensors = {name: as_tensor(arr, dtype).to(device) for name, arr in case.variant.tensors.items()}
     scalars, tensor_params = _split_params(case)
+    tensors = {name: as_tensor(arr, dtype).to(device) for name, arr in case.variant.tensors.items()}
+    tensors.update({name: as_tensor(arr, dtype).to(device) for name, arr in tensor_params.items()})
+    for param in case.spec.tensor_params:  # a default tensor (PReLU's slope) is differentiated too
+        if param.name not in tensors and param.default is not None:
+            tensors[param.name] = as_tensor(np.asarray(param.default), dtype).to(device)
     leaves = [n for n in case.spec.differentiable if n in tensors and tensors[n].is_floating_point()]
     if case.mode.grad:
         for name in leaves:
             tensors[name].requires_grad_(True)
-    arguments = {**tensors, **{name: as_tensor(arr, dtype).to(device) for name, arr in tensor_params.items()}}
+    arguments = tensors
     with torch.set_grad_enabled(case.mode.grad):
         value = REFERENCE[case.spec.name](arguments, scalars)
         if not case.mode.grad:
@@ -909,7 +913,8 @@ def test_service_matches_torch(client: TestClient, device: torch.device, case: C
         assert reply["grad"] is None
         return
     if case.spec.kind == "activation":
-        replied = {"input": reply["grad"]}
+        replied = {"input": reply["grad"], **(reply.get("param_grads") or {})}
+        assert sorted(replied) == sorted(expected.grads), f"gradients for {sorted(replied)}"
     else:
         replied = reply["grad"]
         assert isinstance(replied, dict), reply

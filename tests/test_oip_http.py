@@ -119,6 +119,7 @@ def test_every_catalogue_example_equals_the_native_endpoint(client: TestClient, 
     assert reply["model_name"] == spec.name
     if spec.kind == "activation":
         expected = {"output": native["output"], "grad_input": native["grad"]}
+        expected.update({f"grad_{name}": g for name, g in (native.get("param_grads") or {}).items()})
     else:
         expected = {"loss": native["loss"], **{f"grad_{name}": g for name, g in native["grad"].items()}}
     assert list(outputs) == list(expected)

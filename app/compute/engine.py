@@ -16,6 +16,7 @@ import torch
 from app.compute.fusion import fused_call, fusion_key
 from app.compute.host import cast_on_host, to_host
 from app.compute.jobs import Job, Result
+from app.compute.torch_warnings import collecting
 from app.core.config import FloatDType
 from app.core.errors import DeviceFailure, InvalidRequest, Loc, Overloaded, Problem, ServiceError, UnsupportedDType
 
@@ -111,16 +112,21 @@ class Engine:
             name: self._to_device(arr, dtype, job.locs[name], keep_integer=self._is_index(job, name, arr))
             for name, arr in job.arrays.items()
         }
-        names = [name for name in job.spec.differentiable if tensors[name].is_floating_point()] if job.grad else []
+        names = (
+            [name for name in job.spec.differentiable if name in tensors and tensors[name].is_floating_point()]
+            if job.grad
+            else []
+        )
         leaves = [tensors[name] for name in names]
         for leaf in leaves:
             leaf.requires_grad_(True)
-        with torch.set_grad_enabled(job.grad):
+        with torch.set_grad_enabled(job.grad), collecting() as warned:
             output = job.spec.call(tensors, job.params)
             grads = self._gradients(job, output, leaves, dtype) if job.grad else None
         return Result(
             output=to_host(output),
             grads=None if grads is None else {name: to_host(g) for name, g in zip(names, grads, strict=True)},
+            warnings=tuple(warned),
         )
 
     @staticmethod
@@ -186,8 +192,20 @@ class Engine:
                 "unsupported_dtype",
             )
         return InvalidRequest.at(
-            ("body",), f"torch rejected the request: {_without_internals(message)[:_MAX_TORCH_MESSAGE]}", "torch_error"
+            self._named_in(message, job),
+            f"torch rejected the request: {_without_internals(message)[:_MAX_TORCH_MESSAGE]}",
+            "torch_error",
         )
+
+    @staticmethod
+    def _named_in(message: str, job: Job) -> Loc:
+        """The location of the argument torch's message names; else of the function's first tensor."""
+        names = [*(arg.name for arg in job.spec.tensors), *job.params, *(p.name for p in job.spec.tensor_params)]
+        for name in names:
+            if name in job.locs and re.search(rf"\b{re.escape(name)}\b", message):
+                return job.locs[name]
+        first = job.spec.tensors[0].name
+        return job.locs.get(first, ("body",))
 
 
 _INTERNAL_PREFIX = re.compile(r"^\[enforce fail at [^\]]*\]\s*")

@@ -44,6 +44,8 @@ class Result:
 
     output: np.ndarray
     grads: Mapping[str, np.ndarray] | None
+    warnings: tuple[str, ...] = ()
+    """The text of each warning torch gave while computing, as a torch user would see it."""
 
 
 def build_job(

@@ -69,15 +69,16 @@ def _find_function(name: str, kind: FunctionKind, catalogue: Catalogue) -> Funct
 
 
 class _Decoder:
-    def __init__(self, body: bytes, options: DecodeOptions) -> None:
+    def __init__(self, body: bytes, options: DecodeOptions, dtype: FloatDType | None) -> None:
         self.options = options
+        self.dtype: FloatDType = dtype or options.default_dtype
         self.scan = scan_body(body)
         self.arrays: dict[str, np.ndarray] = {}
         self.locs: dict[str, Loc] = {}
         self.total = 0
 
     def tensor(self, name: str, value: Any, loc: Loc) -> None:
-        arr = decode_tensor(value, loc, self.options.limits, self.scan)
+        arr = decode_tensor(value, loc, self.options.limits, self.scan, self.dtype)
         self.total += arr.size
         if self.total > self.options.max_total_elements:
             raise TooLarge.at(
@@ -99,9 +100,9 @@ class _Decoder:
         grad_array = None
         if grad_output is not None:
             loc: Loc = ("body", "grad_output")
-            grad_array = decode_tensor(grad_output, loc, self.options.limits, self.scan)
+            grad_array = decode_tensor(grad_output, loc, self.options.limits, self.scan, self.dtype)
             self.locs["grad_output"] = loc
-        return build_job(spec, self.arrays, scalars, self.locs, dtype or self.options.default_dtype, grad, grad_array)
+        return build_job(spec, self.arrays, scalars, self.locs, dtype or self.dtype, grad, grad_array)
 
 
 EnvelopeT = TypeVar("EnvelopeT", bound=BaseModel)
@@ -118,7 +119,7 @@ def _parse_envelope(body: bytes, model: type[EnvelopeT]) -> EnvelopeT:
 def decode_activation(body: bytes, options: DecodeOptions) -> Decoded:
     request = _parse_envelope(body, ActivateRequest)
     spec = _find_function(request.function, "activation", options.catalogue)
-    decoder = _Decoder(body, options)
+    decoder = _Decoder(body, options, request.dtype)
     decoder.tensor("input", request.input, ("body", "input"))
     job = decoder.finish(spec, request.params, request.grad, request.grad_output, request.dtype)
     return Decoded(job, request.encoding)
@@ -127,7 +128,7 @@ def decode_activation(body: bytes, options: DecodeOptions) -> Decoded:
 def decode_loss(body: bytes, options: DecodeOptions) -> Decoded:
     request = _parse_envelope(body, LossRequest)
     spec = _find_function(request.function, "loss", options.catalogue)
-    decoder = _Decoder(body, options)
+    decoder = _Decoder(body, options, request.dtype)
     for name, value, loc in _loss_tensors(request, spec):
         decoder.tensor(name, value, loc)
     job = decoder.finish(spec, request.params, request.grad, request.grad_output, request.dtype)
@@ -186,13 +187,19 @@ def encode_activation(decoded: Decoded, result: Result) -> bytes:
     grad = None
     if result.grads is not None:
         grad = encode_tensor(result.grads["input"], job.dtype, encoding)
-    reply = {
+    reply: dict[str, Any] = {
         "function": job.spec.name,
         "output": encode_tensor(result.output, job.dtype, encoding),
         "grad": grad,
         "shape": list(result.output.shape),
         "dtype": job.dtype,
     }
+    if result.grads is not None and len(result.grads) > 1:
+        reply["param_grads"] = {
+            name: encode_tensor(g, job.dtype, encoding) for name, g in result.grads.items() if name != "input"
+        }
+    if result.warnings:
+        reply["warnings"] = list(result.warnings)
     return orjson.dumps(reply, option=_DUMP_OPTIONS)
 
 
@@ -202,11 +209,13 @@ def encode_loss(decoded: Decoded, result: Result) -> bytes:
     if result.grads is not None:
         grads = {name: encode_tensor(g, job.dtype, encoding) for name, g in result.grads.items()}
     loss = result.output
-    reply = {
+    reply: dict[str, Any] = {
         "function": job.spec.name,
         "loss": encode_tensor(loss, job.dtype, "json" if loss.ndim == 0 else encoding),
         "grad": grads,
         "shape": list(loss.shape),
         "dtype": job.dtype,
     }
+    if result.warnings:
+        reply["warnings"] = list(result.warnings)
     return orjson.dumps(reply, option=_DUMP_OPTIONS)

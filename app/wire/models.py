@@ -79,11 +79,19 @@ class _Reply(BaseModel):
     function: str
     shape: list[int] = Field(description="Shape of the output (or of the loss).")
     dtype: FloatDType
+    warnings: list[str] | None = Field(
+        default=None, description="What torch warned while computing (its text), when it did; absent otherwise."
+    )
 
 
 class ActivateResponse(_Reply):
     output: Tensor
     grad: Tensor | None = Field(description="Vector-Jacobian product with respect to `input`, when asked.")
+    param_grads: dict[str, Tensor] | None = Field(
+        default=None,
+        description="Gradients of the differentiable tensor parameters (PReLU's `weight`), when asked; "
+        "absent for functions without one.",
+    )
 
 
 class LossResponse(_Reply):

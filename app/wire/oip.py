@@ -186,7 +186,7 @@ def _gradients_produced(spec: FunctionSpec, arrays: dict[str, np.ndarray]) -> tu
     for name in spec.differentiable:
         arg = spec.tensor(name)
         arr = arrays.get(name)
-        if arg is None or arr is None or (arg.kind != "float" and arr.dtype.kind in "iu"):
+        if arr is None or (arg is not None and arg.kind != "float" and arr.dtype.kind in "iu"):
             continue
         produced.append(name)
     return tuple(produced)
@@ -281,5 +281,7 @@ def encode_infer(decoded: InferDecoded, result: Result) -> EncodedReply:
     reply: dict[str, Any] = {"model_name": job.spec.name, "model_version": MODEL_VERSION}
     if decoded.request_id is not None:
         reply["id"] = decoded.request_id
+    if result.warnings:
+        reply["parameters"] = {"warnings": list(result.warnings)}
     reply["outputs"] = outputs
     return EncodedReply(orjson.dumps(reply, option=orjson.OPT_SERIALIZE_NUMPY), tuple(buffers))

@@ -70,6 +70,9 @@ class InferenceResponse(BaseModel):
     model_name: str
     model_version: str | None = None
     id: str | None = Field(default=None, description="The request's `id`, when it had one.")
+    parameters: dict[str, Any] | None = Field(
+        default=None, description="`warnings`: what torch warned while computing (its text), when it did."
+    )
     outputs: list[ResponseOutput]
 
 

@@ -55,11 +55,15 @@ def float32_to_bfloat16_bits(values: np.ndarray) -> np.ndarray:
     return (np.ascontiguousarray(values, dtype=np.float32).view(np.uint32) >> 16).astype(np.uint16)
 
 
-def decode_tensor(value: Any, loc: Loc, limits: Limits, scan: BodyScan = EVERYTHING_SUSPECT) -> np.ndarray:
+def decode_tensor(
+    value: Any, loc: Loc, limits: Limits, scan: BodyScan = EVERYTHING_SUSPECT, default_dtype: str = "float32"
+) -> np.ndarray:
     """A wire tensor as a numpy array: float64 or int64 from JSON numbers, else the sent dtype.
 
     ``scan`` (of the raw body) tells whether booleans or strings may sit inside lists; when
-    neither can, ``numpy.asarray`` alone builds the array.
+    neither can, ``numpy.asarray`` alone builds the array. An object without a ``dtype`` holds
+    ``default_dtype`` bytes in base64 (the request's dtype), and list data read as JSON numbers
+    are (never rounded through a narrower dtype than the request's).
     """
     if isinstance(value, bool):
         raise _invalid(loc, "booleans are not tensor elements", "boolean_element")
@@ -72,7 +76,7 @@ def decode_tensor(value: Any, loc: Loc, limits: Limits, scan: BodyScan = EVERYTH
     if isinstance(value, list):
         return _decode_nested(value, loc, limits, scan)
     if isinstance(value, dict):
-        return _decode_object(value, loc, limits, scan)
+        return _decode_object(value, loc, limits, scan, default_dtype)
     if value is None:
         raise _invalid(loc, "a tensor is required, got null", "null_tensor")
     raise _invalid(loc, f"not a tensor: {type(value).__name__}", "not_a_tensor")
@@ -178,7 +182,7 @@ def _unravel(position: int, shape: tuple[int, ...]) -> tuple[int, ...]:
 _OBJECT_KEYS = frozenset({"shape", "dtype", "data"})
 
 
-def _decode_object(value: dict[str, Any], loc: Loc, limits: Limits, scan: BodyScan) -> np.ndarray:
+def _decode_object(value: dict[str, Any], loc: Loc, limits: Limits, scan: BodyScan, default_dtype: str) -> np.ndarray:
     unknown = set(value) - _OBJECT_KEYS
     if unknown:
         key = sorted(unknown)[0]
@@ -189,7 +193,8 @@ def _decode_object(value: dict[str, Any], loc: Loc, limits: Limits, scan: BodySc
     if len(shape) > limits.max_rank:
         raise _invalid((*loc, "shape"), f"rank {len(shape)} exceeds the rank limit {limits.max_rank}", "rank_limit")
     count = check_size(shape, (*loc, "shape"), limits)
-    dtype_name = value.get("dtype", "float32")
+    declared = value.get("dtype")
+    dtype_name = default_dtype if declared is None else declared
     if not isinstance(dtype_name, str) or dtype_name not in WIRE_DTYPES:
         raise _invalid((*loc, "dtype"), f"unknown dtype; one of {', '.join(WIRE_DTYPES)}", "invalid_dtype")
     data = value.get("data")
@@ -199,6 +204,8 @@ def _decode_object(value: dict[str, Any], loc: Loc, limits: Limits, scan: BodySc
         if len(data) != count:
             raise _invalid((*loc, "data"), f"holds {len(data)} values; shape {shape} needs {count}", "size_mismatch")
         flat = _decode_nested(data, (*loc, "data"), Limits(limits.max_elements, 1), scan) if data else np.zeros(0)
+        if declared is None:  # JSON numbers, as in nested lists: the engine casts them once to the request's dtype
+            return flat.reshape(shape)
         return _cast_declared(flat, dtype_name, (*loc, "data")).reshape(shape)
     raise _invalid((*loc, "data"), "must be a base64 string or a flat list of numbers", "invalid_data")
 

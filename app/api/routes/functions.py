@@ -8,6 +8,7 @@ from fastapi import APIRouter, Path
 
 from app.api.responses import error_responses
 from app.compute.catalogue import CATALOGUE
+from app.compute.catalogue.registry import NOT_SERVED
 from app.core.errors import UnknownFunction
 from app.wire.oip_examples import catalogue_entry
 
@@ -17,7 +18,8 @@ router = APIRouter(tags=["catalogue"])
 @router.get("/functions", summary="List every activation and loss function", responses=error_responses(422))
 async def list_functions(kind: Literal["activation", "loss"] | None = None) -> dict[str, Any]:
     specs = CATALOGUE.of_kind(kind) if kind else tuple(CATALOGUE)
-    return {"count": len(specs), "functions": [catalogue_entry(spec) for spec in specs]}
+    not_served = [{"name": name, "reason": reason} for name, reason in NOT_SERVED.items()]
+    return {"count": len(specs), "functions": [catalogue_entry(spec) for spec in specs], "not_served": not_served}
 
 
 @router.get(

@@ -100,10 +100,11 @@ def _hardtanh_bounds(arrays: Arrays, params: Params) -> None:
 
 _ALPHA = Param("alpha", "float", "scale of the negative saturation", default=1.0)
 _LAMBD = Param("lambd", "float", "shrinkage threshold", default=0.5, ge=0.0)
+_HARD_LAMBD = Param("lambd", "float", "shrinkage threshold (torch accepts a negative one)", default=0.5)
 
 ACTIVATIONS: tuple[FunctionSpec, ...] = (
     _activation("elu", "ELU", "Exponential linear unit.", (_ALPHA,), example_params={"alpha": 1.0}),
-    _activation("hardshrink", "Hardshrink", "Hard shrinkage.", (_LAMBD,), example_params={"lambd": 0.5}),
+    _activation("hardshrink", "Hardshrink", "Hard shrinkage.", (_HARD_LAMBD,), example_params={"lambd": 0.5}),
     _activation("hardsigmoid", "Hardsigmoid", "Piecewise-linear sigmoid."),
     _activation(
         "hardtanh",
@@ -129,7 +130,15 @@ ACTIVATIONS: tuple[FunctionSpec, ...] = (
         "prelu",
         "PReLU",
         "Parametric ReLU; `weight` holds one slope or one per channel (dim 1).",
-        (Param("weight", "tensor", "learnable slope(s): 1 value or one per channel", default=[0.25]),),
+        (
+            Param(
+                "weight",
+                "tensor",
+                "learnable slope(s): 1 value or one per channel",
+                default=[0.25],
+                differentiable=True,
+            ),
+        ),
         call=lambda t, p: F.prelu(t["input"], t["weight"]),
         example_params={"weight": [0.25, 0.1]},
         example_input=[[-1.5, 0.2], [3.0, -0.1]],

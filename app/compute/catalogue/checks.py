@@ -46,6 +46,61 @@ def same_shape(*names: str) -> Check:
     return check
 
 
+def _broadcast(shapes: tuple[tuple[int, ...], ...]) -> tuple[int, ...] | None:
+    try:
+        return tuple(np.broadcast_shapes(*shapes))
+    except ValueError:
+        return None
+
+
+def broadcastable(*names: str) -> Check:
+    """The named tensors (those given) broadcast together, as torch's elementwise operations demand."""
+
+    def check(arrays: Arrays, params: Params) -> None:
+        joint: tuple[int, ...] = ()
+        first = names[0]
+        for name in names:
+            arr = arrays.get(name)
+            if arr is None:
+                continue
+            merged = _broadcast((joint, arr.shape))
+            if merged is None:
+                raise fail(
+                    name,
+                    f"shape {_shape(arr)} does not broadcast with {first}'s shape {_shape(arrays[first])}"
+                    + (f" (broadcast so far: {list(joint)})" if name != names[1] else ""),
+                    "shape_mismatch",
+                )
+            joint = merged
+
+    return check
+
+
+def same_rank(*names: str) -> Check:
+    """All named tensors have as many dimensions as the first (torch checks it before broadcasting)."""
+    first, rest = names[0], names[1:]
+
+    def check(arrays: Arrays, params: Params) -> None:
+        ndim = arrays[first].ndim
+        for name in rest:
+            if arrays[name].ndim != ndim:
+                raise fail(
+                    name,
+                    f"has {arrays[name].ndim} dimensions; {first} has {ndim} (torch wants the same number)",
+                    "wrong_rank",
+                )
+
+    return check
+
+
+def at_least_1d(name: str) -> Check:
+    def check(arrays: Arrays, params: Params) -> None:
+        if arrays[name].ndim == 0:
+            raise fail(name, "must have at least 1 dimension, got a scalar", "wrong_rank")
+
+    return check
+
+
 def rank_in(name: str, ranks: tuple[int, ...]) -> Check:
     def check(arrays: Arrays, params: Params) -> None:
         ndim = arrays[name].ndim
@@ -189,7 +244,7 @@ def class_targets(ignore_index: bool, allow_probabilities: bool) -> Check:
             what = "class indices" + (" (or floating-point class probabilities)" if allow_probabilities else "")
             _require_integer("target", target, what)
         expected = () if inp.ndim == 1 else (inp.shape[0], *inp.shape[2:])
-        if target.shape != expected:
+        if target.shape != expected and not (inp.ndim == 1 and target.shape == (1,)):
             raise fail(
                 "target",
                 f"shape {_shape(target)} does not fit input of shape {_shape(inp)}; expected {list(expected)}",
@@ -201,25 +256,42 @@ def class_targets(ignore_index: bool, allow_probabilities: bool) -> Check:
     return check
 
 
+def _margin_frames(name: str, inp: np.ndarray) -> tuple[int, int]:
+    """(frames, classes) of a multi-margin input: () , (C) or (N, C), C not 0 (torch's shape check)."""
+    if inp.ndim == 0:
+        return 1, 1
+    if inp.ndim > 2 or inp.shape[-1] == 0:
+        raise fail(
+            name,
+            f"must be a scalar, a non-empty vector (C) or a matrix (N, C) with C > 0, got shape {_shape(inp)}",
+            "wrong_shape",
+        )
+    return (1, inp.shape[0]) if inp.ndim == 1 else (inp.shape[0], inp.shape[1])
+
+
 def multi_margin_targets(arrays: Arrays, params: Params) -> None:
     inp, target = arrays["input"], arrays["target"]
-    if inp.ndim not in (1, 2):
-        raise fail("input", f"must be 1-D (C) or 2-D (N, C), got {inp.ndim}-D", "wrong_rank")
+    frames, classes = _margin_frames("input", inp)
     _require_integer("target", target, "class indices")
-    expected = [] if inp.ndim == 1 else [inp.shape[0]]
-    if _shape(target) != expected and not (inp.ndim == 1 and _shape(target) == [1]):
-        raise fail("target", f"shape {_shape(target)} should be {expected}", "shape_mismatch")
-    _check_indices("target", target, 0, inp.shape[-1])
+    if target.ndim > 1 or target.size != frames:
+        raise fail(
+            "target", f"must be 0-D or 1-D with {frames} class indices, got shape {_shape(target)}", "wrong_shape"
+        )
+    weight = arrays.get("weight")
+    if weight is not None and (weight.ndim > 1 or weight.size != classes):
+        raise fail("weight", f"must be 0-D or 1-D with {classes} values, got shape {_shape(weight)}", "wrong_shape")
+    _check_indices("target", target, 0, classes)
 
 
 def multilabel_margin_targets(arrays: Arrays, params: Params) -> None:
     inp, target = arrays["input"], arrays["target"]
-    if inp.ndim not in (1, 2):
-        raise fail("input", f"must be 1-D (C) or 2-D (N, C), got {inp.ndim}-D", "wrong_rank")
+    _, classes = _margin_frames("input", inp)
     _require_integer("target", target, "class indices padded with -1")
-    if target.shape != inp.shape:
+    if inp.ndim <= 1 and (target.ndim > 1 or target.size != classes):
+        raise fail("target", f"must be 0-D or 1-D with {classes} values, got shape {_shape(target)}", "wrong_shape")
+    if inp.ndim == 2 and target.shape != inp.shape:
         raise fail("target", f"shape {_shape(target)} does not match input's {_shape(inp)}", "shape_mismatch")
-    _check_indices("target", target, -1, inp.shape[-1])
+    _check_indices("target", target, -1, classes)
 
 
 def ctc_arguments(arrays: Arrays, params: Params) -> None:
@@ -267,6 +339,28 @@ def ctc_arguments(arrays: Arrays, params: Params) -> None:
         raise fail("targets", f"must not contain the blank label {blank}", "index_out_of_range")
 
 
+def triplet_shapes(arrays: Arrays, params: Params) -> None:
+    """anchor, positive and negative: the same rank; each pair torch measures broadcasts, and so do the distances."""
+    same_rank("anchor", "positive", "negative")(arrays, params)
+    pairs = [("anchor", "positive"), ("anchor", "negative")] + ([("positive", "negative")] if params["swap"] else [])
+    distances = []
+    for first, second in pairs:
+        joint = _broadcast((arrays[first].shape, arrays[second].shape))
+        if joint is None:
+            raise fail(
+                second,
+                f"shape {_shape(arrays[second])} does not broadcast with {first}'s {_shape(arrays[first])}",
+                "shape_mismatch",
+            )
+        distances.append(joint[:-1] if joint else joint)
+    if _broadcast(tuple(distances)) is None:
+        raise fail(
+            "negative",
+            f"the distances to positive {list(distances[0])} and to negative {list(distances[1])} do not broadcast",
+            "shape_mismatch",
+        )
+
+
 def non_negative(name: str) -> Check:
     def check(arrays: Arrays, params: Params) -> None:
         arr = arrays[name]
@@ -289,22 +383,41 @@ def prelu_weight(arrays: Arrays, params: Params) -> None:
 
 
 def pair_with_label(arrays: Arrays, params: Params) -> None:
-    """cosine_embedding_loss: input1, input2 of (N, D) or (D); target (N) or ()."""
-    same_shape("input1", "input2")(arrays, params)
-    x = arrays["input1"]
-    if x.ndim not in (1, 2):
-        raise fail("input1", f"must be 1-D (D) or 2-D (N, D), got {x.ndim}-D", "wrong_rank")
-    expected = [] if x.ndim == 1 else [x.shape[0]]
-    if _shape(arrays["target"]) != expected:
-        raise fail("target", f"shape {_shape(arrays['target'])} should be {expected}", "shape_mismatch")
+    """cosine_embedding_loss: target () with 1-D inputs or (N) with 2-D inputs; all broadcast (torch's rules)."""
+    target = arrays["target"]
+    if target.ndim > 1:
+        raise fail("target", f"must be 0-D or 1-D, got {target.ndim}-D", "wrong_rank")
+    expected = target.ndim + 1
+    for name in ("input1", "input2"):
+        if arrays[name].ndim != expected:
+            raise fail(
+                name, f"must be {expected}-D for a {target.ndim}-D target, got {arrays[name].ndim}-D", "wrong_rank"
+            )
+    broadcastable("input1", "input2")(arrays, params)
+    pairs = _broadcast((arrays["input1"].shape, arrays["input2"].shape))
+    assert pairs is not None
+    if _broadcast((pairs[:-1], target.shape)) is None:
+        raise fail(
+            "target", f"shape {_shape(target)} does not broadcast with the pairs' {list(pairs[:-1])}", "shape_mismatch"
+        )
 
 
 def gaussian_variance(arrays: Arrays, params: Params) -> None:
     """var: input's shape, input's shape less its last dim, or one dim of size 1 (torch's rule)."""
     inp, var = arrays["input"], arrays["var"]
     if var.shape == inp.shape or var.shape == inp.shape[:-1]:
-        return
-    if var.ndim == inp.ndim and sum(v for i, v in zip(inp.shape, var.shape, strict=True) if i != v) == 1:
+        fitted = var.shape if var.shape == inp.shape else (*var.shape, 1)
+    elif var.ndim == inp.ndim and sum(v for i, v in zip(inp.shape, var.shape, strict=True) if i != v) == 1:
+        fitted = var.shape
+    else:
+        fitted = None
+    if fitted is not None:
+        if _broadcast((inp.shape, arrays["target"].shape, fitted)) is None:
+            raise fail(
+                "target",
+                f"shape {_shape(arrays['target'])} does not broadcast with input {_shape(inp)} and var {_shape(var)}",
+                "shape_mismatch",
+            )
         return
     raise fail(
         "var",

@@ -25,8 +25,8 @@ _FIXED_TARGET = TensorArg("target", "targets, same shape as input", differentiab
 _LABEL_TARGET = TensorArg("target", "labels 1 or -1", differentiable=False)
 
 
-def _weight(doc: str) -> Param:
-    return Param("weight", "tensor", doc, default=None, nullable=True)
+def _weight(doc: str, differentiable: bool = False) -> Param:
+    return Param("weight", "tensor", doc, default=None, nullable=True, differentiable=differentiable)
 
 
 def _positional(name: str, tensor_params: tuple[str, ...] = ()) -> Call:
@@ -116,8 +116,11 @@ _Y = [[0.0, -1.0, 1.0], [1.5, 0.5, -0.5]]
 _P = [[0.8, 0.1, 0.6], [0.3, 0.9, 0.2]]
 _B = [[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]]
 _PM = [[1.0, -1.0, 1.0], [-1.0, 1.0, 1.0]]
-_ELEMENTWISE = (checks.same_shape("input", "target"), checks.broadcastable_to_input("weight", "pos_weight"))
+_ELEMENTWISE = (checks.broadcastable("input", "target"),)
+"""torch broadcasts input and target (warning, for some losses, when their sizes differ)."""
 _WEIGHTED_ELEMENTWISE = (*_ELEMENTWISE, checks.same_shape_when_given("weight"))
+_SAME_SIZE = (checks.same_shape("input", "target"), checks.broadcastable_to_input("weight", "pos_weight"))
+"""Binary cross-entropy: torch demands target's size equal input's."""
 _CLASS_WEIGHT = _weight("a manual rescaling weight per class (C)")
 _IGNORE = Param("ignore_index", "int", "target value that is ignored", default=-100)
 
@@ -128,7 +131,7 @@ LOSSES: tuple[FunctionSpec, ...] = (
         "Mean absolute error.",
         (_INPUT, _TARGET),
         {"input": _X, "target": _Y, "params": {"reduction": "mean"}},
-        params=(REDUCTION, _weight("per-element weight, input's shape")),
+        params=(REDUCTION, _weight("per-element weight, input's shape", differentiable=True)),
         extra_checks=_WEIGHTED_ELEMENTWISE,
     ),
     _loss(
@@ -137,7 +140,7 @@ LOSSES: tuple[FunctionSpec, ...] = (
         "Mean squared error.",
         (_INPUT, _TARGET),
         {"input": _X, "target": _Y, "params": {"reduction": "mean"}},
-        params=(REDUCTION, _weight("per-element weight, input's shape")),
+        params=(REDUCTION, _weight("per-element weight, input's shape", differentiable=True)),
         extra_checks=_WEIGHTED_ELEMENTWISE,
     ),
     _loss(
@@ -154,7 +157,7 @@ LOSSES: tuple[FunctionSpec, ...] = (
             _CLASS_WEIGHT,
             _IGNORE,
             REDUCTION,
-            Param("label_smoothing", "float", "amount of smoothing", default=0.0, ge=0.0, le=1.0),
+            Param("label_smoothing", "float", "amount of smoothing (torch refuses above 1 only)", default=0.0, le=1.0),
         ),
         extra_checks=(
             checks.class_targets(ignore_index=True, allow_probabilities=True),
@@ -213,7 +216,7 @@ LOSSES: tuple[FunctionSpec, ...] = (
         params=(
             Param("log_input", "bool", "input holds log-rates", default=True),
             Param("full", "bool", "add the Stirling approximation term", default=False),
-            Param("eps", "float", "added to the rate when log_input is false", default=1e-8, gt=0.0),
+            Param("eps", "float", "added to the rate when log_input is false", default=1e-8),
             REDUCTION,
         ),
         extra_checks=_ELEMENTWISE,
@@ -226,10 +229,10 @@ LOSSES: tuple[FunctionSpec, ...] = (
         {"input": _X, "target": _Y, "inputs": {"var": [[0.5, 1.0, 2.0], [1.0, 1.0, 0.5]]}},
         params=(
             Param("full", "bool", "add the constant term", default=False),
-            Param("eps", "float", "clamp for the variance", default=1e-6, gt=0.0),
+            Param("eps", "float", "clamp for the variance", default=1e-6),
             REDUCTION,
         ),
-        extra_checks=(*_ELEMENTWISE, checks.gaussian_variance, checks.non_negative("var")),
+        extra_checks=(checks.gaussian_variance, checks.non_negative("var")),
     ),
     _loss(
         "kl_div",
@@ -250,7 +253,7 @@ LOSSES: tuple[FunctionSpec, ...] = (
         (_INPUT, TensorArg("target", "probabilities in [0, 1], input's shape")),
         {"input": _P, "target": _B},
         params=(_weight("per-element weight, broadcastable to input"), REDUCTION),
-        extra_checks=(*_ELEMENTWISE, checks.in_unit_interval("input", "target")),
+        extra_checks=(*_SAME_SIZE, checks.in_unit_interval("input", "target")),
     ),
     _loss(
         "binary_cross_entropy_with_logits",
@@ -263,7 +266,7 @@ LOSSES: tuple[FunctionSpec, ...] = (
             REDUCTION,
             Param("pos_weight", "tensor", "weight of positive examples per class", default=None, nullable=True),
         ),
-        extra_checks=(*_ELEMENTWISE, checks.in_unit_interval("target")),
+        extra_checks=(*_SAME_SIZE, checks.in_unit_interval("target")),
     ),
     _loss(
         "margin_ranking_loss",
@@ -279,7 +282,10 @@ LOSSES: tuple[FunctionSpec, ...] = (
             "params": {"margin": 0.1},
         },
         params=(Param("margin", "float", "margin", default=0.0), REDUCTION),
-        extra_checks=(checks.same_shape("input1", "input2", "target"),),
+        extra_checks=(
+            checks.same_rank("input1", "input2", "target"),
+            checks.broadcastable("input1", "input2", "target"),
+        ),
     ),
     _loss(
         "hinge_embedding_loss",
@@ -308,7 +314,7 @@ LOSSES: tuple[FunctionSpec, ...] = (
         params=(
             REDUCTION,
             Param("delta", "float", "threshold between the quadratic and linear parts", default=1.0, gt=0.0),
-            _weight("per-element weight, input's shape"),
+            _weight("per-element weight, input's shape", differentiable=True),
         ),
         extra_checks=_WEIGHTED_ELEMENTWISE,
     ),
@@ -327,7 +333,7 @@ LOSSES: tuple[FunctionSpec, ...] = (
         "Logistic loss for 1/-1 labels.",
         (_INPUT, _LABEL_TARGET),
         {"input": _X, "target": _PM},
-        extra_checks=_ELEMENTWISE,
+        extra_checks=(checks.broadcastable_to_input("target"),),
     ),
     _loss(
         "multilabel_soft_margin_loss",
@@ -335,8 +341,8 @@ LOSSES: tuple[FunctionSpec, ...] = (
         "Multi-label one-versus-all logistic loss; target holds 0/1 per class.",
         (_INPUT, _TARGET),
         {"input": _X, "target": _B},
-        params=(_weight("a weight per class (C)"), REDUCTION),
-        extra_checks=(*_ELEMENTWISE, checks.rank_in("input", (1, 2))),
+        params=(_weight("a weight per class (C)", differentiable=True), REDUCTION),
+        extra_checks=(checks.at_least_1d("input"), checks.broadcastable("input", "target", "weight")),
     ),
     _loss(
         "cosine_embedding_loss",
@@ -348,7 +354,7 @@ LOSSES: tuple[FunctionSpec, ...] = (
             TensorArg("target", "1 for similar pairs, -1 for dissimilar (N)", differentiable=False),
         ),
         {"inputs": {"input1": _X, "input2": _Y, "target": [1.0, -1.0]}, "params": {"margin": 0.0}},
-        params=(Param("margin", "float", "margin, in [-1, 1]", default=0.0, ge=-1.0, le=1.0), REDUCTION),
+        params=(Param("margin", "float", "margin (meaningful in [-1, 1])", default=0.0), REDUCTION),
         extra_checks=(checks.pair_with_label,),
     ),
     _loss(
@@ -363,7 +369,7 @@ LOSSES: tuple[FunctionSpec, ...] = (
             _CLASS_WEIGHT,
             REDUCTION,
         ),
-        extra_checks=(checks.multi_margin_targets, checks.class_weight(-1)),
+        extra_checks=(checks.multi_margin_targets,),
     ),
     _loss(
         "triplet_margin_loss",
@@ -377,12 +383,12 @@ LOSSES: tuple[FunctionSpec, ...] = (
         {"inputs": {"anchor": _X, "positive": _Y, "negative": _P}, "params": {"margin": 1.0, "p": 2.0}},
         params=(
             Param("margin", "float", "margin", default=1.0, gt=0.0),
-            Param("p", "float", "norm degree", default=2.0, gt=0.0),
-            Param("eps", "float", "added for numerical stability", default=1e-6, ge=0.0),
+            Param("p", "float", "norm degree", default=2.0),
+            Param("eps", "float", "added for numerical stability", default=1e-6),
             Param("swap", "bool", "use the distance swap", default=False),
             REDUCTION,
         ),
-        extra_checks=(checks.same_shape("anchor", "positive", "negative"),),
+        extra_checks=(checks.triplet_shapes,),
     ),
     _loss(
         "triplet_margin_with_distance_loss",
@@ -410,7 +416,7 @@ LOSSES: tuple[FunctionSpec, ...] = (
             Param("swap", "bool", "use the distance swap", default=False),
             REDUCTION,
         ),
-        extra_checks=(checks.same_shape("anchor", "positive", "negative"),),
+        extra_checks=(checks.triplet_shapes,),
         call=_triplet_with_distance,
     ),
 )

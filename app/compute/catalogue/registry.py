@@ -20,6 +20,16 @@ REFUSED_EVERYWHERE: dict[str, str] = {
     "_stacklevel": "internal to torch's warnings",
 }
 
+NOT_SERVED: dict[str, str] = {
+    "MultiheadAttention": "an attention layer with learned projection weights, masks and dropout, not a "
+    "function of one input: its functional form (F.multi_head_attention_forward) takes over 20 arguments",
+    "AdaptiveLogSoftmaxWithLoss": "a module of learned head and cluster layers, without a functional form",
+    "LinearCrossEntropyLoss": "a linear layer fused with cross-entropy (F.linear_cross_entropy): compute the "
+    "logits (input @ weight.T + bias) and send them to cross_entropy",
+    "NLLLoss2d": "deprecated in torch: nll_loss (NLLLoss) takes (N, C, H, W) inputs",
+}
+"""The classes of torch.nn's activation and loss sections that are not served, and why."""
+
 
 class Catalogue:
     """Every function, found by canonical name or alias, ignoring case."""

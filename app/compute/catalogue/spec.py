@@ -48,6 +48,8 @@ class Param:
     lt: float | None = None
     choices: tuple[Any, ...] = ()
     nullable: bool = False
+    differentiable: bool = False
+    """A tensor parameter torch differentiates (PReLU's ``weight``): its gradient is in the reply."""
 
     @property
     def required(self) -> bool:
@@ -66,6 +68,8 @@ class Param:
             out["choices"] = list(self.choices)
         if self.nullable:
             out["nullable"] = True
+        if self.kind == "tensor":
+            out["differentiable"] = self.differentiable
         return out
 
 
@@ -158,7 +162,9 @@ class FunctionSpec:
 
     @cached_property
     def differentiable(self) -> tuple[str, ...]:
-        return tuple(a.name for a in self.tensors if a.differentiable and a.kind != "index")
+        """The tensor arguments, then the tensor parameters, that torch differentiates."""
+        arguments = tuple(a.name for a in self.tensors if a.differentiable and a.kind != "index")
+        return arguments + tuple(p.name for p in self.tensor_params if p.differentiable)
 
     @cached_property
     def tensor_names(self) -> frozenset[str]:
