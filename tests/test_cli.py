@@ -79,7 +79,9 @@ def test_activate_from_stdin_with_params_and_grad(server: RunningServer) -> None
 @pytest.mark.parametrize(
     ("dtype", "out"), [("float32", "npz"), ("float64", "npz"), ("float16", "json"), ("bfloat16", "json")]
 )
-def test_activate_in_every_dtype_to_a_file(server: RunningServer, tmp_path: Path, dtype: str, out: str) -> None:
+def test_activate_in_every_dtype_to_a_file(
+    server: RunningServer, device: torch.device, tmp_path: Path, dtype: str, out: str
+) -> None:
     x = np.linspace(-3, 3, 2000).reshape(40, 50)
     np.save(tmp_path / "x.npy", x)
     run = torchfn(
@@ -88,9 +90,10 @@ def test_activate_in_every_dtype_to_a_file(server: RunningServer, tmp_path: Path
     )  # fmt: skip
     assert run.returncode == 0, run.stderr
     assert run.stdout == "", "with --out and piped, nothing is printed"
-    leaf = torch.from_numpy(x).to(getattr(torch, dtype)).requires_grad_(True)
+    leaf = torch.from_numpy(x).to(device, getattr(torch, dtype)).requires_grad_(True)
     expected = F.gelu(leaf)
     (grad,) = torch.autograd.grad(expected, leaf, torch.ones_like(expected))
+    expected, grad = expected.detach().cpu(), grad.cpu()
     if out == "npz":
         with np.load(tmp_path / "result.npz") as saved:
             output, saved_grad = saved["output"], saved["grad"]
@@ -104,11 +107,11 @@ def test_activate_in_every_dtype_to_a_file(server: RunningServer, tmp_path: Path
         output, saved_grad = (
             np.asarray(written[key], dtype=np.float64).astype(numpy_dtype) for key in ("output", "grad")
         )
-    assert np.array_equal(output.astype(np.float64), expected.detach().double().numpy())
+    assert np.array_equal(output.astype(np.float64), expected.double().numpy())
     assert np.array_equal(saved_grad.astype(np.float64), grad.double().numpy())
 
 
-def test_loss_with_files_of_every_kind(server: RunningServer, tmp_path: Path) -> None:
+def test_loss_with_files_of_every_kind(server: RunningServer, device: torch.device, tmp_path: Path) -> None:
     np.savez(tmp_path / "pair.npz", input=np.array([[2.0, 0.5, -1.0]], dtype=np.float32), target=np.array([0]))
     (tmp_path / "weight.json").write_text("[1.0, 2.0, 0.5]")
     run = torchfn(
@@ -118,9 +121,11 @@ def test_loss_with_files_of_every_kind(server: RunningServer, tmp_path: Path) ->
     )  # fmt: skip
     assert run.returncode == 0, run.stderr
     written = json.loads((tmp_path / "loss.json").read_text())
-    logits = torch.tensor([[2.0, 0.5, -1.0]], requires_grad=True)
-    expected = F.cross_entropy(logits, torch.tensor([0]), weight=torch.tensor([1.0, 2.0, 0.5]), label_smoothing=0.1)
+    logits = torch.tensor([[2.0, 0.5, -1.0]], device=device, requires_grad=True)
+    weight = torch.tensor([1.0, 2.0, 0.5], device=device)
+    expected = F.cross_entropy(logits, torch.tensor([0], device=device), weight=weight, label_smoothing=0.1)
     (grad,) = torch.autograd.grad(expected, logits)
+    grad = grad.cpu()
     assert written["function"] == "cross_entropy"
     assert written["shape"] == []
     assert np.float32(written["loss"]) == expected.item()
