@@ -40,8 +40,13 @@ def build_wheel(source: Path, scratch: Path) -> Path:
     return wheel
 
 
-def python_files(folder: Path) -> set[str]:
-    return {path.relative_to(folder.parent).as_posix() for path in folder.rglob("*.py")}
+def package_files(folder: Path) -> set[str]:
+    """Every file of a package folder (modules and data alike), as the wheel names them."""
+    return {
+        path.relative_to(folder.parent).as_posix()
+        for path in folder.rglob("*")
+        if path.is_file() and "__pycache__" not in path.parts
+    }
 
 
 @pytest.mark.server
@@ -49,7 +54,8 @@ def test_the_service_wheel_holds_the_app_alone_and_serves_once_installed(tmp_pat
     wheel = build_wheel(ROOT, tmp_path)
     names = set(zipfile.ZipFile(wheel).namelist())
     code = {name for name in names if ".dist-info/" not in name}
-    assert code == python_files(ROOT / "app"), "every module of app/ and nothing else (no tests, bench, clients)"
+    # a data file added to app/ must be declared as package data in pyproject.toml, or it is missing here
+    assert code == package_files(ROOT / "app"), "every file of app/ and nothing else (no tests, bench, clients)"
     assert {name.split("/")[0] for name in names} == {"app", "torch_functions_service-0.1.0.dist-info"}
 
     site = tmp_path / "site"
@@ -98,7 +104,8 @@ def test_the_client_wheel_holds_the_client_its_types_and_the_command(tmp_path: P
     names = set(archive.namelist())
     package = CLIENT / "src" / "torchfn_client"
     code = {name for name in names if ".dist-info/" not in name}
-    assert code == python_files(package) | {"torchfn_client/py.typed"}
+    assert code == package_files(package)
+    assert "torchfn_client/py.typed" in code
     (entry_points,) = (name for name in names if name.endswith(".dist-info/entry_points.txt"))
     assert "torchfn = torchfn_client.cli:main" in archive.read(entry_points).decode()
     (metadata,) = (name for name in names if name.endswith(".dist-info/METADATA"))
