@@ -15,10 +15,21 @@ from tests.server_process import free_port
 
 
 @contextmanager
-def serving(app: FastAPI, timeout: float = 30.0) -> Iterator[str]:
-    """Serve ``app`` (lifespan included) until the block ends; yields its base URL."""
+def serving(app: FastAPI, timeout: float = 30.0, tls: tuple[str, str] | None = None) -> Iterator[str]:
+    """Serve ``app`` (lifespan included) until the block ends; yields its base URL. ``tls``
+    (certificate file, key file) serves HTTPS."""
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    certfile, keyfile = tls or (None, None)
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        lifespan="on",
+        ssl_certfile=certfile,
+        ssl_keyfile=keyfile,
+    )
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="uvicorn-under-test", daemon=True)
     thread.start()
     try:
@@ -29,7 +40,7 @@ def serving(app: FastAPI, timeout: float = 30.0) -> Iterator[str]:
             if time.monotonic() > deadline:
                 raise TimeoutError("the server did not start")
             time.sleep(0.01)
-        yield f"http://127.0.0.1:{port}"
+        yield f"{'https' if tls else 'http'}://127.0.0.1:{port}"
     finally:
         server.should_exit = True
         thread.join(timeout)
