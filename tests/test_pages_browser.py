@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
 import pytest
 
 pytest.importorskip("playwright", reason="the browser tests need Playwright (requirements-dev.txt)")
@@ -301,3 +302,84 @@ def test_explorer_fits_a_phone(visit: Callable[..., Visit], capsys: pytest.Captu
     assert 200 <= chart_width <= PHONE["width"]
     explorer.screenshot("explore-phone", capsys)
     explorer.check_clean()
+
+
+def catalogue(server: RunningServer, kind: str) -> list[dict[str, Any]]:
+    functions: list[dict[str, Any]] = httpx.get(f"{server.url}/functions", params={"kind": kind}).json()["functions"]
+    return functions
+
+
+def as_tensor(value: Any, integer: bool) -> torch.Tensor:
+    return torch.tensor(value, dtype=torch.int64 if integer else torch.float32)
+
+
+ACTIVATION_MODULES: dict[str, Callable[..., torch.Tensor]] = {"softmax2d": torch.nn.Softmax2d()}
+
+
+def test_explorer_plots_every_activation_as_torch_computes_it(
+    visit: Callable[..., Visit], server: RunningServer
+) -> None:
+    names = [f["name"] for f in catalogue(server, "activation")]
+    explorer = visit("/explore#activations=" + ",".join(names))
+    explorer.wait_until("document.documentElement.dataset.redraws === '1'")
+    data = explorer.evaluate("window.explorer.lastData")
+    assert [c["function"] for c in data["curves"]] == names
+    x = torch.tensor(data["x"], dtype=torch.float32)
+    for curve in data["curves"]:
+        request = curve["request"]
+        params = {k: torch.tensor(v) if isinstance(v, list) else v for k, v in request.get("params", {}).items()}
+        given = torch.tensor(request["input"], dtype=torch.float32).requires_grad_(True)
+        function = getattr(F, curve["function"], None) or ACTIVATION_MODULES[curve["function"]]
+        output = function(given, **params)
+        weights = torch.tensor(request["grad_output"]) if "grad_output" in request else torch.ones_like(output)
+        (grad,) = torch.autograd.grad(output, given, weights)
+        if given.dim() == 1:  # elementwise: the input is the grid itself
+            assert torch.equal(given.detach(), x)
+            expected = output.tolist(), grad.tolist()
+        elif curve["function"] == "glu":  # [1, x]: the gate moves
+            expected = output[:, 0].tolist(), grad[:, 1].tolist()
+        elif curve["function"] == "softmax2d":  # channel 0 of (2, N, 1)
+            expected = output[0, :, 0].tolist(), grad[0, :, 0].tolist()
+        else:  # [x, 0] along dim -1
+            expected = output[:, 0].tolist(), grad[:, 0].tolist()
+        assert_curve(curve, *expected)
+
+
+def test_explorer_plots_every_sweepable_loss_as_torch_computes_it(
+    visit: Callable[..., Visit], server: RunningServer
+) -> None:
+    entries = {f["name"]: f for f in catalogue(server, "loss")}
+    explorer = visit("/explore#losses=" + ",".join(entries))
+    explorer.wait_until("document.documentElement.dataset.redraws === '1'")
+    unplotted = explorer.evaluate("[...document.querySelectorAll('#function-list input:disabled')].map(i => i.value)")
+    assert set(unplotted) == {
+        "ctc_loss",
+        "cosine_embedding_loss",
+        "triplet_margin_loss",
+        "triplet_margin_with_distance_loss",
+    }
+    data = explorer.evaluate("window.explorer.lastData")
+    assert [c["function"] for c in data["curves"]] == [name for name in entries if name not in unplotted]
+    for curve in data["curves"]:
+        entry, request = entries[curve["function"]], curve["request"]
+        tensors = {**{k: request[k] for k in ("input", "target") if k in request}, **request.get("inputs", {})}
+        kinds = {t["name"]: t["element_type"] for t in entry["tensors"]}
+        given = {
+            name: as_tensor(value, kinds[name] == "integer" or (kinds[name].startswith("integer") and name == "target"))
+            for name, value in tensors.items()
+        }
+        moving = "input1" if "input1" in given else "input"
+        given[moving].requires_grad_(True)
+        arguments = [given[t["name"]] for t in entry["tensors"]]
+        loss = getattr(F, curve["function"])(*arguments, **request["params"])
+        (grad,) = torch.autograd.grad(loss.sum(), given[moving])
+        read = grad[:, 0] if grad.dim() == 2 and grad.shape[1] > 1 else grad.flatten()
+        plotted = [
+            (y, dy) for y, dy in zip(curve["y"], curve["dy"], strict=True) if y is not None
+        ]  # binary_cross_entropy is cut to [0, 1]
+        assert len(plotted) == len(loss.flatten()), curve["function"]
+        assert_curve(
+            {**curve, "y": [p[0] for p in plotted], "dy": [p[1] for p in plotted]},
+            loss.flatten().tolist(),
+            read.tolist(),
+        )

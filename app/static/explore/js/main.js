@@ -97,6 +97,7 @@ function renderList() {
     box.addEventListener("change", () => {
       if (box.checked) choose(entry.name);
       else chosen.delete(entry.name);
+      writeHash();
       renderList();
       renderParams();
       schedule(0);
@@ -358,6 +359,21 @@ async function copy(button) {
 
 // ----- modes and start-up -----
 
+// The address names the mode and the functions (#activations=sigmoid,gelu), so a view can be shared.
+const HASH = { activation: "activations", loss: "losses" };
+
+function writeHash() {
+  const names = [...state.chosen[state.mode].keys()].join(",");
+  history.replaceState(null, "", `#${HASH[state.mode]}=${names}`);
+}
+
+function readHash() {
+  const match = /^#(activations|losses)(?:=(.*))?$/.exec(decodeURIComponent(location.hash));
+  if (!match) return { mode: "activation", names: null };
+  const names = match[2] === undefined ? null : match[2].split(",").filter(Boolean);
+  return { mode: match[1] === "losses" ? "loss" : "activation", names };
+}
+
 function setMode(mode, first = false) {
   if (!first) {
     MODES[state.mode].range = { min: $("x-min").value, max: $("x-max").value, points: $("points").value };
@@ -370,7 +386,7 @@ function setMode(mode, first = false) {
   $("range-legend").textContent = m.rangeLegend;
   $("functions-legend").textContent = mode === "activation" ? "Activation functions" : "Loss functions";
   document.querySelector(`input[name="mode"][value="${mode}"]`).checked = true;
-  history.replaceState(null, "", mode === "loss" ? "#losses" : "#activations");
+  writeHash();
   renderList();
   renderParams();
   schedule(0);
@@ -382,11 +398,14 @@ async function start() {
     getJSON("functions?kind=loss"),
   ]);
   state.catalogue = { activation: activations.functions, loss: losses.functions };
+  const wanted = readHash();
   for (const mode of Object.keys(MODES)) {
-    const saved = state.mode;
     state.mode = mode;
-    for (const name of MODES[mode].start) if (entryOf(name)) choose(name);
-    state.mode = saved;
+    const names = mode === wanted.mode && wanted.names ? wanted.names : MODES[mode].start;
+    for (const name of names) {
+      const entry = entryOf(name);
+      if (entry && typeof MODES[mode].sweep(entry) !== "string" && !state.chosen[mode].has(name)) choose(name);
+    }
   }
   for (const radio of document.querySelectorAll('input[name="mode"]')) {
     radio.addEventListener("change", () => radio.checked && setMode(radio.value));
@@ -400,7 +419,7 @@ async function start() {
     button.addEventListener("click", () => copy(button));
   }
   explorer.ready = true;
-  setMode(location.hash === "#losses" ? "loss" : "activation", true);
+  setMode(wanted.mode, true);
 }
 
 start().catch((error) => {
