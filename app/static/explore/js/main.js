@@ -221,13 +221,15 @@ let timer = null;
 let generation = 0;
 let inflight = null;
 
+// Every change schedules a redraw and makes the answers still in flight stale.
 function schedule(delay) {
+  generation += 1;
   clearTimeout(timer);
   timer = setTimeout(redraw, delay);
 }
 
 async function redraw() {
-  const mine = ++generation;
+  const mine = generation;
   inflight?.abort();
   inflight = new AbortController();
   let x;
