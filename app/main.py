@@ -12,9 +12,9 @@ from app.api.errors import install_error_handlers
 from app.api.metrics import Metrics, MetricsObserver
 from app.api.oip_docs import install_oip_openapi
 from app.api.oip_errors import install_oip_error_format
-from app.api.openapi import install_openapi
+from app.api.openapi import install_docs_pages, install_openapi
 from app.api.operations import docs_urls, install_middleware
-from app.api.routes import compute, functions, health, v2
+from app.api.routes import compute, explore, functions, health, v2
 from app.api.routes import metrics as metrics_route
 from app.compute.catalogue import CATALOGUE
 from app.compute.service import ComputeService
@@ -89,10 +89,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(v2.router)
     if metrics is not None:
         app.include_router(metrics_route.router)
+    if settings.explorer:
+        explore.install(app)
     install_oip_error_format(app)
     install_middleware(app, settings, metrics, compute.router.routes)
     install_openapi(app, [ActivateRequest, LossRequest, InferenceRequest])
     install_oip_openapi(app)
+    if app.openapi_url is not None:
+        install_docs_pages(app, app.openapi_url)
     return app
 
 

@@ -1,17 +1,38 @@
-"""OpenAPI for the routes that read their body themselves (to decode tensors in bulk)."""
+"""OpenAPI for the routes that read their body themselves (to decode tensors in bulk), and the
+pages that show it, served with no network: Swagger UI's and ReDoc's files come from the pinned
+``fastapi-offline`` package, not from a CDN."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import cache
+from importlib.resources import files
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
+from fastapi.responses import HTMLResponse, Response
+from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 
 from app.compute.catalogue import FunctionSpec
 
 _REF = "#/components/schemas/{model}"
+
+DOCS_ASSETS = "/static/docs"
+"""Where Swagger UI's and ReDoc's scripts, styles and favicon are served (``fastapi_offline/static``)."""
+
+_REDOC_BRANDING_LOGO = b"https://cdn.redoc.ly/redoc/logo-mini.svg"
+_EMPTY_IMAGE = b"data:image/svg+xml,%3Csvg xmlns='http://www.w3.org/2000/svg'/%3E"
+
+
+@cache
+def redoc_script() -> bytes:
+    """ReDoc's bundle with its one reference to the outside, the sidebar's "API docs by Redocly"
+    logo (always drawn, no option hides it), replaced by an empty image."""
+    script = (files("fastapi_offline") / "static" / "redoc.standalone.js").read_bytes()
+    return script.replace(_REDOC_BRANDING_LOGO, _EMPTY_IMAGE)
 
 
 def request_body(model: type[BaseModel], specs: Sequence[FunctionSpec], first: str) -> dict[str, Any]:
@@ -65,3 +86,40 @@ def install_openapi(app: FastAPI, models: Sequence[type[BaseModel]]) -> None:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def install_docs_pages(app: FastAPI, openapi_url: str) -> None:
+    """``/docs`` (Swagger UI) and ``/redoc``, loading their files from this service only."""
+
+    @app.get(f"{DOCS_ASSETS}/redoc.js", include_in_schema=False)
+    async def redoc_bundle() -> Response:
+        return Response(redoc_script(), media_type="text/javascript", headers={"Cache-Control": "max-age=3600"})
+
+    app.mount(DOCS_ASSETS, StaticFiles(packages=[("fastapi_offline", "static")]), name="docs-assets")
+
+    def assets(request: Request) -> str:
+        return f"{request.scope.get('root_path', '')}{DOCS_ASSETS}"
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui(request: Request) -> HTMLResponse:
+        root = assets(request)
+        return get_swagger_ui_html(
+            openapi_url=f"{request.scope.get('root_path', '')}{openapi_url}",
+            title=f"{app.title} - Swagger UI",
+            swagger_js_url=f"{root}/swagger-ui-bundle.js",
+            swagger_css_url=f"{root}/swagger-ui.css",
+            swagger_favicon_url=f"{root}/favicon.png",
+            # no badge fetched from the public validator
+            swagger_ui_parameters={"validatorUrl": None},
+        )
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc(request: Request) -> HTMLResponse:
+        root = assets(request)
+        return get_redoc_html(
+            openapi_url=f"{request.scope.get('root_path', '')}{openapi_url}",
+            title=f"{app.title} - ReDoc",
+            redoc_js_url=f"{root}/redoc.js",
+            redoc_favicon_url=f"{root}/favicon.png",
+            with_google_fonts=False,
+        )

@@ -21,16 +21,16 @@ CORS_EXPOSED = ["x-request-id", "server-timing", "retry-after"]
 
 
 class DocsUrls(TypedDict):
-    docs_url: str | None
-    redoc_url: str | None
+    docs_url: None
+    redoc_url: None
     openapi_url: str | None
 
 
 def docs_urls(settings: Settings) -> DocsUrls:
-    """``FastAPI`` arguments that serve or hide the interactive docs and the schema."""
-    if settings.docs:
-        return DocsUrls(docs_url="/docs", redoc_url="/redoc", openapi_url="/openapi.json")
-    return DocsUrls(docs_url=None, redoc_url=None, openapi_url=None)
+    """``FastAPI`` arguments that serve or hide the schema. FastAPI's own ``/docs`` and ``/redoc``
+    load their scripts from a CDN, so they are always off; ``install_docs_pages`` serves them
+    offline when ``settings.docs`` is on."""
+    return DocsUrls(docs_url=None, redoc_url=None, openapi_url="/openapi.json" if settings.docs else None)
 
 
 def install_middleware(app: FastAPI, settings: Settings, metrics: Metrics | None, hot: Iterable[BaseRoute]) -> None:

@@ -128,7 +128,11 @@ class Settings(BaseSettings):
     """Serve Prometheus metrics at ``GET /metrics``."""
 
     docs: bool = True
-    """Serve ``/docs``, ``/redoc`` and ``/openapi.json``."""
+    """Serve ``/docs``, ``/redoc`` and ``/openapi.json`` (their scripts from this service, no CDN)."""
+
+    explorer: bool = True
+    """Serve the explorer page at ``/explore``: every function and its gradient plotted from this
+    service's own answers, with controls for their parameters."""
 
     api_keys: CommaList = Field(default_factory=list)
     """Comma-separated keys; when set, every path but ``open_paths`` needs one, as
