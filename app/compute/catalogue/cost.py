@@ -39,10 +39,10 @@ def _elements(arrays: Arrays) -> int:
     return sum(arr.size for arr in arrays.values())
 
 
-def elementwise(work_per_element: float = 20.0, memory_per_element: float = 4.0) -> CostModel:
+def elementwise(work_per_element: float = 30.0, memory_per_element: float = 4.0) -> CostModel:
     """Cost linear in the elements of all tensors: pointwise functions, reductions, softmax over
-    a dimension, distance-based losses. 20 units an element covers the slowest measured (mish,
-    gelu and the like in float64, on one core)."""
+    a dimension, distance-based losses. 30 units an element (90 with gradients) covers the slowest
+    pointwise functions measured by ``bench.cost`` (tanh, glu, kl_div in bfloat16 or float64)."""
 
     def cost(arrays: Arrays, params: Params) -> Cost:
         elements = _elements(arrays)
@@ -52,6 +52,10 @@ def elementwise(work_per_element: float = 20.0, memory_per_element: float = 4.0)
 
 
 ELEMENTWISE = elementwise()
+SLOW_ELEMENTWISE = elementwise(work_per_element=80.0)
+"""Losses that chain several elementwise steps per element (the stable sigmoid of
+``binary_cross_entropy_with_logits`` with ``pos_weight``, a distance function applied twice):
+measured at up to ~100 units an element with gradients in float64."""
 
 
 def _rows_and_classes(arr: np.ndarray) -> tuple[int, int]:
