@@ -8,23 +8,25 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from app.api.deps import HotPathResources
-from app.api.errors import install_error_handlers
+from app.api.errors import ErrorPipeline
 from app.api.metrics import Metrics, MetricsObserver
-from app.api.oip_docs import install_oip_openapi
-from app.api.oip_errors import install_oip_error_format
 from app.api.openapi import install_docs_pages, install_openapi
-from app.api.operations import docs_urls, install_middleware
-from app.api.routes import compute, explore, functions, health, v2
+from app.api.operations import docs_urls, middleware
+from app.api.routes import explore, functions, health
 from app.api.routes import metrics as metrics_route
 from app.compute.catalogue import CATALOGUE
 from app.compute.service import ComputeService
 from app.core.config import Settings
 from app.core.lifecycle import abandon_running_work, drain_on_stop_signals, shutdown_time_left
 from app.core.runtime import tune_process
-from app.wire.json_protocol import DecodeOptions
-from app.wire.models import ActivateRequest, LossRequest
-from app.wire.oip_models import InferenceRequest
-from app.wire.tensors import Limits
+from app.protocols.decoding import DecodeOptions
+from app.protocols.native import routes as native_routes
+from app.protocols.native.models import ActivateRequest, LossRequest
+from app.protocols.oip import errors as oip_errors
+from app.protocols.oip import routes as oip_routes
+from app.protocols.oip.docs import install_oip_openapi
+from app.protocols.oip.models import InferenceRequest
+from app.protocols.tensors import Limits
 
 STOP_SLACK_S = 0.5
 """Of the second beyond the grace period that stopping may take, what the compute service gets."""
@@ -69,6 +71,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         default_dtype=settings.default_dtype,
     )
 
+    errors = ErrorPipeline([(oip_errors.PREFIX, oip_errors.oip_format)], settings.max_reported_errors)
+    # The compute routes of every protocol: routed and documented like any other, and answered
+    # by their own lane in the middleware (``HotRoutes``) before the router.
+    compute_routes = [*native_routes.router.routes, *oip_routes.infer_router.routes]
     telemetry = settings.opentelemetry
     app = FastAPI(
         title="torch functions service",
@@ -76,23 +82,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description=DESCRIPTION,
         lifespan=lifespan,
         telemetry={"tracing": telemetry, "metrics": telemetry, "logs": telemetry},
+        middleware=middleware(settings, metrics, errors, compute_routes),
         **docs_urls(settings),
     )
     app.state.settings = settings
     app.state.metrics = metrics
-    install_error_handlers(app)
-    # The hot routes are on the app's own router (documented and routed like any other), and
-    # the middleware answers them before the router (``HotRoutes``).
-    app.router.routes[:0] = compute.router.routes
+    app.state.errors = errors
+    errors.install(app)
+    app.include_router(native_routes.router)
     app.include_router(functions.router)
     app.include_router(health.router)
-    app.include_router(v2.router)
+    app.include_router(oip_routes.router)
+    app.include_router(oip_routes.infer_router)
     if metrics is not None:
         app.include_router(metrics_route.router)
     if settings.explorer:
         explore.install(app)
-    install_oip_error_format(app)
-    install_middleware(app, settings, metrics, compute.router.routes)
     install_openapi(app, [ActivateRequest, LossRequest, InferenceRequest])
     install_oip_openapi(app)
     if app.openapi_url is not None:

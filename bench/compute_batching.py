@@ -21,8 +21,9 @@ from app.compute.catalogue import CATALOGUE
 from app.compute.engine import Engine, resolve_device
 from app.compute.jobs import Job
 from app.core.config import Settings
-from app.wire.json_protocol import DecodeOptions, decode_activation, decode_loss
-from app.wire.tensors import Limits
+from app.protocols.decoding import DecodeOptions
+from app.protocols.native.codec import decode_activation, decode_loss
+from app.protocols.tensors import Limits
 
 OPTIONS = DecodeOptions(CATALOGUE, Limits(4_000_000, 8), 16_000_000, "float32")
 

@@ -34,8 +34,9 @@ from app.core.cgroup_limits import BUDGET_SHARE, PROCESS_BASELINE, threads_per_w
 from app.core.config import FloatDType, Settings
 from app.core.errors import ServiceError
 from app.core.runtime import return_freed_memory_to_the_system, trim_memory
-from app.wire.json_protocol import DecodeOptions, decode_activation, decode_loss
-from app.wire.tensors import Limits
+from app.protocols.decoding import DecodeOptions
+from app.protocols.native.codec import decode_activation, decode_loss
+from app.protocols.tensors import Limits
 
 DTYPES: tuple[FloatDType, ...] = ("float32", "float64", "float16", "bfloat16")
 CONTAINER_LIMIT = 2 * 1024**3

@@ -18,8 +18,9 @@ from app.compute.fusion import FUSE_MAX_ELEMENTS, fusion_key
 from app.compute.jobs import Job, Result
 from app.core.config import Settings
 from app.core.errors import InvalidRequest
-from app.wire.json_protocol import DecodeOptions, decode_activation, decode_loss
-from app.wire.tensors import Limits
+from app.protocols.decoding import DecodeOptions
+from app.protocols.native.codec import decode_activation, decode_loss
+from app.protocols.tensors import Limits
 
 OPTIONS = DecodeOptions(CATALOGUE, Limits(FUSE_MAX_ELEMENTS * 4, 8), FUSE_MAX_ELEMENTS * 16, "float32")
 DTYPES = ["float32", "float64", "float16", "bfloat16"]

@@ -3,15 +3,18 @@ the router would, with the app's middleware and error handlers around it."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
+from typing import NoReturn
 
 import pytest
 from fastapi.testclient import TestClient
+from starlette.routing import Router
 
-from app.api import routes
 from app.api.hot_routes import HotRoutes
 from app.core.config import Settings
 from app.main import create_app
+from app.protocols.native import routes as native_routes
 from tests.test_container_server import metric
 
 RELU = {"function": "relu", "input": [-1.0, 2.0]}
@@ -28,7 +31,30 @@ def test_the_compute_routes_are_answered_by_the_lane_inside_the_middleware(clien
     assert layers.index("RequestObservability") < layers.index("ApiKeyAuth") < layers.index("HotRoutes")
     assert layers.index("HotRoutes") < layers.index("ExceptionMiddleware")
     lane = next(layer for layer in _layers(client) if isinstance(layer, HotRoutes))
-    assert set(lane.routes) == {"/activate", "/loss"}
+    assert set(lane.fixed) == {"/activate", "/loss"}
+    assert {route.path for route in lane.templated} == {
+        "/v2/models/{name}/infer",
+        "/v2/models/{name}/versions/{version}/infer",
+    }
+
+
+def test_both_protocols_take_the_lane(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The router is never reached by a compute request of either protocol."""
+
+    async def not_here(*args: object) -> None:
+        raise AssertionError("the router was reached")
+
+    v2 = {"inputs": [{"name": "input", "shape": [2], "datatype": "FP32", "data": [-1.0, 2.0]}]}
+    with TestClient(create_app(Settings())) as own:
+        monkeypatch.setattr(Router, "__call__", not_here)
+        for path, body in (
+            ("/activate", RELU),
+            ("/v2/models/relu/infer", v2),
+            ("/v2/models/ReLU/versions/1/infer", v2),
+        ):
+            reply = own.post(path, json=body)
+            assert reply.status_code == 200, (path, reply.text)
+            assert "batch" in reply.headers["server-timing"]
 
 
 def _layers(client: TestClient) -> Iterator[object]:
@@ -58,10 +84,10 @@ def test_errors_get_the_apps_handlers(client: TestClient) -> None:
 def test_an_unexpected_error_is_a_json_500_without_a_traceback(
     client: TestClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def broken(body: bytes, options: object) -> None:
+    def broken(body: object, headers: object, subject: object, options: object) -> NoReturn:
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(routes.compute, "decode_activation", broken)
+    monkeypatch.setattr(native_routes, "ACTIVATE", dataclasses.replace(native_routes.ACTIVATE, decode=broken))
     reply = client.post("/activate", json=RELU, headers={"X-API-Key": "k"})
     assert reply.status_code == 500
     assert reply.json()["error"] == "internal_error"

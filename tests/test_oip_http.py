@@ -17,7 +17,7 @@ from app.compute.catalogue import CATALOGUE, FunctionSpec
 from app.compute.service import ComputeService
 from app.core.config import Settings
 from app.main import create_app
-from app.wire.oip_examples import infer_example
+from app.protocols.oip.examples import infer_example
 from tests.oip_wire import (
     HEADER_LENGTH,
     binary_body,

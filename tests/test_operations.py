@@ -4,8 +4,10 @@ no tracebacks, readiness while draining, settings of the process model."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Iterator
+from typing import NoReturn
 
 import orjson
 import pytest
@@ -22,7 +24,8 @@ from app.core.config import Settings
 from app.core.logs import JsonFormatter
 from app.core.request_context import RequestContext, current_request
 from app.main import create_app
-from app.wire.json_protocol import decode_activation
+from app.protocols.native import routes as native_routes
+from app.protocols.native.codec import decode_activation
 from tests.test_container_server import metric
 
 RELU = {"function": "relu", "input": [1.0, -1.0]}
@@ -239,10 +242,11 @@ def test_undocumented_methods_answer_405(client: TestClient, method: str, path: 
 
 
 def test_an_unexpected_error_answers_500_without_a_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
-    def broken(*_: object) -> None:
+    def broken(*_: object) -> NoReturn:
         raise RuntimeError("secret internals at /srv/app/secret.py line 1")
 
-    monkeypatch.setattr("app.api.routes.compute.encode_activation", broken)
+    codec = dataclasses.replace(native_routes.ACTIVATE, encode=broken)
+    monkeypatch.setattr(native_routes, "ACTIVATE", codec)
     with TestClient(create_app(Settings()), raise_server_exceptions=False) as client:
         reply = client.post("/activate", json=RELU)
     assert reply.status_code == 500

@@ -7,8 +7,8 @@ import orjson
 import pytest
 
 from app.core.errors import InvalidRequest
-from app.wire.scan import STRING_SCAN_FROM, scan_body
-from app.wire.tensors import Limits, decode_tensor
+from app.protocols.scan import STRING_SCAN_FROM, scan_body
+from app.protocols.tensors import Limits, decode_tensor
 
 
 @pytest.mark.parametrize(

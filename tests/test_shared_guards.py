@@ -104,7 +104,7 @@ def test_running_out_of_memory_on_the_host_is_503_without_allocator_internals(
 
 
 def test_memory_error_while_decoding_is_503(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
-    import app.wire.json_protocol as json_protocol
+    import app.protocols.native.codec as json_protocol
 
     def no_memory(body: bytes) -> dict[str, Any]:
         raise MemoryError

@@ -8,8 +8,21 @@ from collections.abc import Iterable
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app.api.errors import error_response
+from app.api.errors import ErrorPipeline, Refusal
 from app.core.errors import Problem
+
+UNAUTHORIZED = Refusal(
+    401,
+    "unauthorized",
+    [
+        Problem(
+            ("header", "authorization"),
+            "a valid API key is required: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'",
+            "unauthorized",
+        )
+    ],
+    {"WWW-Authenticate": 'Bearer realm="torchfn"'},
+)
 
 _BEARER = b"bearer "
 
@@ -25,8 +38,9 @@ def presented_key(scope: Scope) -> bytes | None:
 
 
 class ApiKeyAuth:
-    def __init__(self, app: ASGIApp, keys: Iterable[str], open_paths: Iterable[str]) -> None:
+    def __init__(self, app: ASGIApp, keys: Iterable[str], open_paths: Iterable[str], errors: ErrorPipeline) -> None:
         self.app = app
+        self.errors = errors
         self.keys = [key.encode() for key in keys]
         self.open_paths = frozenset(open_paths)
         if not self.keys:
@@ -42,17 +56,5 @@ class ApiKeyAuth:
         if scope["type"] != "http" or scope["path"] in self.open_paths or self.accepts(presented_key(scope)):
             await self.app(scope, receive, send)
             return
-        response = error_response(
-            401,
-            "unauthorized",
-            [
-                Problem(
-                    ("header", "authorization"),
-                    "a valid API key is required: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'",
-                    "unauthorized",
-                )
-            ],
-            1,
-            {"WWW-Authenticate": 'Bearer realm="torchfn"'},
-        )
+        response = self.errors.render(scope["path"], UNAUTHORIZED)
         await response(scope, receive, send)

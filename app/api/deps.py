@@ -12,7 +12,7 @@ from fastapi import Depends, Request
 
 from app.compute.service import ComputeService
 from app.core.config import Settings
-from app.wire.json_protocol import DecodeOptions
+from app.protocols.decoding import DecodeOptions
 
 
 async def get_compute(request: Request) -> ComputeService:

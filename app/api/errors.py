@@ -1,8 +1,12 @@
-"""One place that turns every error into the service's JSON error body. Never a traceback."""
+"""One error pipeline: every refusal (validation, limits, auth, 404/405, health, anything
+unexpected) becomes one ``Refusal`` (status, code, problems, headers), and the route's protocol
+picks the body it is written in. Never a traceback."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import orjson
 from fastapi import FastAPI, Request
@@ -42,9 +46,18 @@ _MAX_NAME = 64
 _MAX_LOC_PARTS = 12
 
 
-def _short(part: str | int) -> str | int:
-    """Field names come from the client: never echo a huge one back."""
-    return part if isinstance(part, int) or len(part) <= _MAX_NAME else part[:_MAX_NAME] + "..."
+@dataclass(frozen=True)
+class Refusal:
+    """What went wrong, before any protocol has written it down."""
+
+    status: int
+    code: str
+    problems: Sequence[Problem]
+    headers: dict[str, str] | None = None
+
+
+ErrorFormat = Callable[[Refusal, int], Response]
+"""Writes a refusal in a protocol's error body, listing at most the given number of problems."""
 
 
 def status_of(error: ServiceError) -> int:
@@ -54,23 +67,6 @@ def status_of(error: ServiceError) -> int:
     return 500
 
 
-def error_response(
-    status: int, code: str, problems: list[Problem], max_details: int, headers: dict[str, str] | None = None
-) -> Response:
-    shown = [
-        Problem(tuple(_short(part) for part in p.loc[:_MAX_LOC_PARTS]), p.msg[:_MAX_MESSAGE], p.type[:_MAX_NAME])
-        for p in problems[:max_details]
-    ]
-    message = "; ".join(f"{'.'.join(map(str, p.loc))}: {p.msg}" for p in shown) or code
-    body = {
-        "error": code,
-        "message": message[:_MAX_MESSAGE],
-        "details": [{"loc": list(p.loc), "msg": p.msg, "type": p.type} for p in shown],
-        "truncated": len(problems) > len(shown),
-    }
-    return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=headers)
-
-
 def status_headers(status: int) -> dict[str, str] | None:
     """503 says when to retry; 408 closes the connection (the rest of the body may still come)."""
     if status == 503:
@@ -78,48 +74,84 @@ def status_headers(status: int) -> dict[str, str] | None:
     return {"Connection": "close"} if status == 408 else None
 
 
-def max_details(request: Request) -> int:
-    settings = getattr(request.app.state, "settings", None)
-    return settings.max_reported_errors if settings is not None else 10
+def _short(part: str | int) -> str | int:
+    """Field names come from the client: never echo a huge one back."""
+    return part if isinstance(part, int) or len(part) <= _MAX_NAME else part[:_MAX_NAME] + "..."
 
 
-async def _service_error(request: Request, error: Exception) -> Response:
-    assert isinstance(error, ServiceError)
-    status = status_of(error)
-    if isinstance(error, DeviceFailure):
-        logger.error("device failure: %s", error)
-    headers = status_headers(status)
-    return error_response(status, error.code, error.problems, max_details(request), headers)
+def service_format(refusal: Refusal, max_details: int) -> Response:
+    """The service's own error body: ``{"error", "message", "details", "truncated"}``."""
+    shown = [
+        Problem(tuple(_short(part) for part in p.loc[:_MAX_LOC_PARTS]), p.msg[:_MAX_MESSAGE], p.type[:_MAX_NAME])
+        for p in refusal.problems[:max_details]
+    ]
+    message = "; ".join(f"{'.'.join(map(str, p.loc))}: {p.msg}" for p in shown) or refusal.code
+    body = {
+        "error": refusal.code,
+        "message": message[:_MAX_MESSAGE],
+        "details": [{"loc": list(p.loc), "msg": p.msg, "type": p.type} for p in shown],
+        "truncated": len(refusal.problems) > len(shown),
+    }
+    return Response(
+        orjson.dumps(body), status_code=refusal.status, media_type="application/json", headers=refusal.headers
+    )
 
 
-async def _validation_error(request: Request, error: Exception) -> Response:
-    assert isinstance(error, RequestValidationError)
-    problems = [Problem(tuple(e.get("loc", ())), str(e.get("msg", "")), str(e.get("type", ""))) for e in error.errors()]
-    return error_response(422, "invalid_request", problems, max_details(request))
+def refusal_of(error: Exception) -> Refusal:
+    """Every exception a request can end in, as a refusal."""
+    if isinstance(error, ServiceError):
+        status = status_of(error)
+        if isinstance(error, DeviceFailure):
+            logger.error("device failure: %s", error)
+        return Refusal(status, error.code, error.problems, status_headers(status))
+    if isinstance(error, RequestValidationError):
+        problems = [
+            Problem(tuple(e.get("loc", ())), str(e.get("msg", "")), str(e.get("type", ""))) for e in error.errors()
+        ]
+        return Refusal(422, "invalid_request", problems)
+    if isinstance(error, StarletteHTTPException):
+        code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")
+        return Refusal(
+            error.status_code, code, [Problem(("request",), str(error.detail), code)], dict(error.headers or {})
+        )
+    if isinstance(error, MemoryError):  # the host ran out outside the compute layer (decoding, encoding)
+        logger.warning("out of memory while serving a request")
+        problem = Problem(("service",), "the server ran out of memory; retry later or send less", "out_of_memory")
+        return Refusal(503, Overloaded.code, [problem], status_headers(503))
+    logger.error("unhandled error", exc_info=error)
+    return Refusal(500, "internal_error", [Problem(("server",), "internal error", "internal_error")])
 
 
-async def _http_error(request: Request, error: Exception) -> Response:
-    assert isinstance(error, StarletteHTTPException)
-    code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")
-    problems = [Problem(("request",), str(error.detail), code)]
-    return error_response(error.status_code, code, problems, max_details(request), dict(error.headers or {}))
+class ErrorPipeline:
+    """Renders every refusal in the format of the protocol whose routes the path belongs to."""
+
+    def __init__(self, protocol_formats: Sequence[tuple[str, ErrorFormat]], max_details: int) -> None:
+        """``protocol_formats``: (path prefix, format) for each protocol with an error body of its
+        own; every other path gets the service's."""
+        self.protocol_formats = tuple(protocol_formats)
+        self.max_details = max_details
+
+    def format_for(self, path: str) -> ErrorFormat:
+        for prefix, error_format in self.protocol_formats:
+            if path == prefix or path.startswith(prefix + "/"):
+                return error_format
+        return service_format
+
+    def render(self, path: str, refusal: Refusal) -> Response:
+        return self.format_for(path)(refusal, self.max_details)
+
+    def response_to(self, path: str, error: Exception) -> Response:
+        return self.render(path, refusal_of(error))
+
+    async def handle(self, request: Request, error: Exception) -> Response:
+        """The app's one exception handler."""
+        return self.response_to(request.url.path, error)
+
+    def install(self, app: FastAPI) -> None:
+        for error_class in (ServiceError, RequestValidationError, StarletteHTTPException, MemoryError, Exception):
+            app.add_exception_handler(error_class, self.handle)
 
 
-async def _out_of_memory(request: Request, error: Exception) -> Response:
-    """The host ran out of memory outside the compute layer (decoding, encoding): retry later."""
-    logger.warning("out of memory on %s %s", request.method, request.url.path)
-    overloaded = Overloaded.at(("service",), "the server ran out of memory; retry later or send less", "out_of_memory")
-    return await _service_error(request, overloaded)
-
-
-async def _unexpected(request: Request, error: Exception) -> Response:
-    logger.exception("unhandled error on %s %s", request.method, request.url.path)
-    return error_response(500, "internal_error", [Problem(("server",), "internal error", "internal_error")], 1)
-
-
-def install_error_handlers(app: FastAPI) -> None:
-    app.add_exception_handler(ServiceError, _service_error)
-    app.add_exception_handler(RequestValidationError, _validation_error)
-    app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_exception_handler(MemoryError, _out_of_memory)
-    app.add_exception_handler(Exception, _unexpected)
+def error_pipeline(request: Request) -> ErrorPipeline:
+    pipeline: ErrorPipeline = request.app.state.errors
+    return pipeline

@@ -1,47 +1,72 @@
 """The compute routes' own lane through the ASGI stack.
 
+``RequestHandlerRoute`` declares a compute route (documented and routed like any other) whose
+endpoint is a request handler already: FastAPI's endpoint wrapper (dependency solving, parameter
+and response validation, exit stacks, a per-route exception catcher) has nothing to do for it and
+cost ~35 µs of a small request (measured with ``bench/throughput.py``).
+
 ``HotRoutes`` sits inside the production middleware (request id, metrics, access log, CORS,
-auth: they apply to every request alike) and answers ``POST /activate`` and ``POST /loss`` itself,
-with the app's own exception handlers; every other request goes on to Starlette's exception layer
-and router as before. What it skips on the hot path: FastAPI's exit-stack layer, Starlette's
-exception layer with its per-request ``send`` wrapper, and route matching (a regular expression
-per route tried). Measured in process with a driver on the app (``bench/throughput.py``'s
-payloads): ~15 µs of a ~165 µs cross_entropy request.
+auth: they apply to every request alike) and answers the compute routes of every protocol
+itself, refusals through the error pipeline; every other request goes on to Starlette's exception
+layer and router. What it skips: FastAPI's exit-stack layer, Starlette's exception layer with its
+per-request ``send`` wrapper, and the router's matching (a regular expression per route tried):
+~15 µs of a ~165 µs cross_entropy request, in process.
 """
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import Any
+from collections.abc import Callable, Coroutine, Iterable
+from typing import Any, cast
 
 from fastapi import Request, Response
-from starlette.routing import BaseRoute
+from fastapi.routing import APIRoute
+from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app.api.routing import RequestHandlerRoute
+from app.api.errors import ErrorPipeline
 
-ExceptionHandler = Callable[[Request, Any], Response | Awaitable[Response]]
-"""As Starlette keeps them in ``app.exception_handlers``."""
+RequestHandler = Callable[[Request], Coroutine[Any, Any, Response]]
+
+
+class RequestHandlerRoute(APIRoute):
+    """A route whose endpoint takes the ``Request`` (and its path parameters, as strings) and
+    returns a ``Response`` itself; its exceptions reach the error pipeline as any route's do."""
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        super().__init__(path, endpoint, **kwargs)
+        handler = self.handler = self.get_route_handler()
+
+        async def app(scope: Scope, receive: Receive, send: Send) -> None:
+            response = await handler(Request(scope, receive, send))
+            await response(scope, receive, send)
+
+        self.app = app
+
+    def get_route_handler(self) -> RequestHandler:
+        endpoint = self.endpoint
+        if not self.param_convertors:
+            return cast(RequestHandler, endpoint)
+
+        async def with_path_parameters(request: Request) -> Response:
+            response: Response = await endpoint(request, **request.path_params)
+            return response
+
+        return with_path_parameters
 
 
 class HotRoutes:
-    def __init__(
-        self, app: ASGIApp, routes: Iterable[BaseRoute], exception_handlers: Mapping[Any, ExceptionHandler]
-    ) -> None:
+    def __init__(self, app: ASGIApp, routes: Iterable[BaseRoute], errors: ErrorPipeline) -> None:
         """``routes``: the request-handler routes to serve here (others are ignored: the router
-        keeps them). ``exception_handlers``: the app's own mapping (read at each error, so
-        handlers installed later apply too)."""
+        keeps them); those with path parameters are matched after the fixed paths."""
         self.app = app
-        self.routes = {
-            route.path: route
-            for route in routes
-            if isinstance(route, RequestHandlerRoute) and route.methods == {"POST"}
-        }
-        self.exception_handlers = exception_handlers
+        hot = [route for route in routes if isinstance(route, RequestHandlerRoute) and route.methods == {"POST"}]
+        self.fixed = {route.path: route for route in hot if not route.param_convertors}
+        self.templated = [route for route in hot if route.param_convertors]
+        self.prefixes = tuple({route.path.split("{", 1)[0] for route in self.templated})
+        self.errors = errors
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        route = self.routes.get(_route_path(scope)) if scope["type"] == "http" and scope["method"] == "POST" else None
+        route = self._match(scope) if scope["type"] == "http" and scope["method"] == "POST" else None
         if route is None:
             await self.app(scope, receive, send)
             return
@@ -51,16 +76,20 @@ class HotRoutes:
         try:
             response = await route.handler(request)
         except Exception as error:
-            handled = self._handler_for(error)(request, error)
-            response = await handled if inspect.isawaitable(handled) else handled
+            response = self.errors.response_to(_route_path(scope), error)
         await response(scope, receive, send)
 
-    def _handler_for(self, error: Exception) -> ExceptionHandler:
-        for cls in type(error).__mro__:
-            handler = self.exception_handlers.get(cls)
-            if handler is not None:
-                return handler
-        raise error  # no handler, not even for Exception: the server's own error layer answers 500
+    def _match(self, scope: Scope) -> RequestHandlerRoute | None:
+        path = _route_path(scope)
+        route = self.fixed.get(path)
+        if route is not None or not path.startswith(self.prefixes):
+            return route
+        for candidate in self.templated:
+            match, child = candidate.matches({**scope, "path": path})
+            if match is Match.FULL:
+                scope["path_params"] = child["path_params"]
+                return candidate
+        return None
 
 
 def _route_path(scope: Scope) -> str:

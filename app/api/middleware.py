@@ -1,5 +1,5 @@
-"""Pure ASGI middleware for every request: a request id (``X-Request-ID``, accepted or made and
-always echoed), the request metrics and the access log. Pure ASGI rather than
+"""Pure ASGI middleware for every request: ``HEAD`` served as ``GET``, and a request id
+(``X-Request-ID``, accepted or made and always echoed), the request metrics and the access log. Pure ASGI rather than
 ``BaseHTTPMiddleware``: no extra task or body buffering on the hot path."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from starlette.routing import BaseRoute, compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.api.errors import error_response
+from app.api.errors import ErrorPipeline, Refusal
 from app.api.metrics import Metrics
 from app.core.errors import Problem
 from app.core.lifecycle import is_draining
@@ -27,11 +27,10 @@ UNMATCHED = "unmatched"
 """The ``endpoint`` label of requests no route matched (so unknown paths cannot grow the label set)."""
 
 access_logger = logging.getLogger(ACCESS_LOGGER)
-CUT_OFF = error_response(
+CUT_OFF = Refusal(
     503,
     "overloaded",
     [Problem(("service",), "the server shut down before this request was served; retry", "shutting_down")],
-    1,
     {"Retry-After": "1"},
 )
 
@@ -82,8 +81,9 @@ class EndpointNames:
 
 
 class RequestObservability:
-    def __init__(self, app: ASGIApp, metrics: Metrics | None, access_log: bool) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics | None, access_log: bool, errors: ErrorPipeline) -> None:
         self.app = app
+        self.errors = errors
         self.metrics = metrics
         self.access_log = access_log
         self.endpoint_of = EndpointNames()
@@ -115,7 +115,7 @@ class RequestObservability:
                 raise
             # The shutdown grace period ran out before this request was served: the server
             # cancels it. Answer 503 (retry elsewhere) rather than uvicorn's bare 500.
-            await CUT_OFF(scope, receive, send_with_id)
+            await self.errors.render(scope["path"], CUT_OFF)(scope, receive, send_with_id)
         finally:
             status = status or 500  # the app raised before answering
             seconds = time.perf_counter() - started
@@ -151,3 +151,29 @@ def log_access(scope: Scope, status: int, seconds: float, context: RequestContex
         },
     )
     access_logger.handle(record)
+
+
+_END = {"type": "http.response.body", "body": b"", "more_body": False}
+
+
+class HeadAsGet:
+    """``HEAD`` wherever ``GET`` is served: the request goes through as a ``GET`` and the reply keeps
+    its status and headers (``Content-Length`` included) but drops its body (RFC 9110, 9.3.2).
+    FastAPI's routes answer only the methods they declare, so without this ``HEAD /healthz`` is 405."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_without_body(message: Message) -> None:
+            if message["type"] == "http.response.body":
+                if message.get("more_body", False):
+                    return
+                message = _END
+            await send(message)
+
+        await self.app({**scope, "method": "GET"}, receive, send_without_body)

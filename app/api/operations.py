@@ -5,15 +5,15 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TypedDict
 
-from fastapi import FastAPI
+from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import BaseRoute
 
 from app.api.auth import ApiKeyAuth
-from app.api.head_requests import HeadAsGet
+from app.api.errors import ErrorPipeline
 from app.api.hot_routes import HotRoutes
 from app.api.metrics import Metrics
-from app.api.middleware import RequestObservability
+from app.api.middleware import HeadAsGet, RequestObservability
 from app.core.config import Settings
 
 CORS_HEADERS = ["authorization", "content-type", "x-api-key", "x-request-id", "x-request-timeout"]
@@ -33,21 +33,26 @@ def docs_urls(settings: Settings) -> DocsUrls:
     return DocsUrls(docs_url=None, redoc_url=None, openapi_url="/openapi.json" if settings.docs else None)
 
 
-def install_middleware(app: FastAPI, settings: Settings, metrics: Metrics | None, hot: Iterable[BaseRoute]) -> None:
-    """Outermost first: request id, metrics and access log; then CORS (so preflights need no
-    key); then auth; then the ``hot`` routes' own lane past the router; then ``HEAD`` served as
-    ``GET`` (logged and counted as ``HEAD``). Auth and CORS are not installed at all when off."""
-    app.add_middleware(HeadAsGet)
-    app.add_middleware(HotRoutes, routes=hot, exception_handlers=app.exception_handlers)
-    if settings.api_keys:
-        app.add_middleware(ApiKeyAuth, keys=settings.api_keys, open_paths=settings.open_paths)
+def middleware(
+    settings: Settings, metrics: Metrics | None, errors: ErrorPipeline, hot: Iterable[BaseRoute]
+) -> list[Middleware]:
+    """The app's layers, outermost first: request id, metrics and access log; CORS (so preflights
+    need no key); auth; the ``hot`` compute routes' own lane past the router; ``HEAD`` served as
+    ``GET`` (logged and counted as ``HEAD``). Auth and CORS are left out entirely when off."""
+    layers = [Middleware(RequestObservability, metrics=metrics, access_log=settings.access_log, errors=errors)]
     if settings.cors_origins:
-        app.add_middleware(
-            CORSMiddleware,
-            allow_origins=settings.cors_origins,
-            allow_methods=["GET", "POST"],
-            allow_headers=CORS_HEADERS,
-            expose_headers=CORS_EXPOSED,
-            max_age=600,
+        layers.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=settings.cors_origins,
+                allow_methods=["GET", "POST"],
+                allow_headers=CORS_HEADERS,
+                expose_headers=CORS_EXPOSED,
+                max_age=600,
+            )
         )
-    app.add_middleware(RequestObservability, metrics=metrics, access_log=settings.access_log)
+    if settings.api_keys:
+        layers.append(Middleware(ApiKeyAuth, keys=settings.api_keys, open_paths=settings.open_paths, errors=errors))
+    layers.append(Middleware(HotRoutes, routes=hot, errors=errors))
+    layers.append(Middleware(HeadAsGet))
+    return layers

@@ -13,6 +13,7 @@ import zlib
 from fastapi import Request
 
 from app.api.body import declared_length, hold_body, hold_parsing, receive_body
+from app.api.headers import ComputeHeaders
 from app.compute.memory import Reservation
 from app.core.errors import MalformedRequest, TooLarge, UnsupportedMediaType
 
@@ -27,9 +28,14 @@ def _too_large(limit: int) -> TooLarge:
 
 
 async def _stream(
-    request: Request, limit: int, idle_timeout: float | None, memory: Reservation | None, wait: float
+    request: Request,
+    declared_text: str | None,
+    limit: int,
+    idle_timeout: float | None,
+    memory: Reservation | None,
+    wait: float,
 ) -> bytearray:
-    declared = declared_length(request.headers.get("content-length"), limit)
+    declared = declared_length(declared_text, limit)
     if memory is not None:
         await hold_body(memory, declared, limit, wait)
     buffer = bytearray(declared or 0)
@@ -70,6 +76,7 @@ def _not_valid(encoding: str, problem: str) -> MalformedRequest:
 
 async def read_raw_body(
     request: Request,
+    headers: ComputeHeaders,
     limit: int,
     idle_timeout: float | None = None,
     memory: Reservation | None = None,
@@ -78,12 +85,12 @@ async def read_raw_body(
     """The whole body, inflated if it was compressed; 413 beyond ``limit`` bytes, 408 when it stalls
     for ``idle_timeout`` seconds, 400 when empty. With ``memory``, the body is held in the memory
     budget before it is read (the inflated body at most ``limit``), and what parsing it takes after."""
-    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    encoding = (headers.content_encoding or "identity").strip().lower()
     if encoding not in ("identity", *_WBITS):
         raise UnsupportedMediaType.at(
             ("header", "content-encoding"), "send the body as it is, or as gzip or deflate", "media_type"
         )
-    body = await _stream(request, limit, idle_timeout, memory, wait)
+    body = await _stream(request, headers.content_length, limit, idle_timeout, memory, wait)
     if encoding in _WBITS:
         if memory is not None:
             await memory.resize(len(body) + limit, wait, ("body",), "inflating the body")

@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import Response
 
-from app.wire.models import ErrorResponse
+from app.protocols.native.models import ErrorResponse
 
 _DESCRIPTIONS = {
     400: "Malformed JSON or an unreadable body.",

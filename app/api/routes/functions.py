@@ -10,7 +10,7 @@ from app.api.responses import error_responses
 from app.compute.catalogue import CATALOGUE
 from app.compute.catalogue.registry import NOT_SERVED
 from app.core.errors import UnknownFunction
-from app.wire.oip_examples import catalogue_entry
+from app.protocols.oip.examples import catalogue_entry
 
 router = APIRouter(tags=["catalogue"])
 

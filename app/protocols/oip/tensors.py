@@ -14,8 +14,8 @@ import numpy as np
 
 from app.core.config import FloatDType
 from app.core.errors import InvalidRequest, Loc
-from app.wire.scan import BodyScan
-from app.wire.tensors import (
+from app.protocols.scan import BodyScan
+from app.protocols.tensors import (
     Limits,
     bfloat16_bits_to_float32,
     check_size,

@@ -1,5 +1,5 @@
 """Request and reply envelopes of /activate and /loss. Tensors pass through unvalidated here
-(``Any``) and are decoded in bulk by ``app.wire.tensors``; the schema documents them."""
+(``Any``) and are decoded in bulk by ``app.protocols.tensors``; the schema documents them."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, WithJsonSchema
 
 from app.core.config import FloatDType
-from app.wire.tensors import Encoding
+from app.protocols.tensors import Encoding
 
 _NUMBER_OR_TOKEN: dict[str, Any] = {
     "anyOf": [{"type": "number"}, {"type": "string", "enum": ["NaN", "Infinity", "-Infinity"]}]

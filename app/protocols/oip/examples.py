@@ -7,8 +7,8 @@ from typing import Any
 import numpy as np
 
 from app.compute.catalogue import CATALOGUE, FunctionSpec
-from app.wire.oip_metadata import OPTIONAL_INPUT_GRAD_OUTPUT, input_names, output_names, required_inputs
-from app.wire.oip_tensors import DATATYPE_OF
+from app.protocols.oip.metadata import OPTIONAL_INPUT_GRAD_OUTPUT, input_names, output_names, required_inputs
+from app.protocols.oip.tensors import DATATYPE_OF
 
 
 def _example_tensors(spec: FunctionSpec) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from app.compute.catalogue import FunctionSpec, TensorArg
-from app.wire.oip_models import MetadataTensor, ModelMetadata
+from app.protocols.oip.models import MetadataTensor, ModelMetadata
 
 MODEL_VERSION = "1"
 """The one version of every model: a function of torch never changes under its name."""

@@ -15,34 +15,17 @@ from app.compute.catalogue.spec import FunctionKind
 from app.compute.jobs import Job, Result, build_job
 from app.compute.params import validate_params
 from app.core.config import FloatDType
-from app.core.errors import InvalidRequest, Loc, MalformedRequest, Problem, TooLarge
-from app.wire.models import ActivateRequest, LossRequest
-from app.wire.scan import scan_body
-from app.wire.tensors import Encoding, Limits, decode_tensor, encode_tensor
-
-
-@dataclass(frozen=True)
-class DecodeOptions:
-    catalogue: Catalogue
-    limits: Limits
-    max_total_elements: int
-    default_dtype: FloatDType
+from app.core.errors import InvalidRequest, Loc, Problem, TooLarge
+from app.protocols.decoding import DecodeOptions, parse_json
+from app.protocols.native.models import ActivateRequest, LossRequest
+from app.protocols.scan import scan_body
+from app.protocols.tensors import Encoding, decode_tensor, encode_tensor
 
 
 @dataclass(frozen=True)
 class Decoded:
     job: Job
     encoding: Encoding
-
-
-def parse_json(body: bytes) -> dict[str, Any]:
-    try:
-        obj = orjson.loads(body)
-    except orjson.JSONDecodeError as error:
-        raise MalformedRequest.at(("body",), f"invalid JSON: {error}", "json_invalid") from None
-    if not isinstance(obj, dict):
-        raise InvalidRequest.at(("body",), "the body must be a JSON object", "model_type")
-    return obj
 
 
 def _envelope_problems(error: ValidationError) -> list[Problem]:

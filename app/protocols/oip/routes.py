@@ -3,26 +3,38 @@ extension: HTTP only. Models are the catalogue's functions; work goes to the sam
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import JSONResponse, Response
 
 from app.api.deps import hot_path_resources
-from app.api.headers import TIMEOUT_HEADER
-from app.api.oip_docs import INFER_BODY, TAG, oip_responses
-from app.api.oip_reply import InferReply
+from app.api.headers import ComputeHeaders
+from app.api.hot_routes import RequestHandlerRoute
 from app.api.raw_body import read_raw_body
-from app.api.timing import request_timeout, server_timing
+from app.api.serving import Codec, Subject, serve
 from app.compute.catalogue import CATALOGUE, FunctionSpec
+from app.compute.memory import Reservation
+from app.core.config import Settings
 from app.core.errors import UnknownFunction
-from app.wire.oip import decode_infer, encode_infer, json_reply_bytes
-from app.wire.oip_binary import HEADER_LENGTH, split_body
-from app.wire.oip_metadata import MODEL_VERSION, model_metadata
-from app.wire.oip_models import InferenceResponse, ModelMetadata, ModelReady, ServerLive, ServerMetadata, ServerReady
+from app.core.header_numbers import header_number
+from app.protocols.decoding import DecodeOptions
+from app.protocols.oip.binary import EncodedReply, InferReply, split_body
+from app.protocols.oip.codec import InferDecoded, decode_infer, encode_infer, json_reply_bytes
+from app.protocols.oip.docs import INFER_BODY, TAG, oip_responses
+from app.protocols.oip.metadata import MODEL_VERSION, model_metadata
+from app.protocols.oip.models import (
+    InferenceResponse,
+    ModelMetadata,
+    ModelReady,
+    ServerLive,
+    ServerMetadata,
+    ServerReady,
+)
 
 router = APIRouter(prefix="/v2", tags=[TAG])
+infer_router = APIRouter(prefix="/v2", tags=[TAG], route_class=RequestHandlerRoute)
+"""The inference routes: request handlers on the compute routes' own lane (``HotRoutes``)."""
 
 EXTENSIONS = ["binary_tensor_data"]
 ModelName = Annotated[str, Path(description="A function of the catalogue (name or alias).", examples=["relu"])]
@@ -110,25 +122,32 @@ async def model_version_ready(request: Request, name: ModelName, version: ModelV
     return _ready_or_503(ModelReady(name=_model(name, version).name, ready=compute.ready))
 
 
-async def _infer(request: Request, spec: FunctionSpec) -> Response:
-    compute, options, settings = hot_path_resources(request)
-    timeout = request_timeout(request.headers.get(TIMEOUT_HEADER))
-    compute.admit()
-    async with compute.memory.reservation() as memory:
-        wait = settings.memory_wait_s
-        body = await read_raw_body(request, settings.max_body_bytes, settings.body_idle_timeout_s, memory, wait)
-        split = split_body(body, request.headers.get(HEADER_LENGTH))
-        # Binary tensors are only viewed, so decode them inline; a large JSON header goes to a thread.
-        if len(split.json) > settings.inline_decode_bytes:
-            decoded = await asyncio.to_thread(decode_infer, spec, split, options)
-        else:
-            decoded = decode_infer(spec, split, options)
-        served = await compute.run(decoded.job, timeout, request.is_disconnected, memory)
-        if json_reply_bytes(decoded) > settings.inline_decode_bytes:
-            reply = await asyncio.to_thread(encode_infer, decoded, served.result)
-        else:
-            reply = encode_infer(decoded, served.result)
-    return InferReply(reply, {"Server-Timing": server_timing(served)})
+async def _read(request: Request, headers: ComputeHeaders, settings: Settings, memory: Reservation) -> bytearray:
+    limit, idle, wait = settings.max_body_bytes, settings.body_idle_timeout_s, settings.memory_wait_s
+    return await read_raw_body(request, headers, limit, idle, memory, wait)
+
+
+def _json_part(body: bytes | bytearray, headers: ComputeHeaders) -> int:
+    """Binary tensors are only viewed: what is parsed is the JSON header."""
+    declared = header_number(headers.inference_header_length) if headers.inference_header_length else None
+    return len(body) if declared is None else min(declared, len(body))
+
+
+def _decode(body: bytes | bytearray, headers: ComputeHeaders, spec: Subject, options: DecodeOptions) -> InferDecoded:
+    return decode_infer(
+        spec, split_body(bytearray(body) if isinstance(body, bytes) else body, headers.inference_header_length), options
+    )
+
+
+INFER: Codec[InferDecoded, EncodedReply] = Codec(
+    read=_read,
+    parsed_bytes=_json_part,
+    decode=_decode,
+    reply_bytes=json_reply_bytes,
+    encode=encode_infer,
+    respond=lambda reply, timing: InferReply(reply, {"Server-Timing": timing}),
+)
+"""The protocol's part of the one road (``app.api.serving``)."""
 
 
 _INFER_DOC = {
@@ -141,15 +160,15 @@ _INFER_DOC = {
 }
 
 
-@router.post("/models/{name}/infer", summary="Compute a function (inference)", **_INFER_DOC)  # type: ignore[arg-type]
+@infer_router.post("/models/{name}/infer", summary="Compute a function (inference)", **_INFER_DOC)  # type: ignore[arg-type]
 async def infer(request: Request, name: ModelName) -> Response:
-    return await _infer(request, _model(name))
+    return await serve(request, INFER, _model(name))
 
 
-@router.post(
+@infer_router.post(
     "/models/{name}/versions/{version}/infer",
     summary="Compute a function (inference) with a version",
     **_INFER_DOC,  # type: ignore[arg-type]
 )
 async def infer_version(request: Request, name: ModelName, version: ModelVersion) -> Response:
-    return await _infer(request, _model(name, version))
+    return await serve(request, INFER, _model(name, version))

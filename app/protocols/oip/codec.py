@@ -20,9 +20,9 @@ from app.compute.jobs import Job, Result, build_job
 from app.compute.params import validate_params
 from app.core.config import FloatDType
 from app.core.errors import InvalidRequest, Loc, Problem, ProblemList, TooLarge
-from app.wire.json_protocol import DecodeOptions, parse_json
-from app.wire.oip_binary import BinaryReader, EncodedReply, SplitBody
-from app.wire.oip_metadata import (
+from app.protocols.decoding import DecodeOptions, parse_json
+from app.protocols.oip.binary import BinaryReader, EncodedReply, SplitBody
+from app.protocols.oip.metadata import (
     MODEL_VERSION,
     OPTIONAL_INPUT_GRAD_OUTPUT,
     grad_output_name,
@@ -30,8 +30,8 @@ from app.wire.oip_metadata import (
     output_names,
     value_output,
 )
-from app.wire.oip_models import InferenceRequest, RequestInput
-from app.wire.oip_tensors import (
+from app.protocols.oip.models import InferenceRequest, RequestInput
+from app.protocols.oip.tensors import (
     DATATYPE_OF,
     FLOAT_DATATYPES,
     check_datatype,
@@ -41,8 +41,8 @@ from app.wire.oip_tensors import (
     to_bytes,
     to_json_data,
 )
-from app.wire.scan import BodyScan, scan_body
-from app.wire.tensors import decode_tensor
+from app.protocols.scan import BodyScan, scan_body
+from app.protocols.tensors import decode_tensor
 
 RESERVED_PARAMETERS = ("grad", "binary_data_output")
 BINARY_DATA_SIZE = "binary_data_size"

@@ -1,7 +1,7 @@
 """The Open Inference Protocol's JSON objects (KServe V2 REST), as the specification names them.
 
 Tensor ``data`` passes through unvalidated here (``Any``) and is decoded in bulk by
-``app.wire.oip_tensors``; the schema documents it."""
+``app.protocols.oip.tensors``; the schema documents it."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, WithJsonSchema
 
-from app.wire.oip_tensors import DATATYPES
+from app.protocols.oip.tensors import DATATYPES
 
 Parameter = StrictBool | StrictInt | StrictFloat | StrictStr
 Parameters = dict[str, Parameter]

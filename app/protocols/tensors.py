@@ -16,7 +16,7 @@ from typing import Any, Literal
 import numpy as np
 
 from app.core.errors import InvalidRequest, Loc, TooLarge
-from app.wire.scan import EVERYTHING_SUSPECT, BodyScan
+from app.protocols.scan import EVERYTHING_SUSPECT, BodyScan
 
 Encoding = Literal["json", "base64"]
 

@@ -9,8 +9,8 @@ from typing import Any
 from fastapi import FastAPI
 
 from app.compute.catalogue import CATALOGUE
-from app.wire.oip_examples import infer_example
-from app.wire.oip_models import OipError
+from app.protocols.oip.examples import infer_example
+from app.protocols.oip.models import OipError
 
 _DESCRIPTIONS = {
     400: "A bad request: unreadable JSON, an unknown input, output or parameter, a wrong shape, datatype or "

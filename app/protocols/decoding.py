@@ -1,0 +1,32 @@
+"""What decoding a request needs, whatever its protocol: the catalogue, the limits, the default
+dtype, and the one JSON parser that decides what is valid JSON."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from app.compute.catalogue import Catalogue
+from app.core.config import FloatDType
+from app.core.errors import InvalidRequest, MalformedRequest
+from app.protocols.tensors import Limits
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    catalogue: Catalogue
+    limits: Limits
+    max_total_elements: int
+    default_dtype: FloatDType
+
+
+def parse_json(body: bytes) -> dict[str, Any]:
+    try:
+        obj = orjson.loads(body)
+    except orjson.JSONDecodeError as error:
+        raise MalformedRequest.at(("body",), f"invalid JSON: {error}", "json_invalid") from None
+    if not isinstance(obj, dict):
+        raise InvalidRequest.at(("body",), "the body must be a JSON object", "model_type")
+    return obj
