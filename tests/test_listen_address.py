@@ -1,5 +1,6 @@
-"""Where the server listens, as the README says it: the settings default (``python -m app.serve``),
-``make run`` (``scripts/serve``, whose own line is run here to read its default) and the image."""
+"""Where the server listens, as the README and its settings page (docs/settings.md) say it: the
+settings default (``python -m app.serve``), ``make run`` (``scripts/serve``, whose own line is run
+here to read its default) and the image."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from tests.container import container
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
+SETTINGS_PAGE = (ROOT / "docs" / "settings.md").read_text()
 
 
 def serve_script_address() -> str:
@@ -25,8 +27,8 @@ def serve_script_address() -> str:
 
 
 def settings_row(name: str) -> tuple[str, str]:
-    """(default, description) of a setting in the README's settings table."""
-    match = re.search(rf"^\| `{name}` \| `([^`]*)` \| (.*) \|$", README, re.M)
+    """(default, description) of a setting in the settings table (docs/settings.md)."""
+    match = re.search(rf"^\| `{name}` \| `([^`]*)` \| (.*) \|$", SETTINGS_PAGE, re.M)
     assert match, f"{name} has no row in the settings table"
     return match[1], match[2]
 
