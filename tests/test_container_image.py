@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import httpx
+import orjson
 import pytest
 import torch
 import torch.nn.functional as F
@@ -213,24 +214,42 @@ def test_memory_and_cpu_limits_apply_inside_the_container(server: Running) -> No
 
 
 def test_sigterm_while_a_request_is_running_finishes_it_and_exits_0(containers: Containers, image: str) -> None:
-    # the request waits up to 1 s in the batcher for company that never comes: running when signalled
-    running = start(containers, image, "torchfn-sigterm", {"TORCHFN_MAX_BATCH_DELAY_MS": "1000"})
+    running = start(containers, image, "torchfn-sigterm")
+    body = orjson.dumps({"function": "relu", "input": [-1.0, 2.0, -3.0, 4.0]})
+    rest_of_body = threading.Event()
+
+    def chunks() -> Iterator[bytes]:  # the request stays running until the test sends the rest
+        yield body[:20]
+        rest_of_body.wait(60)
+        yield body[20:]
+
     replies: list[httpx.Response] = []
-    sender = threading.Thread(
-        target=lambda: replies.append(
-            httpx.post(f"{running.url}/activate", json={"function": "relu", "input": [-1.0, 2.0]}, timeout=30)
-        )
-    )
+
+    def send() -> None:
+        headers = {"content-type": "application/json"}
+        replies.append(httpx.post(f"{running.url}/activate", content=chunks(), headers=headers, timeout=60))
+
+    sender = threading.Thread(target=send)
     sender.start()
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 20
     while metric(httpx.get(f"{running.url}/metrics").text, "torchfn_requests_in_flight") < 2:  # it and this scrape
-        assert time.monotonic() < deadline, "the request never reached the server"
+        assert time.monotonic() < deadline, "the request never reached the app"
         time.sleep(0.01)
-    assert not replies, "still running when signalled"
     containers.podman("kill", "--signal=TERM", running.name)
-    sender.join(30)
+    deadline = time.monotonic() + 10
+    while True:  # readiness fails (503, then the listener closes) while the request still runs
+        try:
+            if httpx.get(f"{running.url}/readyz", timeout=1).status_code == 503:
+                break
+        except httpx.TransportError:
+            break
+        assert time.monotonic() < deadline, "still ready after SIGTERM"
+        time.sleep(0.05)
+    assert not replies
+    rest_of_body.set()
+    sender.join(60)
     assert [reply.status_code for reply in replies] == [200]
-    assert replies[0].json()["output"] == [0.0, 2.0]
+    assert replies[0].json()["output"] == [0.0, 2.0, 0.0, 4.0]
     assert containers.podman("wait", running.name, timeout=60).stdout.strip() == "0"
     log = running.log()
     assert "Application shutdown complete" in log
