@@ -1,11 +1,12 @@
-"""buildah and podman on a private storage: every image, container, network lock and piece of
-state they make lives under one temporary directory, which is removed afterwards, so nothing is
-left on the machine. The flags are what root without a daemon or systemd needs on this kind of
+"""buildah and podman on a private storage: every image, container, network lock, scratch file and
+piece of state they make lives under one temporary directory, which is removed afterwards, so
+nothing is left on the machine. The flags are what root without a daemon or systemd needs on this kind of
 machine: the runc runtime with cgroupfs (no systemd to manage cgroups), file events (no journald),
 and explicit open-file and process limits (podman's defaults exceed the machine's hard limits)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -46,7 +47,8 @@ class Containers:
         return ["--root", str(self.directory / "root"), "--runroot", str(self.directory / "run")]
 
     def _run(self, command: list[str], timeout: float, check: bool) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
+        env = {**os.environ, "TMPDIR": str(self.directory / "tmp")}  # buildah's and podman's scratch files
+        result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False, env=env)
         if check and result.returncode != 0:
             raise AssertionError(f"{' '.join(command[:3])} ... failed ({result.returncode}):\n{result.stderr[-4000:]}")
         return result
@@ -83,11 +85,30 @@ class Containers:
         shutil.rmtree(self.directory)
 
 
+# What buildah, podman and runc make outside their storage whatever the options: the image
+# library's cache of blob digests (root's place is fixed) and runc's state directory (empty once
+# the containers are gone). Removed afterwards when they were not there before.
+OUTSIDE_STORAGE = (Path("/var/lib/containers"), Path("/run/runc"))
+
+
+def _remove_what_was_made(existed: dict[Path, bool]) -> None:
+    for path, was_there in existed.items():
+        if not was_there and path.is_dir():
+            if path.name == "runc":
+                with contextlib.suppress(OSError):  # only when empty: containers running elsewhere keep theirs
+                    path.rmdir()
+            else:
+                shutil.rmtree(path)
+
+
 @contextmanager
 def private_containers() -> Iterator[Containers]:
     containers = Containers(Path(tempfile.mkdtemp(prefix="torchfn-containers-")))
-    (containers.directory / "cni").mkdir()
+    for scratch in ("cni", "tmp"):
+        (containers.directory / scratch).mkdir()
+    existed = {path: path.exists() for path in OUTSIDE_STORAGE}
     try:
         yield containers
     finally:
         containers.remove_everything()
+        _remove_what_was_made(existed)

@@ -91,6 +91,22 @@ def test_torch_source_is_a_required_build_argument() -> None:
     assert "http" not in text.replace("http://127.0.0.1", ""), "no index host is named in the repository"
 
 
+OFFLINE_BUILD_ARGS = {"PYTHON_IMAGE", "TORCH_VARIANT", "TORCH_INDEX_URL", "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL"}
+
+
+def test_a_builder_without_registries_passes_its_sources_as_arguments() -> None:
+    text = DOCKERFILE.read_text()
+    declared = {ins.arguments.split("=")[0] for ins in instructions(text) if ins.keyword == "ARG"}
+    assert declared >= OFFLINE_BUILD_ARGS
+    assert "--mount=type=secret,id=pip_ca" in text, "pip's CA bundle comes as a build secret, never into a layer"
+    assert "# syntax=" not in text, "a syntax directive makes BuildKit pull its frontend from a registry"
+    for name in ("torchfn", "torchfn-gpu"):
+        build = _compose()["services"][name]["build"]
+        assert set(build["args"]) == OFFLINE_BUILD_ARGS, name
+        assert build["secrets"] == ["pip_ca"], name
+    assert _compose()["secrets"]["pip_ca"]["file"] == "${PIP_CA_BUNDLE:-/dev/null}"
+
+
 def test_dependencies_are_pinned() -> None:
     for name in ("requirements.txt", "requirements-dev.txt"):
         for line in (ROOT / name).read_text().splitlines():
