@@ -1,7 +1,12 @@
-# syntax=docker/dockerfile:1
-# The torch functions service. Two build arguments choose torch; neither has a default index:
-#   TORCH_VARIANT    cpu (default) or cuda
-#   TORCH_INDEX_URL  PyTorch's wheel index for that variant (listed on pytorch.org's Get Started page)
+# The torch functions service. Build arguments (none names a host; see the README, "Deployment"):
+#   TORCH_VARIANT        cpu (default) or cuda
+#   TORCH_INDEX_URL      the pip index torch comes from, required: PyTorch's wheel index for the variant
+#                        (listed on pytorch.org's Get Started page), or a local one (a file:// index on a
+#                        build volume, or http://127.0.0.1:<port>/ served next to the builder)
+#   PYTHON_IMAGE         the base image of both stages (default the official slim Python 3.11)
+#   PIP_INDEX_URL        the index of every other dependency (default: pip's own, PyPI)
+#   PIP_EXTRA_INDEX_URL  more indexes, space-separated (default: none)
+# and one optional build secret, pip_ca: the CA bundle pip trusts (a mirror's or a proxy's CA).
 # CPU:  docker build --build-arg TORCH_INDEX_URL=<PyTorch CPU wheel index> -t torchfn:cpu .
 # CUDA: docker build --build-arg TORCH_VARIANT=cuda --build-arg TORCH_INDEX_URL=<PyTorch CUDA wheel index> -t torchfn:cuda .
 # The build stops with a message when the index is missing or serves the other variant.
@@ -10,6 +15,8 @@ ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 FROM ${PYTHON_IMAGE} AS build
 ARG TORCH_VARIANT=cpu
 ARG TORCH_INDEX_URL=""
+ARG PIP_INDEX_URL=""
+ARG PIP_EXTRA_INDEX_URL=""
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
@@ -19,7 +26,11 @@ ENV PATH=/opt/venv/bin:$PATH
 COPY requirements.txt constraints.txt /tmp/
 # torch first, pinned to requirements.txt's version, alone from the index for the chosen variant;
 # then the pinned runtime dependencies (torch's own included), which find that torch installed.
-RUN case "$TORCH_VARIANT" in \
+# The pip_ca secret, when given, is the CA bundle of both indexes; PIP_INDEX_URL and
+# PIP_EXTRA_INDEX_URL reach pip as they are (empty: pip's default).
+RUN --mount=type=secret,id=pip_ca \
+    if [ -s /run/secrets/pip_ca ]; then export PIP_CERT=/run/secrets/pip_ca; fi \
+ && case "$TORCH_VARIANT" in \
         cpu|cuda) ;; \
         *) echo "error: TORCH_VARIANT must be cpu or cuda, not '$TORCH_VARIANT'" >&2; exit 1 ;; \
     esac \
@@ -29,13 +40,21 @@ RUN case "$TORCH_VARIANT" in \
         exit 1; \
     fi \
  && torch_version="$(grep -E '^torch==' /tmp/requirements.txt | cut -d= -f3)" \
- && pip install --no-deps --index-url "$TORCH_INDEX_URL" "torch==${torch_version}" \
+ && env -u PIP_EXTRA_INDEX_URL pip install --no-deps --index-url "$TORCH_INDEX_URL" "torch==${torch_version}" \
  && pip install -r /tmp/requirements.txt -c /tmp/constraints.txt \
  && python -c "import sys, torch; cuda = torch.version.cuda is not None; \
 wanted = sys.argv[1] == 'cuda'; \
 sys.exit(0 if cuda == wanted else f'error: torch {torch.__version__} is not a {sys.argv[1]} build; check TORCH_INDEX_URL')" \
         "$TORCH_VARIANT" \
- && pip uninstall --yes pip
+ && pip uninstall --yes setuptools pip
+# What the service never runs: torch's C++ test programs and protoc (torch/test, torch/bin but the
+# torch_shm_manager that importing torch checks for), its C++ headers (torch/include, for compiling
+# extensions: the image has no compiler), and the packages' own test suites (sympy's,
+# numpy's, networkx's): about 250 MB of the CPU image.
+RUN site="$(python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')" \
+ && rm -r "$site/torch/test" "$site/torch/include" \
+ && find "$site/torch/bin" -mindepth 1 ! -name torch_shm_manager -delete \
+ && find "$site" -depth -type d -name tests -exec rm -r {} +
 
 FROM ${PYTHON_IMAGE}
 ARG TORCH_VARIANT=cpu

