@@ -19,6 +19,7 @@ import orjson
 
 from app.compute.catalogue import CATALOGUE
 from app.compute.engine import Engine, resolve_device
+from app.compute.fusion import fusion_key
 from app.compute.jobs import Job
 from app.core.config import Settings
 from app.protocols.decoding import DecodeOptions
@@ -76,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         for grad in (False, True):
             jobs = jobs_for(payload, args.batch, grad)
             alone = median_ms(partial(run_one_by_one, engine, jobs), args.repeats)
-            batched = median_ms(partial(engine.run_batch, jobs), args.repeats)
+            batched = median_ms(partial(engine.run_group, jobs, fusion_key(jobs[0])), args.repeats)
             print(f"{payload:<10} {grad!s:<5} {alone:>14.3f} {batched:>11.3f} {alone / batched:>5.2f}x")
 
 

@@ -4,7 +4,7 @@ request that fails inside a batch fails alone."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -75,7 +75,7 @@ def test_activation_batch_matches_alone(engine: Engine, spec: FunctionSpec, dtyp
                 jobs.append(job_from(body))
             if not supported(engine, jobs[0]):
                 continue
-            for batched, job in zip(engine.run_batch(jobs), jobs, strict=True):
+            for batched, job in zip(run_as_batched(engine, jobs), jobs, strict=True):
                 assert_identical(batched, engine.run(job))
 
 
@@ -85,7 +85,7 @@ def test_loss_batch_matches_alone(engine: Engine, spec: FunctionSpec) -> None:
         jobs = [job_from({**spec.example, "dtype": dtype, "grad": grad}) for grad in (True, False, True)]
         if not supported(engine, jobs[0]):
             continue
-        for batched, job in zip(engine.run_batch(jobs), jobs, strict=True):
+        for batched, job in zip(run_as_batched(engine, jobs), jobs, strict=True):
             assert_identical(batched, engine.run(job))
 
 
@@ -117,7 +117,7 @@ def test_mixed_sizes_and_functions_in_one_batch(engine: Engine) -> None:
         for name, size in [("relu", 7), ("softmax", 9), ("tanh", 7), ("relu", 7)]
     ]
     jobs.append(job_from({"function": "mse_loss", "input": [1.0, 2.0], "target": [0.5, 0.0], "grad": True}))
-    for batched, job in zip(engine.run_batch(jobs), jobs, strict=True):
+    for batched, job in zip(run_as_batched(engine, jobs), jobs, strict=True):
         assert_identical(batched, engine.run(job))
 
 
@@ -141,7 +141,7 @@ def test_a_request_that_only_torch_rejects_fails_alone(engine: Engine) -> None:
     values[3][10] = 13.0
     jobs = [dataclasses.replace(job_from({"function": "relu", "input": v, "grad": True}), spec=spec) for v in values]
     assert len({fusion_key(job) for job in jobs}) == 1
-    outcomes = engine.run_batch(jobs)
+    outcomes = run_as_batched(engine, jobs)
     assert isinstance(outcomes[3], InvalidRequest)
     assert "poisoned" in outcomes[3].problems[0].msg
     for index, (outcome, job) in enumerate(zip(outcomes, jobs, strict=True)):
@@ -152,7 +152,7 @@ def test_a_request_that_only_torch_rejects_fails_alone(engine: Engine) -> None:
 def test_a_request_that_overflows_its_dtype_fails_alone(engine: Engine) -> None:
     jobs = [job_from({"function": "sigmoid", "input": [float(i)] * 16, "dtype": "float16"}) for i in range(5)]
     jobs[2] = job_from({"function": "sigmoid", "input": [1e6] * 16, "dtype": "float16"})
-    outcomes = engine.run_batch(jobs)
+    outcomes = run_as_batched(engine, jobs)
     assert isinstance(outcomes[2], InvalidRequest)
     assert outcomes[2].problems[0].type == "dtype_overflow"
     for index in (0, 1, 3, 4):
@@ -205,7 +205,7 @@ def test_class_index_losses_share_one_call_and_match_alone(
             continue
         assert len({fusion_key(job) for job in jobs}) == 1
         assert fusion_key(jobs[0]) is not None
-        for batched, job in zip(engine.run_batch(jobs), jobs, strict=True):
+        for batched, job in zip(run_as_batched(engine, jobs), jobs, strict=True):
             assert_identical(batched, engine.run(job))
 
 
@@ -227,8 +227,21 @@ def test_a_wrong_grad_output_in_a_fused_group_fails_alone(engine: Engine) -> Non
     ]
     jobs[1] = job_from({"function": "tanh", "input": [0.5] * 8, "grad": True, "grad_output": [[1.0] * 4] * 2})
     assert len({fusion_key(job) for job in jobs}) == 1
-    outcomes = engine.run_batch(jobs)
+    outcomes = run_as_batched(engine, jobs)
     assert isinstance(outcomes[1], InvalidRequest)
     assert outcomes[1].problems[0].type == "shape_mismatch"
     for index in (0, 2, 3):
         assert_identical(outcomes[index], engine.run(jobs[index]))
+
+
+def run_as_batched(engine: Engine, jobs: Sequence[Job]) -> list[Result | Exception]:
+    """What the batcher does with these jobs queued together: each group of one fusion key (or
+    of none) in one ``Engine.run_group`` call; the outcomes in the jobs' order."""
+    groups: dict[object, list[int]] = {}
+    for index, job in enumerate(jobs):
+        groups.setdefault(fusion_key(job), []).append(index)
+    outcomes: dict[int, Result | Exception] = {}
+    for key, members in groups.items():
+        computed = engine.run_group([jobs[i] for i in members], key if isinstance(key, tuple) else None)
+        outcomes.update(zip(members, computed, strict=True))
+    return [outcomes[index] for index in range(len(jobs))]

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from app.compute.fusion import fused_call, fusion_key
+from app.compute.fusion import fused_call
 from app.compute.host import cast_on_host, to_host
 from app.compute.jobs import Job, Result
 from app.compute.torch_warnings import collecting
@@ -57,20 +57,6 @@ class Engine:
         """Set once the device reports a sticky error (a CUDA device-side assert, an illegal
         address): every later call would fail as well, so liveness fails and the orchestrator
         restarts the process. Nothing is computed on the device after that."""
-
-    def run_batch(self, jobs: Sequence[Job]) -> list[Result | Exception]:
-        """One outcome per job, in order: a result, or the error of that job alone.
-
-        Jobs that share a fusion key run as one torch call (``run_group``)."""
-        groups: dict[tuple[Any, ...], list[int]] = {}
-        for index, job in enumerate(jobs):
-            groups.setdefault(fusion_key(job) or ("alone", index), []).append(index)
-        outcomes: list[Result | Exception | None] = [None] * len(jobs)
-        for key, members in groups.items():
-            computed = self.run_group([jobs[i] for i in members], key if key[0] != "alone" else None)
-            for index, outcome in zip(members, computed, strict=True):
-                outcomes[index] = outcome
-        return [outcome for outcome in outcomes if outcome is not None]
 
     def run_group(self, jobs: Sequence[Job], key: tuple[Any, ...] | None) -> list[Result | Exception]:
         """One outcome per job, in order. Jobs that share the fusion key ``key`` run as one torch

@@ -11,7 +11,7 @@ from typing import ParamSpec, TypeVar
 
 import torch
 
-from app.compute.batching import DeadlineExceeded, DynamicBatcher, GoneProbe, Served
+from app.compute.batching import DynamicBatcher, GoneProbe, Served
 from app.compute.engine import Engine, resolve_device
 from app.compute.fusion import fusion_key
 from app.compute.jobs import Job, Result
@@ -27,17 +27,9 @@ logger = logging.getLogger(__name__)
 P = ParamSpec("P")
 T = TypeVar("T")
 
-_COMPUTED_ONE_BY_ONE = "one-by-one"
-"""Batch key of jobs that cannot be fused: they still share one trip to the worker thread."""
-
-
 _PROBE_AFTER = 0.05
 """Queued requests are asked whether their client is still there only after this long: asking
 costs about 20 µs, and computing a request whose client left sooner is harmless."""
-
-
-def batch_key(job: Job) -> Hashable:
-    return fusion_key(job) or _COMPUTED_ONE_BY_ONE
 
 
 def job_size(job: Job) -> int:
@@ -124,21 +116,21 @@ class ComputeService:
         engine = Engine(device)
         await asyncio.get_running_loop().run_in_executor(self._executor, self._warm_up, engine)
         self._engine = engine
-        if settings.batching:
-            self._batcher = DynamicBatcher(
-                self._compute_batch,
-                key=batch_key,
-                size=job_size,
-                executor=self._executor,
-                max_batch_size=settings.max_batch_size,
-                max_batch_elements=settings.max_batch_elements,
-                max_batch_delay=settings.max_batch_delay_ms / 1000.0,
-                max_queue_size=settings.max_queue_size,
-                consumers=settings.compute_workers,
-                probe_after=_PROBE_AFTER,
-                on_computed=self._observer.computed if self._observer is not None else None,
-            )
-            self._batcher.start()
+        # Without batching every request is its own batch: the same queue, deadlines and limits.
+        self._batcher = DynamicBatcher(
+            self._compute_batch,
+            key=fusion_key,
+            size=job_size,
+            executor=self._executor,
+            max_batch_size=settings.max_batch_size if settings.batching else 1,
+            max_batch_elements=settings.max_batch_elements,
+            max_batch_delay=settings.max_batch_delay_ms / 1000.0,
+            max_queue_size=settings.max_queue_size,
+            consumers=settings.compute_workers,
+            probe_after=_PROBE_AFTER,
+            on_computed=self._observer.computed if self._observer is not None else None,
+        )
+        self._batcher.start()
         self._accepting = True
         logger.info("compute ready on %s with %d torch threads", device, torch.get_num_threads())
 
@@ -190,7 +182,7 @@ class ComputeService:
         request's reservation, grown to what computing and encoding the job take first."""
         observer = self._observer
         try:
-            if not self._accepting or self._executor is None or self._engine is None:
+            if not self._accepting or self._batcher is None:
                 raise Overloaded.at(("service",), "not accepting work (starting or shutting down)", "not_ready")
             self.check_cost(job)
             limit = self.settings.request_timeout_s
@@ -199,10 +191,7 @@ class ComputeService:
             if memory is not None:
                 wait = min(self.settings.memory_wait_s, limit)
                 await memory.resize(job.cost.memory_bytes + reply_bytes(job), wait, ("body",), "computing it")
-            if self._batcher is not None:
-                served = await self._batcher.submit(job, limit, gone)
-            else:
-                served = await self._run_unbatched(job, limit)
+            served = await self._batcher.submit(job, limit, gone)
         except ServiceError as error:
             if observer is not None:
                 observer.refused(job, error, self.queue_depth)
@@ -215,23 +204,9 @@ class ComputeService:
             observer.served(job, served, self.queue_depth)
         return served
 
-    async def _run_unbatched(self, job: Job, limit: float) -> Served[Result]:
-        executor, engine = self._executor, self._engine
-        assert executor is not None  # run() checked both
-        assert engine is not None
-        started = time.monotonic()
-        work = asyncio.get_running_loop().run_in_executor(executor, self._timed, engine.run, job)
-        try:
-            result = await asyncio.wait_for(work, limit)
-        except TimeoutError:
-            raise DeadlineExceeded.after(limit) from None
-        seconds = time.monotonic() - started
-        if self._observer is not None:
-            self._observer.computed([job], seconds)
-        return Served(result, 0.0, seconds, 1)
-
     def _compute_batch(self, jobs: Sequence[Job], key: Hashable | None) -> list[Result | Exception]:
-        """The batcher's compute call, in a worker thread: its jobs share ``key`` (``batch_key``)."""
+        """The batcher's compute call, in a worker thread: its jobs share the fusion ``key`` (None:
+        they cannot be fused, and share only the trip to the worker thread)."""
         engine = self._engine
         assert engine is not None  # the batcher starts after the engine
         return self._timed(engine.run_group, jobs, key if isinstance(key, tuple) else None)

@@ -29,19 +29,16 @@ def _weight(doc: str, differentiable: bool = False) -> Param:
     return Param("weight", "tensor", doc, default=None, nullable=True, differentiable=differentiable)
 
 
-def _positional(name: str, tensor_params: tuple[str, ...] = ()) -> Call:
-    """``F.<name>(*tensor arguments, <tensor params>=..., **params)``."""
+def _positional(name: str, arguments: tuple[str, ...], tensor_params: tuple[str, ...] = ()) -> Call:
+    """``F.<name>(*tensor arguments in order, <tensor params>=..., **params)``."""
     fn: Callable[..., torch.Tensor] = getattr(F, name)
 
     def call(tensors: Mapping[str, torch.Tensor], params: Mapping[str, Any]) -> torch.Tensor:
-        args = [tensors[arg] for arg in _ARG_ORDER[name]]
+        args = [tensors[arg] for arg in arguments]
         extra = {p: tensors.get(p) for p in tensor_params}
         return fn(*args, **extra, **params)
 
     return call
-
-
-_ARG_ORDER: dict[str, tuple[str, ...]] = {}
 
 
 def _loss(
@@ -56,14 +53,13 @@ def _loss(
     row_split: RowSplit | None = None,
     cost: CostModel = ELEMENTWISE,
 ) -> FunctionSpec:
-    _ARG_ORDER[name] = tuple(arg.name for arg in tensors)
     tensor_params = tuple(p.name for p in params if p.kind == "tensor")
     empty_check = checks.nonempty_when_mean(*(arg.name for arg in tensors if not arg.optional))
     return FunctionSpec(
         name=name,
         kind="loss",
         summary=summary,
-        call=call or _positional(name, tensor_params),
+        call=call or _positional(name, tuple(arg.name for arg in tensors), tensor_params),
         tensors=tensors,
         params=params,
         aliases=(alias,),
