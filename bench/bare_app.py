@@ -1,7 +1,7 @@
-"""The framework's own ceiling: the service's two routes with no work behind them.
+"""The framework's own ceiling: the service's compute routes with no work behind them.
 
-``uvicorn bench.bare_app:app`` answers POST /activate and POST /loss by reading the whole body
-and returning a constant small JSON reply, so ``bench.throughput`` can compare the service with
+``uvicorn bench.bare_app:app`` answers POST /activate, POST /loss and the Open Inference
+Protocol's inference by reading the whole body and returning a constant small JSON reply, so ``bench.throughput`` can compare the service with
 FastAPI + uvicorn alone under the same server settings and load.
 """
 
@@ -17,6 +17,12 @@ app = FastAPI()
 
 @app.post("/activate")
 async def activate(request: Request) -> Response:
+    await request.body()
+    return Response(REPLY, media_type="application/json")
+
+
+@app.post("/v2/models/{name}/infer")
+async def infer(request: Request, name: str) -> Response:
     await request.body()
     return Response(REPLY, media_type="application/json")
 

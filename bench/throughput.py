@@ -114,9 +114,14 @@ def payloads(seed: int = 0) -> list[Payload]:
     log_softmax = z - z.max(axis=1, keepdims=True)
     log_softmax -= np.log(np.exp(log_softmax).sum(axis=1, keepdims=True))
     loss = float(-log_softmax[np.arange(32), target].mean())
+    relu_v2 = orjson.dumps(
+        {"inputs": [{"name": "input", "shape": [256], "datatype": "FP32", "data": x}]},
+        option=orjson.OPT_SERIALIZE_NUMPY,
+    )
     return [
         Payload("relu256", "/activate", relu, {"output": np.maximum(x, np.float32(0.0))}),
         Payload("ce32x10", "/loss", ce, {"loss": loss}),
+        Payload("relu256v2", "/v2/models/relu/infer", relu_v2, {"output": np.maximum(x, np.float32(0.0))}),
     ]
 
 
@@ -198,6 +203,8 @@ def check_replies(server: Server, cases: list[Payload]) -> None:
             if not server.config.service:
                 continue
             reply = orjson.loads(response.content)
+            if "outputs" in reply:  # the Open Inference Protocol's reply
+                reply = {"output": reply["outputs"][0]["data"]}
             if "output" in payload.expected and not np.array_equal(
                 np.asarray(reply.get("output"), dtype=np.float32), payload.expected["output"]
             ):
@@ -429,7 +436,31 @@ def ratios(runs: list[Run], cases: list[Payload], connections: int) -> dict[str,
                 entry[f"{name}_min"] = min(per_round)
                 entry[f"{name}_max"] = max(per_round)
         out[payload.name] = entry
+    _protocol_ratio(out, runs, connections)
     return out
+
+
+def _protocol_ratio(out: dict[str, dict[str, float]], runs: list[Run], connections: int) -> None:
+    """The same relu through the Open Inference Protocol against ``/activate``, with batching on,
+    round by round (both against the same server in the same round)."""
+    requests: dict[tuple[int, str], int] = defaultdict(int)
+    seconds: dict[tuple[int, str], float] = defaultdict(float)
+    for run in runs:
+        if run.config == "batching-on" and run.connections == connections:
+            requests[run.round, run.payload] += run.requests
+            seconds[run.round, run.payload] += run.duration_s
+    per_round = [
+        (requests[index, "relu256v2"] / seconds[index, "relu256v2"])
+        / (requests[index, "relu256"] / seconds[index, "relu256"])
+        for index in sorted({index for index, _ in requests})
+        if (index, "relu256v2") in requests and (index, "relu256") in requests
+    ]
+    if per_round:
+        out["v2/activate"] = {
+            "v2_over_activate": statistics.median(per_round),
+            "v2_over_activate_min": min(per_round),
+            "v2_over_activate_max": max(per_round),
+        }
 
 
 def lone_latency(cells: list[Cell], cases: list[Payload]) -> dict[str, dict[str, float | bool]]:
@@ -457,7 +488,7 @@ def print_report(
     if rounds > 1:
         print(f"medians over {rounds} rounds (req/s range in brackets)", file=out)
     header = (
-        f"{'config':<13} {'payload':<8} {'conns':>5} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
+        f"{'config':<13} {'payload':<9} {'conns':>5} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
         f"{'batch':>6} {'srv cpu':>7} {'wrk cpu':>7} {'other':>6}"
     )
     print(header, file=out)
@@ -466,7 +497,7 @@ def print_report(
         batch = "-" if cell.mean_batch_size is None else f"{cell.mean_batch_size:.1f}"
         spread = f"  [{cell.requests_per_s_min:.0f}..{cell.requests_per_s_max:.0f}]" if cell.rounds > 1 else ""
         print(
-            f"{cell.config:<13} {cell.payload:<8} {cell.connections:>5} {cell.requests_per_s:>8.0f} "
+            f"{cell.config:<13} {cell.payload:<9} {cell.connections:>5} {cell.requests_per_s:>8.0f} "
             f"{cell.p50_ms:>8.3f} {cell.p99_ms:>8.3f} {batch:>6} {cell.server_cpu_share:>7.2f} "
             f"{cell.wrk_cpu_share:>7.2f} {cell.other_cpu_share:>6.2f}{spread}",
             file=out,
