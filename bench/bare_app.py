@@ -1,8 +1,9 @@
 """The framework's own ceiling: the service's compute routes with no work behind them.
 
 ``uvicorn bench.bare_app:app`` answers POST /activate, POST /loss and the Open Inference
-Protocol's inference by reading the whole body and returning a constant small JSON reply, so ``bench.throughput`` can compare the service with
-FastAPI + uvicorn alone under the same server settings and load.
+Protocol's inference by reading the whole body and returning a constant small JSON reply, so
+``bench.throughput`` can compare the service with FastAPI + uvicorn alone under the same server
+settings and load.
 """
 
 from __future__ import annotations
