@@ -17,6 +17,7 @@ from app.core.errors import (
     InvalidRequest,
     MalformedRequest,
     Overloaded,
+    PluginFailure,
     Problem,
     ServiceError,
     TooLarge,
@@ -36,6 +37,7 @@ STATUS_BY_ERROR: dict[type[ServiceError], int] = {
     InvalidRequest: 422,
     Overloaded: 503,
     DeviceFailure: 500,
+    PluginFailure: 500,
 }
 _MAX_MESSAGE = 500
 _MAX_NAME = 64

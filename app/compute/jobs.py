@@ -60,7 +60,9 @@ def build_job(
     """Check element types and the function's own host-side rules; raise ``InvalidRequest``."""
     wrong_types: list[Problem] = []
     for arg in spec.tensors:
-        arr = arrays[arg.name]
+        arr = arrays.get(arg.name)
+        if arr is None:  # an optional tensor argument not given
+            continue
         if arg.kind == "index" and arr.dtype.kind not in "iu":
             wrong_types.append(
                 Problem(locs[arg.name], f"must hold integers, got {arr.dtype.name} values", "wrong_type")
