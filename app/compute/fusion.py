@@ -37,6 +37,8 @@ _ROWS = "rows"
 def fusion_key(job: Job) -> tuple[Any, ...] | None:
     """Jobs with equal keys can share one fused call; None when this job cannot be fused."""
     spec = job.spec
+    if job.activation is not None:  # loss(activation(input)): computed alone
+        return None
     common = (spec.name, tuple(sorted(job.params.items())), job.dtype, job.grad, job.grad_output is not None)
     if spec.fusable is not None and spec.fusable(job.params):
         size = job.arrays["input"].size
