@@ -5,7 +5,7 @@ compared with torch in-process bit for bit; its failures stay in their own reque
 from __future__ import annotations
 
 import importlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -167,12 +167,12 @@ def test_chaining_equals_loss_of_activation_in_torch(
     assert reply.status_code == 200, reply.text
     x, t = tensor(X, device, True), tensor(target, device)
     act_params, loss_params = activation.get("params", {}), loss.get("params", {})
-    act_fn = {
+    act_fn: Callable[[torch.Tensor], torch.Tensor] = {
         "custom_activation": lambda v: fresh.CustomActivation(**act_params)(v),
         "sigmoid": torch.sigmoid,
         "leaky_relu": lambda v: F.leaky_relu(v, **act_params),
     }[activation["function"].lower().replace("customactivation", "custom_activation")]
-    loss_fn = {
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = {
         "custom_loss": lambda a, b: fresh.CustomLoss(**loss_params)(a, b),
         "mse_loss": F.mse_loss,
         "binary_cross_entropy": F.binary_cross_entropy,
