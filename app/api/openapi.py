@@ -66,6 +66,17 @@ def timeout_header() -> dict[str, Any]:
 
 
 _EXAMPLES_OF = {"/activate": "activation", "/loss": "loss"}
+CHAINED_EXAMPLE = {
+    "summary": "An activation chained into a loss: binary_cross_entropy(sigmoid(input), target), "
+    "grad['input'] with respect to the logits",
+    "value": {
+        "function": "binary_cross_entropy",
+        "input": [[2.0, -1.0, 0.5]],
+        "target": [[1.0, 0.0, 1.0]],
+        "activation": {"function": "sigmoid", "params": {}},
+        "grad": True,
+    },
+}
 
 
 def _add_plugin_examples(schema: dict[str, Any], catalogue: Catalogue) -> None:
@@ -76,6 +87,8 @@ def _add_plugin_examples(schema: dict[str, Any], catalogue: Catalogue) -> None:
         if examples is not None:
             for spec in catalogue.of_kind(kind):  # type: ignore[arg-type]
                 examples.setdefault(spec.name, {"summary": spec.summary, "value": dict(spec.example)})
+            if kind == "loss":
+                examples["sigmoid_then_binary_cross_entropy"] = CHAINED_EXAMPLE
 
 
 def install_openapi(app: FastAPI, models: Sequence[type[BaseModel]], catalogue: Catalogue) -> None:
