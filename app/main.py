@@ -14,7 +14,7 @@ from app.api.openapi import install_docs_pages, install_openapi
 from app.api.operations import docs_urls, middleware
 from app.api.routes import explore, functions, health
 from app.api.routes import metrics as metrics_route
-from app.compute.catalogue import CATALOGUE
+from app.compute.catalogue.plugins import build_catalogue
 from app.compute.service import ComputeService
 from app.core.config import Settings
 from app.core.lifecycle import abandon_running_work, drain_on_stop_signals, shutdown_time_left
@@ -40,6 +40,7 @@ each function; every example below can be sent as it is.
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
+    catalogue = build_catalogue(settings)  # raises PluginError: app.serve reports it (exit status 2)
     metrics = Metrics() if settings.metrics else None
 
     @asynccontextmanager
@@ -65,7 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 metrics.process_exit()
 
     decode_options = DecodeOptions(
-        catalogue=CATALOGUE,
+        catalogue=catalogue,
         limits=Limits(max_elements=settings.max_tensor_elements, max_rank=settings.max_rank),
         max_total_elements=settings.max_total_elements,
         default_dtype=settings.default_dtype,
@@ -86,6 +87,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         **docs_urls(settings),
     )
     app.state.settings = settings
+    app.state.catalogue = catalogue
     app.state.metrics = metrics
     app.state.errors = errors
     errors.install(app)
@@ -98,7 +100,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(metrics_route.router)
     if settings.explorer:
         explore.install(app)
-    install_openapi(app, [ActivateRequest, LossRequest, InferenceRequest])
+    install_openapi(app, [ActivateRequest, LossRequest, InferenceRequest], catalogue)
     install_oip_openapi(app)
     if app.openapi_url is not None:
         install_docs_pages(app, app.openapi_url)

@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from uvicorn.supervisors import Multiprocess
 
 from app.api.metrics import MULTIPROCESS_ENV
+from app.compute.catalogue.plugins import PluginError, build_catalogue
 from app.core.config import Settings
 from app.core.http_protocol import ConnectionLimits, LimitedConfig
 from app.core.lifecycle import work_abandoned
@@ -90,6 +91,11 @@ def main() -> int:
             field = ".".join(str(part) for part in problem["loc"])
             name = f"TORCHFN_{field.upper()}" if field else "settings"
             print(f"invalid setting {name}: {problem['msg']}", file=sys.stderr)
+        return BAD_SETTINGS
+    try:
+        build_catalogue(settings)  # the app builds it again in each worker; this fails fast, once
+    except PluginError as error:
+        print(f"invalid setting TORCHFN_PLUGINS: {error}", file=sys.stderr)
         return BAD_SETTINGS
     too_few_files = fit_open_files_limit(settings.max_connections)
     if too_few_files is not None:

@@ -237,3 +237,21 @@ def test_the_async_client(server: RunningServer, device: torch.device) -> None:
         assert_same(result.to_torch().grad, grads["input"])
     assert float(results[4].loss) == pytest.approx(float(np.abs(xs[0] - xs[0][::-1]).mean()), rel=1e-6)
     assert results[5].name == "tanh"
+
+
+@pytest.mark.parametrize(
+    "activation", ["sigmoid", {"function": "leaky_relu", "params": {"negative_slope": 0.2}}], ids=["name", "object"]
+)
+def test_a_chained_activation_as_the_client_sends_it(
+    client: Client, device: torch.device, activation: str | dict[str, Any]
+) -> None:
+    logits = np.array([[2.0, -1.0, 0.5], [0.3, 0.1, -2.0]], dtype=np.float32)
+    target = np.array([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]], dtype=np.float32)
+    result = client.loss("mse_loss", logits, target, grad=True, activation=activation).to_torch()
+    x = torch.tensor(logits, device=device, requires_grad=True)
+    activated = torch.sigmoid(x) if isinstance(activation, str) else F.leaky_relu(x, negative_slope=0.2)
+    expected = F.mse_loss(activated, torch.tensor(target, device=device))
+    (grad,) = torch.autograd.grad(expected, x)
+    assert_same(result.loss, expected)
+    assert result.grad is not None
+    assert_same(result.grad["input"], grad)

@@ -10,6 +10,7 @@ from typing import Annotated, NamedTuple
 
 from fastapi import Depends, Request
 
+from app.compute.catalogue import Catalogue
 from app.compute.service import ComputeService
 from app.core.config import Settings
 from app.protocols.decoding import DecodeOptions
@@ -21,6 +22,15 @@ async def get_compute(request: Request) -> ComputeService:
 
 
 ComputeDep = Annotated[ComputeService, Depends(get_compute)]
+
+
+async def get_catalogue(request: Request) -> Catalogue:
+    """The functions this service runs: torch's and the plugins its settings name."""
+    catalogue: Catalogue = request.app.state.catalogue
+    return catalogue
+
+
+CatalogueDep = Annotated[Catalogue, Depends(get_catalogue)]
 
 
 class HotPathResources(NamedTuple):

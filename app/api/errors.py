@@ -21,6 +21,7 @@ from app.core.errors import (
     InvalidRequest,
     MalformedRequest,
     Overloaded,
+    PluginFailure,
     Problem,
     ServiceError,
     TooLarge,
@@ -40,6 +41,7 @@ STATUS_BY_ERROR: dict[type[ServiceError], int] = {
     InvalidRequest: 422,
     Overloaded: 503,
     DeviceFailure: 500,
+    PluginFailure: 500,
 }
 _MAX_MESSAGE = 500
 _MAX_NAME = 64

@@ -16,7 +16,7 @@ from fastapi.responses import HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 
-from app.compute.catalogue import FunctionSpec
+from app.compute.catalogue import Catalogue, FunctionSpec
 
 _REF = "#/components/schemas/{model}"
 
@@ -65,8 +65,35 @@ def timeout_header() -> dict[str, Any]:
     }
 
 
-def install_openapi(app: FastAPI, models: Sequence[type[BaseModel]]) -> None:
-    """Generate the schema once, adding the request models the routes reference."""
+_EXAMPLES_OF = {"/activate": "activation", "/loss": "loss"}
+CHAINED_EXAMPLE = {
+    "summary": "An activation chained into a loss: binary_cross_entropy(sigmoid(input), target), "
+    "grad['input'] with respect to the logits",
+    "value": {
+        "function": "binary_cross_entropy",
+        "input": [[2.0, -1.0, 0.5]],
+        "target": [[1.0, 0.0, 1.0]],
+        "activation": {"function": "sigmoid", "params": {}},
+        "grad": True,
+    },
+}
+
+
+def _add_plugin_examples(schema: dict[str, Any], catalogue: Catalogue) -> None:
+    """The compute routes' examples (torch's functions, written at import) and the plugins'."""
+    for path, kind in _EXAMPLES_OF.items():
+        operation = schema.get("paths", {}).get(path, {}).get("post", {})
+        examples = operation.get("requestBody", {}).get("content", {}).get("application/json", {}).get("examples")
+        if examples is not None:
+            for spec in catalogue.of_kind(kind):  # type: ignore[arg-type]
+                examples.setdefault(spec.name, {"summary": spec.summary, "value": dict(spec.example)})
+            if kind == "loss":
+                examples["sigmoid_then_binary_cross_entropy"] = CHAINED_EXAMPLE
+
+
+def install_openapi(app: FastAPI, models: Sequence[type[BaseModel]], catalogue: Catalogue) -> None:
+    """Generate the schema once, adding the request models the routes reference and the
+    examples of ``catalogue``'s plugins."""
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
@@ -82,6 +109,7 @@ def install_openapi(app: FastAPI, models: Sequence[type[BaseModel]]) -> None:
                 model_schema = model.model_json_schema(ref_template=_REF)
                 components.update(model_schema.pop("$defs", {}))
                 components[model.__name__] = model_schema
+            _add_plugin_examples(schema, catalogue)
             app.openapi_schema = schema
         return app.openapi_schema
 

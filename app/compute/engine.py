@@ -15,7 +15,7 @@ import torch
 
 from app.compute.fusion import fused_call
 from app.compute.host import cast_on_host, to_host
-from app.compute.jobs import Job, Result
+from app.compute.jobs import Job, Result, run_checks
 from app.compute.torch_warnings import collecting
 from app.core.config import FloatDType
 from app.core.errors import DeviceFailure, InvalidRequest, Loc, Overloaded, Problem, ServiceError, UnsupportedDType
@@ -107,6 +107,8 @@ class Engine:
         for leaf in leaves:
             leaf.requires_grad_(True)
         with torch.set_grad_enabled(job.grad), collecting() as warned:
+            if job.activation is not None:
+                tensors = {**tensors, "input": self._activate(job, tensors["input"], dtype)}
             output = job.spec.call(tensors, job.params)
             grads = self._gradients(job, output, leaves, dtype) if job.grad else None
         return Result(
@@ -114,6 +116,21 @@ class Engine:
             grads=None if grads is None else {name: to_host(g) for name, g in zip(names, grads, strict=True)},
             warnings=tuple(warned),
         )
+
+    def _activate(self, job: Job, raw: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """The chained activation of the loss's ``input``; then the loss's own host-side checks
+        on that output (what the loss really receives; on CUDA a BCE input outside [0, 1]
+        would trip a device-side assert)."""
+        chained = job.activation
+        assert chained is not None
+        extra = {
+            name: self._to_device(arr, dtype, chained.locs[name], keep_integer=False)
+            for name, arr in chained.arrays.items()
+        }
+        activated = chained.spec.call({"input": raw, **extra}, chained.params)
+        if job.spec.checks:
+            run_checks(job.spec, {**job.arrays, "input": to_host(activated)}, job.params, job.locs, chained.spec.name)
+        return activated
 
     @staticmethod
     def _is_index(job: Job, name: str, arr: np.ndarray) -> bool:

@@ -46,18 +46,20 @@ def _range_error(param: Param, value: float) -> str | None:
     return None
 
 
-_DEFAULTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
-"""Each function's params when none are given (most requests): worked out once."""
+_DEFAULTS: dict[int, tuple[FunctionSpec, tuple[dict[str, Any], dict[str, Any]]]] = {}
+"""Each function's params when none are given (most requests): worked out once, by the spec's
+identity (two services' plugins may share a name; the spec is held so its id stays its own)."""
 
 
 def validate_params(spec: FunctionSpec, given: Mapping[str, Any], loc: Loc) -> tuple[dict[str, Any], dict[str, Any]]:
     """Split ``given`` into (scalar params with defaults filled, raw tensor params), or raise."""
     if given:
         return _validate_params(spec, given, loc)
-    defaults = _DEFAULTS.get(spec.name)
-    if defaults is None:
-        defaults = _DEFAULTS[spec.name] = _validate_params(spec, given, loc)
-    return dict(defaults[0]), dict(defaults[1])
+    cached = _DEFAULTS.get(id(spec))
+    if cached is None:
+        cached = _DEFAULTS[id(spec)] = (spec, _validate_params(spec, given, loc))
+    scalars, tensors = cached[1]
+    return dict(scalars), dict(tensors)
 
 
 def _validate_params(spec: FunctionSpec, given: Mapping[str, Any], loc: Loc) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -101,6 +101,16 @@ class Settings(BaseSettings):
     providers. Off by default: even with no provider configured, FastAPI looks for one on every
     request (~5 µs each)."""
 
+    plugins: CommaList = Field(default_factory=list)
+    """Comma-separated ``module:attribute`` entries naming the operator's own functions, loaded at
+    start-up: an ``nn.Module`` subclass, a plain function or an ``app.plugins.Function`` (or a list
+    of them). The module must be importable (``PYTHONPATH``). A plugin that cannot be loaded stops
+    start-up with exit status 2."""
+
+    plugin_entry_points: bool = True
+    """Also load the functions that installed packages contribute through the entry-point group
+    ``torchfn.functions``; false ignores them."""
+
     # Production: process model, shutdown, observability and security.
 
     host: str = "127.0.0.1"
@@ -144,7 +154,7 @@ class Settings(BaseSettings):
     cors_origins: CommaList = Field(default_factory=list)
     """Comma-separated origins allowed by CORS (``*`` for any); empty: no CORS headers at all."""
 
-    @field_validator("api_keys", "open_paths", "cors_origins", mode="before")
+    @field_validator("api_keys", "open_paths", "cors_origins", "plugins", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):

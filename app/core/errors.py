@@ -88,6 +88,13 @@ class DeviceFailure(ServiceError):
     code = "device_failure"
 
 
+class PluginFailure(ServiceError):
+    """An operator's plugin function raised an error that is not the request's fault (HTTP 500,
+    naming the plugin; the traceback goes to the log, never to the client)."""
+
+    code = "plugin_error"
+
+
 class BodyTimeout(ServiceError):
     """The body stopped arriving before it was complete (HTTP 408; the connection is closed)."""
 

@@ -77,4 +77,9 @@ class Catalogue:
         return spec.refused.get(param) or REFUSED_EVERYWHERE.get(param)
 
 
-CATALOGUE = Catalogue(ACTIVATIONS + LOSSES)
+BUILT_IN: tuple[FunctionSpec, ...] = ACTIVATIONS + LOSSES
+"""torch's own functions: one declarative table of every activation and loss function."""
+
+CATALOGUE = Catalogue(BUILT_IN)
+"""torch's functions alone. A service runs with the catalogue its settings give
+(``plugins.build_catalogue``: these and the operator's plugins)."""

@@ -142,6 +142,13 @@ class FunctionSpec:
     cost: CostModel = ELEMENTWISE
     """How its compute time and working memory grow with its inputs (``cost.py``): linear in the
     elements unless declared otherwise."""
+    composite: bool = False
+    """``call`` chains several torch kernels (an operator's plugin): fusing it is exact only in
+    rows whose length is a multiple of the widest vector step, computed on one thread (``fusion.py``)."""
+    plugin: str | None = None
+    """The operator's entry it was loaded from (``module:attribute``); None for torch's own."""
+    dtypes: tuple[str, ...] | None = None
+    """The computation dtypes it accepts, when not every one (a plugin's declaration)."""
 
     def param(self, name: str) -> Param | None:
         for param in self.params:
@@ -184,4 +191,6 @@ class FunctionSpec:
             "differentiable": bool(self.differentiable),
             "gradient_wrt": list(self.differentiable),
             "example": dict(self.example),
+            **({"plugin": self.plugin} if self.plugin else {}),
+            **({"dtypes": list(self.dtypes)} if self.dtypes else {}),
         }

@@ -12,12 +12,13 @@ from pydantic import BaseModel, ValidationError
 
 from app.compute.catalogue import Catalogue, FunctionSpec
 from app.compute.catalogue.spec import FunctionKind
+from app.compute.chaining import Chained, chain_activation
 from app.compute.jobs import Job, Result, build_job
 from app.compute.params import validate_params
 from app.core.config import FloatDType
 from app.core.errors import InvalidRequest, Loc, Problem, TooLarge
 from app.protocols.decoding import DecodeOptions, parse_json
-from app.protocols.native.models import ActivateRequest, LossRequest
+from app.protocols.native.models import ActivateRequest, ChainedActivation, LossRequest
 from app.protocols.scan import scan_body
 from app.protocols.tensors import Encoding, decode_tensor, encode_tensor
 
@@ -60,7 +61,7 @@ class _Decoder:
         self.locs: dict[str, Loc] = {}
         self.total = 0
 
-    def tensor(self, name: str, value: Any, loc: Loc) -> None:
+    def decode(self, value: Any, loc: Loc) -> np.ndarray:
         arr = decode_tensor(value, loc, self.options.limits, self.scan, self.dtype)
         self.total += arr.size
         if self.total > self.options.max_total_elements:
@@ -69,11 +70,20 @@ class _Decoder:
                 f"the request's tensors exceed {self.options.max_total_elements} elements in all",
                 "too_many_elements",
             )
-        self.arrays[name] = arr
+        return arr
+
+    def tensor(self, name: str, value: Any, loc: Loc) -> None:
+        self.arrays[name] = self.decode(value, loc)
         self.locs[name] = loc
 
     def finish(
-        self, spec: FunctionSpec, params: Mapping[str, Any], grad: bool, grad_output: Any, dtype: FloatDType | None
+        self,
+        spec: FunctionSpec,
+        params: Mapping[str, Any],
+        grad: bool,
+        grad_output: Any,
+        dtype: FloatDType | None,
+        activation: Chained | None = None,
     ) -> Job:
         scalars, tensor_params = validate_params(spec, params, ("body", "params"))
         for name in scalars:
@@ -85,7 +95,7 @@ class _Decoder:
             loc: Loc = ("body", "grad_output")
             grad_array = decode_tensor(grad_output, loc, self.options.limits, self.scan, self.dtype)
             self.locs["grad_output"] = loc
-        return build_job(spec, self.arrays, scalars, self.locs, dtype or self.dtype, grad, grad_array)
+        return build_job(spec, self.arrays, scalars, self.locs, dtype or self.dtype, grad, grad_array, activation)
 
 
 EnvelopeT = TypeVar("EnvelopeT", bound=BaseModel)
@@ -114,8 +124,20 @@ def decode_loss(body: bytes, options: DecodeOptions) -> Decoded:
     decoder = _Decoder(body, options, request.dtype)
     for name, value, loc in _loss_tensors(request, spec):
         decoder.tensor(name, value, loc)
-    job = decoder.finish(spec, request.params, request.grad, request.grad_output, request.dtype)
+    chained = _chained(request.activation, spec, options.catalogue, decoder) if request.activation else None
+    job = decoder.finish(spec, request.params, request.grad, request.grad_output, request.dtype, chained)
     return Decoded(job, request.encoding)
+
+
+def _chained(
+    activation: ChainedActivation | str, loss: FunctionSpec, catalogue: Catalogue, decoder: _Decoder
+) -> Chained:
+    """``"activation": "sigmoid"`` or ``"activation": {"function": "sigmoid", "params": {...}}``."""
+    loc: Loc = ("body", "activation", "function")
+    if isinstance(activation, str):
+        activation, loc = ChainedActivation(function=activation), ("body", "activation")
+    params_loc = ("body", "activation", "params")
+    return chain_activation(catalogue, loss, activation.function, activation.params, loc, params_loc, decoder.decode)
 
 
 def _loss_tensors(request: LossRequest, spec: FunctionSpec) -> list[tuple[str, Any, Loc]]:

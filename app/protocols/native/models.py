@@ -66,12 +66,24 @@ class ActivateRequest(_Request):
     input: Tensor = Field(description="The input tensor.")
 
 
+class ChainedActivation(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    function: str = Field(max_length=128, description="An activation (torch's or a plugin), by name or alias.")
+    params: dict[str, Any] = Field(default_factory=dict, description="Its parameters; see GET /functions/{name}.")
+
+
 class LossRequest(_Request):
     input: Tensor | None = Field(default=None, description="The `input` argument, where the loss has one.")
     target: Tensor | None = Field(default=None, description="The `target` argument, where the loss has one.")
     inputs: dict[str, Tensor] = Field(
         default_factory=dict,
         description="Every other tensor argument by its torch.nn.functional name (var, input1, anchor, log_probs...).",
+    )
+    activation: ChainedActivation | str | None = Field(
+        default=None,
+        description="An activation applied to `input` first (its name, or {function, params}): the loss is "
+        "loss(activation(input), target), and grad['input'] the gradient with respect to the raw input, through both.",
     )
 
 

@@ -16,6 +16,7 @@ import orjson
 from pydantic import ValidationError
 
 from app.compute.catalogue import FunctionSpec
+from app.compute.chaining import Chained, chain_activation
 from app.compute.jobs import Job, Result, build_job
 from app.compute.params import validate_params
 from app.core.config import FloatDType
@@ -44,7 +45,9 @@ from app.protocols.oip.tensors import (
 from app.protocols.scan import BodyScan, scan_body
 from app.protocols.tensors import decode_tensor
 
-RESERVED_PARAMETERS = ("grad", "binary_data_output")
+ACTIVATION = "activation"
+"""The request parameter naming an activation to apply to a loss's ``input`` first."""
+RESERVED_PARAMETERS = ("grad", "binary_data_output", ACTIVATION)
 BINARY_DATA_SIZE = "binary_data_size"
 BINARY_DATA = "binary_data"
 
@@ -234,6 +237,7 @@ def decode_infer(spec: FunctionSpec, split: SplitBody, options: DecodeOptions) -
             raise InvalidRequest.at(
                 ("parameters", param.name), f"a tensor: send it as the input {param.name!r}", "tensor_parameter"
             )
+    chained = _chained(parameters, spec, options)
     scalars, tensor_defaults = validate_params(spec, parameters, ("parameters",))
     inputs = _Inputs(spec, split, scan_body(header), options)
     for entry in request.inputs:
@@ -247,8 +251,40 @@ def decode_infer(spec: FunctionSpec, split: SplitBody, options: DecodeOptions) -
     if grad_weights is not None and not grad:
         raise InvalidRequest.at(("inputs", OPTIONAL_INPUT_GRAD_OUTPUT), "needs the parameter grad", "unused_tensor")
     outputs = _requested(request, spec, grad, _gradients_produced(spec, arrays), binary_default)
-    job = build_job(spec, arrays, scalars, locs, inputs.compute_dtype(), grad, grad_weights)
+    job = build_job(spec, arrays, scalars, locs, inputs.compute_dtype(), grad, grad_weights, chained)
     return InferDecoded(job, request.id, outputs)
+
+
+def _chained(parameters: dict[str, Any], spec: FunctionSpec, options: DecodeOptions) -> Chained | None:
+    """``"activation": "sigmoid"`` and its parameters as ``"activation.<name>"`` (the protocol's
+    parameters are scalars); taken out of ``parameters``. Tensor parameters keep their defaults."""
+    name = parameters.pop(ACTIVATION, None)
+    prefix = ACTIVATION + "."
+    given = {key[len(prefix) :]: parameters.pop(key) for key in [k for k in parameters if k.startswith(prefix)]}
+    if name is None:
+        if given:
+            first = sorted(given)[0]
+            raise InvalidRequest.at(("parameters", prefix + first), "needs the parameter activation", "unused_param")
+        return None
+    if not isinstance(name, str):
+        raise InvalidRequest.at(("parameters", ACTIVATION), "must be an activation's name", "invalid_param")
+    activation = options.catalogue.find(name)
+    for param in activation.tensor_params if activation is not None else ():
+        if param.name in given:
+            raise InvalidRequest.at(
+                ("parameters", prefix + param.name),
+                "a tensor parameter of a chained activation cannot be sent over this protocol; its default applies",
+                "tensor_parameter",
+            )
+    return chain_activation(
+        options.catalogue,
+        spec,
+        name,
+        given,
+        ("parameters", ACTIVATION),
+        ("parameters", ACTIVATION),
+        lambda value, loc: np.asarray(value, dtype=np.float64),
+    )
 
 
 def json_reply_bytes(decoded: InferDecoded) -> int:

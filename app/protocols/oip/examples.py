@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from app.compute.catalogue import CATALOGUE, FunctionSpec
+from app.compute.catalogue import Catalogue, FunctionSpec
 from app.protocols.oip.metadata import OPTIONAL_INPUT_GRAD_OUTPUT, input_names, output_names, required_inputs
 from app.protocols.oip.tensors import DATATYPE_OF
 
@@ -53,7 +53,7 @@ def infer_example(spec: FunctionSpec) -> dict[str, Any]:
 def catalogue_entry(spec: FunctionSpec) -> dict[str, Any]:
     """The catalogue's description of ``spec`` with how to call it through the protocol too."""
     return {
-        **CATALOGUE.describe(spec),
+        **Catalogue.describe(spec),
         "open_inference_protocol": {
             "infer": f"/v2/models/{spec.name}/infer",
             "metadata": f"/v2/models/{spec.name}",

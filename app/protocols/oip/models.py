@@ -51,8 +51,9 @@ class InferenceRequest(_Object):
     id: StrictStr | None = Field(default=None, max_length=256, description="Echoed in the response.")
     parameters: Parameters | None = Field(
         default=None,
-        description="The function's parameters (see `GET /functions/{name}`), `grad` (true for gradients) and "
-        "`binary_data_output` (true for every output as raw bytes).",
+        description="The function's parameters (see `GET /functions/{name}`), `grad` (true for gradients), "
+        "`binary_data_output` (true for every output as raw bytes) and, for a loss, `activation` (an activation "
+        "applied to `input` first) with its parameters as `activation.<name>`.",
     )
     inputs: list[RequestInput] = Field(description="One tensor per tensor argument of the function.")
     outputs: list[RequestOutput] | None = Field(default=None, description="Default: every output produced.")

@@ -8,12 +8,12 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import JSONResponse, Response
 
-from app.api.deps import hot_path_resources
+from app.api.deps import CatalogueDep, hot_path_resources
 from app.api.headers import ComputeHeaders
 from app.api.hot_routes import RequestHandlerRoute
 from app.api.raw_body import read_raw_body
 from app.api.serving import Codec, Subject, serve
-from app.compute.catalogue import CATALOGUE, FunctionSpec
+from app.compute.catalogue import Catalogue, FunctionSpec
 from app.compute.memory import Reservation
 from app.core.config import Settings
 from app.core.errors import UnknownFunction
@@ -41,10 +41,10 @@ ModelName = Annotated[str, Path(description="A function of the catalogue (name o
 ModelVersion = Annotated[str, Path(description=f"The only version is {MODEL_VERSION!r}.", examples=[MODEL_VERSION])]
 
 
-def _model(name: str, version: str | None = None) -> FunctionSpec:
-    spec = CATALOGUE.find(name)
+def _model(catalogue: Catalogue, name: str, version: str | None = None) -> FunctionSpec:
+    spec = catalogue.find(name)
     if spec is None:
-        close = CATALOGUE.suggest(name)
+        close = catalogue.suggest(name)
         hint = f"; closest: {', '.join(close)}" if close else "; see GET /functions"
         raise UnknownFunction.at(("model",), f"unknown model {name[:100]!r}{hint}", "unknown_model")
     if version is not None and version != MODEL_VERSION:
@@ -91,13 +91,13 @@ async def server_ready(request: Request) -> JSONResponse:
 
 
 @router.get("/models/{name}", summary="Model metadata", responses=oip_responses(404))
-async def model_metadata_route(name: ModelName) -> ModelMetadata:
-    return model_metadata(_model(name))
+async def model_metadata_route(name: ModelName, catalogue: CatalogueDep) -> ModelMetadata:
+    return model_metadata(_model(catalogue, name))
 
 
 @router.get("/models/{name}/versions/{version}", summary="Model metadata of a version", responses=oip_responses(404))
-async def model_version_metadata(name: ModelName, version: ModelVersion) -> ModelMetadata:
-    return model_metadata(_model(name, version))
+async def model_version_metadata(name: ModelName, version: ModelVersion, catalogue: CatalogueDep) -> ModelMetadata:
+    return model_metadata(_model(catalogue, name, version))
 
 
 @router.get(
@@ -107,8 +107,8 @@ async def model_version_metadata(name: ModelName, version: ModelVersion) -> Mode
     responses=oip_responses(404, 503),
 )
 async def model_ready(request: Request, name: ModelName) -> JSONResponse:
-    compute, _, _ = hot_path_resources(request)
-    return _ready_or_503(ModelReady(name=_model(name).name, ready=compute.ready))
+    compute, options, _ = hot_path_resources(request)
+    return _ready_or_503(ModelReady(name=_model(options.catalogue, name).name, ready=compute.ready))
 
 
 @router.get(
@@ -118,8 +118,8 @@ async def model_ready(request: Request, name: ModelName) -> JSONResponse:
     responses=oip_responses(404, 503),
 )
 async def model_version_ready(request: Request, name: ModelName, version: ModelVersion) -> JSONResponse:
-    compute, _, _ = hot_path_resources(request)
-    return _ready_or_503(ModelReady(name=_model(name, version).name, ready=compute.ready))
+    compute, options, _ = hot_path_resources(request)
+    return _ready_or_503(ModelReady(name=_model(options.catalogue, name, version).name, ready=compute.ready))
 
 
 async def _read(request: Request, headers: ComputeHeaders, settings: Settings, memory: Reservation) -> bytearray:
@@ -162,7 +162,7 @@ _INFER_DOC = {
 
 @infer_router.post("/models/{name}/infer", summary="Compute a function (inference)", **_INFER_DOC)  # type: ignore[arg-type]
 async def infer(request: Request, name: ModelName) -> Response:
-    return await serve(request, INFER, _model(name))
+    return await serve(request, INFER, _model(hot_path_resources(request).options.catalogue, name))
 
 
 @infer_router.post(
@@ -171,4 +171,4 @@ async def infer(request: Request, name: ModelName) -> Response:
     **_INFER_DOC,  # type: ignore[arg-type]
 )
 async def infer_version(request: Request, name: ModelName, version: ModelVersion) -> Response:
-    return await serve(request, INFER, _model(name, version))
+    return await serve(request, INFER, _model(hot_path_resources(request).options.catalogue, name, version))
