@@ -334,7 +334,7 @@ BAD_REQUESTS: list[tuple[str, dict[str, Any], str]] = [
     ("boolean-element", {"inputs": [_json([2], "FP32", [1.0, True])]}, "inputs.input.data"),
     ("ragged-data", {"inputs": [_json([2, 2], "FP32", [[1.0, 2.0], [3.0]])]}, "inputs.input.data"),
     ("no-data", {"inputs": [{"name": "input", "shape": [1], "datatype": "FP32"}]}, "inputs.input.data"),
-    ("fp16-overflow", {"inputs": [_json([1], "FP16", [1e6])]}, "inputs.input.data"),
+    ("fp16-overflow", {"inputs": [_json([1], "FP16", [1e6])]}, "inputs.input"),
     ("int-overflow", {"inputs": [_json([1], "INT8", [300])]}, "inputs.input.data"),
     ("float-in-int-datatype", {"inputs": [_json([1], "INT32", [1.5])]}, "inputs.input.data"),
     ("unknown-parameter", {"parameters": {"alpha": 1.0}, "inputs": [ONE]}, "parameters.alpha"),

@@ -84,13 +84,21 @@ class InferReply(Response):
     """The inference response on the wire: the JSON header, then each binary output's bytes, sent
     as they are (no concatenated copy of a large tensor)."""
 
-    def __init__(self, reply: EncodedReply, headers: dict[str, str]) -> None:
-        headers = {**headers, "content-length": str(reply.size)}
-        if reply.binary:
-            headers[HEADER_LENGTH] = str(len(reply.header))
-        media_type = "application/octet-stream" if reply.binary else "application/json"
-        super().__init__(None, status_code=200, headers=headers, media_type=media_type)
+    def __init__(self, reply: EncodedReply, server_timing: str) -> None:
+        """Builds its raw headers in one step, as ``EncodedJSON`` does (Starlette derives them from
+        a header mapping, ~3 µs a request)."""
+        self.status_code = 200
+        self.background = None
+        self.body = b""
         self.reply = reply
+        media_type = b"application/octet-stream" if reply.binary else b"application/json"
+        self.raw_headers = [
+            (b"content-length", str(reply.size).encode("latin-1")),
+            (b"content-type", media_type),
+            (b"server-timing", server_timing.encode("latin-1")),
+        ]
+        if reply.binary:
+            self.raw_headers.append((HEADER_LENGTH.encode("latin-1"), str(len(reply.header)).encode("latin-1")))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})

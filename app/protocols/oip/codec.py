@@ -20,7 +20,7 @@ from app.compute.chaining import Chained, chain_activation
 from app.compute.jobs import Job, Result, build_job
 from app.compute.params import validate_params
 from app.core.config import FloatDType
-from app.core.errors import InvalidRequest, Loc, Problem, ProblemList, TooLarge
+from app.core.errors import InvalidRequest, Loc, MalformedRequest, Problem, ProblemList, TooLarge
 from app.protocols.decoding import DecodeOptions, parse_json
 from app.protocols.oip.binary import BinaryReader, EncodedReply, SplitBody
 from app.protocols.oip.metadata import (
@@ -80,9 +80,12 @@ def _parse(body: bytes) -> dict[str, Any]:
     """The JSON object. Bare ``NaN``/``Infinity``/``-Infinity`` tokens (which Python clients such
     as tritonclient write for non-finite JSON tensor data) are first quoted, outside strings, into
     the strings this service reads as non-finite values: one parser decides what is valid JSON."""
-    if any(token in body for token in _BARE_NON_FINITE):
-        body = _STRING_OR_BARE_TOKEN.sub(_quoted, body)
-    return parse_json(body)
+    try:
+        return parse_json(body)
+    except MalformedRequest:
+        if not any(token in body for token in _BARE_NON_FINITE):
+            raise
+    return parse_json(_STRING_OR_BARE_TOKEN.sub(_quoted, body))
 
 
 def _envelope(body: bytes) -> InferenceRequest:

@@ -145,7 +145,7 @@ INFER: Codec[InferDecoded, EncodedReply] = Codec(
     decode=_decode,
     reply_bytes=json_reply_bytes,
     encode=encode_infer,
-    respond=lambda reply, timing: InferReply(reply, {"Server-Timing": timing}),
+    respond=InferReply,
 )
 """The protocol's part of the one road (``app.api.serving``)."""
 

@@ -46,7 +46,6 @@ _WIRE: dict[str, np.dtype[Any]] = {
 """Each datatype's element as it lies in the binary data (BF16: its raw bits)."""
 
 _INT64_MAX = int(np.iinfo(np.int64).max)
-_BFLOAT16_MAX = 3.3895313892515355e38
 _NOT_SERVED = {
     "BOOL": "BOOL tensors are not arguments of any function here",
     "BYTES": "BYTES tensors are not arguments of any function here",
@@ -106,18 +105,11 @@ def from_json(data: Any, shape: list[int], datatype: str, loc: Loc, limits: Limi
 
 
 def _as_float(values: np.ndarray, datatype: str, loc: Loc) -> np.ndarray:
+    """JSON numbers stay as parsed (float64, or int64): the engine casts them to the request's
+    datatype, refusing a finite value that overflows it, as it does for ``/activate``."""
     if values.dtype.kind not in "fiu":
         raise InvalidRequest.at(loc, "tensor elements must be numbers", "not_a_number")
-    finite_in = np.isfinite(values)
-    if datatype == "BF16":
-        if values.size and float(np.abs(values[finite_in]).max(initial=0.0)) > _BFLOAT16_MAX:
-            raise InvalidRequest.at(loc, "a value overflows BF16", "dtype_overflow")
-        return values.astype(np.float64, copy=False)
-    with np.errstate(over="ignore", invalid="ignore"):
-        cast = values.astype(_WIRE[datatype].newbyteorder("="))
-    if cast.size and bool((finite_in & ~np.isfinite(cast)).any()):
-        raise InvalidRequest.at(loc, f"a value overflows {datatype}", "dtype_overflow")
-    return cast
+    return values
 
 
 def _to_int64(values: np.ndarray, datatype: str, loc: Loc) -> np.ndarray:
