@@ -20,7 +20,7 @@ from typing import Any, cast
 
 from fastapi import Request, Response
 from fastapi.routing import APIRoute
-from starlette.routing import BaseRoute, Match
+from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.api.errors import ErrorPipeline
@@ -84,10 +84,11 @@ class HotRoutes:
         route = self.fixed.get(path)
         if route is not None or not path.startswith(self.prefixes):
             return route
-        for candidate in self.templated:
-            match, child = candidate.matches({**scope, "path": path})
-            if match is Match.FULL:
-                scope["path_params"] = child["path_params"]
+        for candidate in self.templated:  # the route's own pattern and convertors, as Starlette matches
+            found = candidate.path_regex.match(path)
+            if found is not None:
+                convertors = candidate.param_convertors
+                scope["path_params"] = {key: convertors[key].convert(value) for key, value in found.groupdict().items()}
                 return candidate
         return None
 
