@@ -113,3 +113,20 @@ def test_memory_error_while_decoding_is_503(client: TestClient, monkeypatch: pyt
     reply = client.post("/activate", json={"function": "relu", "input": [1.0]})
     assert reply.status_code == 503, reply.text
     assert reply.json()["details"][0]["type"] == "out_of_memory"
+
+
+def test_every_bad_tensor_of_a_request_is_reported(client: TestClient) -> None:
+    reply = client.post(
+        "/loss",
+        json={
+            "function": "mse_loss",
+            "input": [1.0, "one"],
+            "target": [[1.0], [2.0, 3.0]],
+            "params": {"weight": [True]},
+        },
+    )
+    assert reply.status_code == 422, reply.text
+    locs = [tuple(detail["loc"][:2]) for detail in reply.json()["details"]]
+    assert ("body", "input") in locs
+    assert ("body", "target") in locs
+    assert ("body", "params") in locs

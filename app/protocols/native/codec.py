@@ -60,6 +60,8 @@ class _Decoder:
         self.arrays: dict[str, np.ndarray] = {}
         self.locs: dict[str, Loc] = {}
         self.total = 0
+        self.problems: list[Problem] = []
+        """What was wrong with the tensors decoded so far: every bad tensor is reported, not the first."""
 
     def decode(self, value: Any, loc: Loc) -> np.ndarray:
         arr = decode_tensor(value, loc, self.options.limits, self.scan, self.dtype)
@@ -73,7 +75,10 @@ class _Decoder:
         return arr
 
     def tensor(self, name: str, value: Any, loc: Loc) -> None:
-        self.arrays[name] = self.decode(value, loc)
+        try:
+            self.arrays[name] = self.decode(value, loc)
+        except InvalidRequest as error:
+            self.problems.extend(error.problems)
         self.locs[name] = loc
 
     def finish(
@@ -85,7 +90,10 @@ class _Decoder:
         dtype: FloatDType | None,
         activation: Chained | None = None,
     ) -> Job:
-        scalars, tensor_params = validate_params(spec, params, ("body", "params"))
+        try:
+            scalars, tensor_params = validate_params(spec, params, ("body", "params"))
+        except InvalidRequest as error:
+            raise InvalidRequest([*self.problems, *error.problems]) from None
         for name in scalars:
             self.locs[name] = ("body", "params", name)
         for name, value in tensor_params.items():
@@ -93,8 +101,13 @@ class _Decoder:
         grad_array = None
         if grad_output is not None:
             loc: Loc = ("body", "grad_output")
-            grad_array = decode_tensor(grad_output, loc, self.options.limits, self.scan, self.dtype)
+            try:
+                grad_array = decode_tensor(grad_output, loc, self.options.limits, self.scan, self.dtype)
+            except InvalidRequest as error:
+                self.problems.extend(error.problems)
             self.locs["grad_output"] = loc
+        if self.problems:
+            raise InvalidRequest(self.problems)
         return build_job(spec, self.arrays, scalars, self.locs, dtype or self.dtype, grad, grad_array, activation)
 
 
