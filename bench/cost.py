@@ -33,7 +33,7 @@ from app.compute.jobs import Job, build_job
 from app.core.cgroup_limits import BUDGET_SHARE, PROCESS_BASELINE, threads_per_worker
 from app.core.config import FloatDType, Settings
 from app.core.errors import ServiceError
-from app.core.runtime import return_freed_memory_to_the_system, trim_memory
+from app.core.runtime import trim_memory
 from app.protocols.decoding import DecodeOptions
 from app.protocols.native.codec import decode_activation, decode_loss
 from app.protocols.tensors import Limits
@@ -199,7 +199,6 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2, help="runs of each case; the fastest counts (default 2)")
     args = parser.parse_args()
     settings = Settings()
-    return_freed_memory_to_the_system()  # as the server does
     budget = settings.memory_budget_bytes or int((CONTAINER_LIMIT - PROCESS_BASELINE) * BUDGET_SHARE)
     torch.set_num_threads(threads_per_worker(settings.workers, settings.torch_threads))
     engine = Engine(resolve_device(settings.device))

@@ -12,7 +12,7 @@ import zlib
 
 from fastapi import Request
 
-from app.api.body import declared_length, hold_body, hold_parsing, receive_body
+from app.api.body import declared_length, hold_body, receive_body
 from app.api.headers import ComputeHeaders
 from app.compute.memory import Reservation
 from app.core.errors import MalformedRequest, TooLarge, UnsupportedMediaType
@@ -84,7 +84,7 @@ async def read_raw_body(
 ) -> bytearray:
     """The whole body, inflated if it was compressed; 413 beyond ``limit`` bytes, 408 when it stalls
     for ``idle_timeout`` seconds, 400 when empty. With ``memory``, the body is held in the memory
-    budget before it is read (the inflated body at most ``limit``), and what parsing it takes after."""
+    budget before it is read (the inflated body at most ``limit``)."""
     encoding = (headers.content_encoding or "identity").strip().lower()
     if encoding not in ("identity", *_WBITS):
         raise UnsupportedMediaType.at(
@@ -102,6 +102,4 @@ async def read_raw_body(
             body = _inflate(body, encoding, limit)
     if not body:
         raise MalformedRequest.at(("body",), "the request body is empty", "json_invalid")
-    if memory is not None:
-        await hold_parsing(memory, body, wait)
     return body

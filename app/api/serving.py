@@ -17,6 +17,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from fastapi import Request, Response
 
+from app.api.body import hold_parsing
 from app.api.deps import hot_path_resources
 from app.api.headers import ComputeHeaders, compute_headers, request_timeout, server_timing
 from app.compute.jobs import Job, Result
@@ -63,9 +64,12 @@ async def serve(request: Request, codec: Codec[DecodedT, EncodedT], subject: Sub
     inline = settings.inline_decode_bytes
     async with compute.memory.reservation() as memory:
         body = await codec.read(request, headers, settings, memory)
+        parsed = codec.parsed_bytes(body, headers)
+        if parsed > inline:  # a small body's parsing (at most ~1 MiB) is not worth the count
+            await hold_parsing(memory, body, parsed, settings.memory_wait_s)
         # Small payloads are decoded and encoded on the loop; large ones in a thread, so the loop
         # stays responsive.
-        if codec.parsed_bytes(body, headers) > inline:
+        if parsed > inline:
             decoded = await asyncio.to_thread(codec.decode, body, headers, subject, options)
         else:
             decoded = codec.decode(body, headers, subject, options)
