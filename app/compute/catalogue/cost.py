@@ -52,10 +52,6 @@ def elementwise(work_per_element: float = 30.0, memory_per_element: float = 4.0)
 
 
 ELEMENTWISE = elementwise()
-SLOW_ELEMENTWISE = elementwise(work_per_element=80.0)
-"""Losses that chain several elementwise steps per element (the stable sigmoid of
-``binary_cross_entropy_with_logits`` with ``pos_weight``, a distance function applied twice):
-measured at up to ~100 units an element with gradients in float64."""
 
 
 def _rows_and_classes(arr: np.ndarray) -> tuple[int, int]:

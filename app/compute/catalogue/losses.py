@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from app.compute.catalogue import checks
-from app.compute.catalogue.cost import ELEMENTWISE, SLOW_ELEMENTWISE, CostModel, ctc, multilabel_margin
+from app.compute.catalogue.cost import ELEMENTWISE, CostModel, ctc, multilabel_margin
 from app.compute.catalogue.spec import Call, Check, FunctionSpec, Param, Params, RowSplit, TensorArg
 
 REDUCTION = Param(
@@ -263,7 +263,6 @@ LOSSES: tuple[FunctionSpec, ...] = (
             Param("pos_weight", "tensor", "weight of positive examples per class", default=None, nullable=True),
         ),
         extra_checks=(*_SAME_SIZE, checks.in_unit_interval("target")),
-        cost=SLOW_ELEMENTWISE,
     ),
     _loss(
         "margin_ranking_loss",
@@ -415,6 +414,5 @@ LOSSES: tuple[FunctionSpec, ...] = (
         ),
         extra_checks=(checks.triplet_shapes,),
         call=_triplet_with_distance,
-        cost=SLOW_ELEMENTWISE,
     ),
 )
