@@ -14,6 +14,7 @@ from fastapi import Request
 from app.api.headers import ComputeHeaders
 from app.compute.batching import ClientGone
 from app.compute.memory import Reservation
+from app.core.config import Settings
 from app.core.errors import BodyTimeout, MalformedRequest, TooLarge, UnsupportedMediaType
 from app.core.header_numbers import header_number
 
@@ -180,22 +181,14 @@ async def hold_parsing(memory: Reservation, body: bytes | bytearray, parsed: int
     await memory.resize(parsing_bytes(body, parsed), wait, ("body",), "parsing the body")
 
 
-async def read_json_body(
-    request: Request,
-    headers: ComputeHeaders,
-    limit: int,
-    idle_timeout: float | None = None,
-    memory: Reservation | None = None,
-    wait: float = 0.0,
-) -> bytes:
-    """The raw JSON body, read with ``receive_body``'s limits; 415 for another media type. With
-    ``memory``, the body is held in the memory budget before it is read (waiting up to ``wait``
-    seconds for room)."""
+async def read_json_body(request: Request, headers: ComputeHeaders, settings: Settings, memory: Reservation) -> bytes:
+    """The raw JSON body, read with ``receive_body``'s limits and held in the memory budget before
+    it is read; 415 for another media type."""
     if not _is_json(headers.content_type):
         raise UnsupportedMediaType.at(("header", "content-type"), "send the body as application/json", "media_type")
+    limit, idle_timeout = settings.max_body_bytes, settings.body_idle_timeout_s
     declared = declared_length(headers.content_length, limit)
-    if memory is not None:
-        await hold_body(memory, declared, limit, wait)
+    await hold_body(memory, declared, limit, settings.memory_wait_s)
     chunks: list[bytes] = []
     size = await receive_body(request, declared, limit, idle_timeout, chunks.append)
     if size == 0:

@@ -15,6 +15,7 @@ from fastapi import Request
 from app.api.body import declared_length, hold_body, receive_body
 from app.api.headers import ComputeHeaders
 from app.compute.memory import Reservation
+from app.core.config import Settings
 from app.core.errors import MalformedRequest, TooLarge, UnsupportedMediaType
 
 _WBITS = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
@@ -75,16 +76,12 @@ def _not_valid(encoding: str, problem: str) -> MalformedRequest:
 
 
 async def read_raw_body(
-    request: Request,
-    headers: ComputeHeaders,
-    limit: int,
-    idle_timeout: float | None = None,
-    memory: Reservation | None = None,
-    wait: float = 0.0,
+    request: Request, headers: ComputeHeaders, settings: Settings, memory: Reservation
 ) -> bytearray:
-    """The whole body, inflated if it was compressed; 413 beyond ``limit`` bytes, 408 when it stalls
-    for ``idle_timeout`` seconds, 400 when empty. With ``memory``, the body is held in the memory
-    budget before it is read (the inflated body at most ``limit``)."""
+    """The whole body, inflated if it was compressed, held in the memory budget before it is read
+    (inflated, at most the body limit); 413 beyond the limit, 408 when it stalls past the idle
+    timeout, 400 when empty."""
+    limit, idle_timeout, wait = settings.max_body_bytes, settings.body_idle_timeout_s, settings.memory_wait_s
     encoding = (headers.content_encoding or "identity").strip().lower()
     if encoding not in ("identity", *_WBITS):
         raise UnsupportedMediaType.at(
@@ -92,8 +89,7 @@ async def read_raw_body(
         )
     body = await _stream(request, headers.content_length, limit, idle_timeout, memory, wait)
     if encoding in _WBITS:
-        if memory is not None:
-            await memory.resize(len(body) + limit, wait, ("body",), "inflating the body")
+        await memory.resize(len(body) + limit, wait, ("body",), "inflating the body")
         # Inflating is work in proportion to the inflated size (up to ~1,000 times the
         # compressed one): off the event loop (zlib lets go of the GIL) past a few hundred bytes.
         if len(body) > INLINE_INFLATE_BYTES:

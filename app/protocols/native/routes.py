@@ -15,19 +15,12 @@ from app.api.responses import COMPUTE_ERRORS, EncodedJSON
 from app.api.serving import Codec, Subject, serve
 from app.compute.catalogue import CATALOGUE
 from app.compute.jobs import Result
-from app.compute.memory import Reservation
 from app.compute.service import reply_bytes
-from app.core.config import Settings
 from app.protocols.decoding import DecodeOptions
 from app.protocols.native.codec import Decoded, decode_activation, decode_loss, encode_activation, encode_loss
 from app.protocols.native.models import ActivateRequest, ActivateResponse, LossRequest, LossResponse
 
 router = APIRouter(tags=["compute"], route_class=RequestHandlerRoute)
-
-
-async def _read(request: Request, headers: ComputeHeaders, settings: Settings, memory: Reservation) -> bytes:
-    limit, idle, wait = settings.max_body_bytes, settings.body_idle_timeout_s, settings.memory_wait_s
-    return await read_json_body(request, headers, limit, idle, memory, wait)
 
 
 def _codec(
@@ -39,7 +32,7 @@ def _codec(
         return decode(bytes(body) if isinstance(body, bytearray) else body, options)
 
     return Codec(
-        read=_read,
+        read=read_json_body,
         parsed_bytes=lambda body, headers: len(body),
         decode=decode_body,
         reply_bytes=lambda decoded: reply_bytes(decoded.job),

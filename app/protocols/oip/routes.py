@@ -14,8 +14,6 @@ from app.api.hot_routes import RequestHandlerRoute
 from app.api.raw_body import read_raw_body
 from app.api.serving import Codec, Subject, serve
 from app.compute.catalogue import Catalogue, FunctionSpec
-from app.compute.memory import Reservation
-from app.core.config import Settings
 from app.core.errors import UnknownFunction
 from app.core.header_numbers import header_number
 from app.protocols.decoding import DecodeOptions
@@ -122,11 +120,6 @@ async def model_version_ready(request: Request, name: ModelName, version: ModelV
     return _ready_or_503(ModelReady(name=_model(options.catalogue, name, version).name, ready=compute.ready))
 
 
-async def _read(request: Request, headers: ComputeHeaders, settings: Settings, memory: Reservation) -> bytearray:
-    limit, idle, wait = settings.max_body_bytes, settings.body_idle_timeout_s, settings.memory_wait_s
-    return await read_raw_body(request, headers, limit, idle, memory, wait)
-
-
 def _json_part(body: bytes | bytearray, headers: ComputeHeaders) -> int:
     """Binary tensors are only viewed: what is parsed is the JSON header."""
     declared = header_number(headers.inference_header_length) if headers.inference_header_length else None
@@ -140,7 +133,7 @@ def _decode(body: bytes | bytearray, headers: ComputeHeaders, spec: Subject, opt
 
 
 INFER: Codec[InferDecoded, EncodedReply] = Codec(
-    read=_read,
+    read=read_raw_body,
     parsed_bytes=_json_part,
     decode=_decode,
     reply_bytes=json_reply_bytes,
