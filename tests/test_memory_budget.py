@@ -184,3 +184,23 @@ def test_requests_that_do_not_fit_together_get_503_while_one_computes(small_budg
 
     asyncio.run(scenario())
     assert small_budget.post("/activate", json=body).status_code == 200
+
+
+def test_the_allocator_is_asked_to_trim_once_idle_after_large_requests_only() -> None:
+    trims: list[int] = []
+
+    async def scenario() -> None:
+        budget = MemoryBudget(100 * MIB, on_idle=lambda: trims.append(1))
+        for _ in range(100):  # a stream of small requests, 3.2 GB in all, never 32 MiB at once
+            small = budget.reservation()
+            await small.resize(MIB, 0.0, ("body",), "small")
+            small.release()
+        await asyncio.sleep(0.3)
+        assert trims == []
+        large = budget.reservation()
+        await large.resize(40 * MIB, 0.0, ("body",), "large")
+        large.release()
+        await asyncio.sleep(0.3)
+        assert trims == [1]
+
+    run(scenario())

@@ -33,8 +33,9 @@ class _Waiter:
 
 
 TRIM_AFTER_BYTES = 32 * 1024 * 1024
-"""Once this much has been released since the allocator last gave memory back, and nothing is
-held, it is asked to give back its free pages (``on_idle``)."""
+"""Once requests have held this much at once since the allocator last gave memory back, and then
+nothing is held, it is asked to give back its free pages (``on_idle``); a stream of small requests
+never asks."""
 TRIM_DELAY_S = 0.1
 """The released objects (a reply being sent, a body's last reference) die just after release."""
 
@@ -49,7 +50,8 @@ class MemoryBudget:
         self.held = 0
         self._waiters: deque[_Waiter] = deque()
         self._on_idle = on_idle
-        self._released = 0
+        self._peak = 0
+        """The most held at once since the last ``on_idle``."""
 
     def reservation(self) -> Reservation:
         return Reservation(self)
@@ -57,14 +59,14 @@ class MemoryBudget:
     def _take(self, extra: int) -> bool:
         if not self._waiters and self.held + extra <= self.limit:
             self.held += extra
+            self._peak = max(self._peak, self.held)
             return True
         return False
 
     def _give_back(self, size: int) -> None:
         self.held -= size
-        self._released += size
-        if self.held == 0 and self._released >= TRIM_AFTER_BYTES and self._on_idle is not None:
-            self._released = 0
+        if self.held == 0 and self._peak >= TRIM_AFTER_BYTES and self._on_idle is not None:
+            self._peak = 0
             loop = asyncio.get_running_loop()
             loop.call_later(TRIM_DELAY_S, loop.run_in_executor, None, self._on_idle)
         while self._waiters:
@@ -76,6 +78,7 @@ class MemoryBudget:
                 break
             self._waiters.popleft()
             self.held += first.extra
+            self._peak = max(self._peak, self.held)
             first.future.set_result(None)
 
     async def _wait_for(self, extra: int, wait: float) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import gc
 import sys
 
@@ -26,7 +27,9 @@ def tune_process(settings: Settings) -> None:
     gc.set_threshold(20_000, 20, 20)
 
 
+@functools.cache
 def _libc() -> ctypes.CDLL | None:
+    """The C library, found once (``find_library`` runs ``ldconfig``: milliseconds)."""
     name = ctypes.util.find_library("c")
     if name is None:
         return None
