@@ -26,7 +26,7 @@ from app.core.config import Settings
 from app.core.http_protocol import ConnectionLimits, LimitedConfig
 from app.core.lifecycle import work_abandoned
 from app.core.logs import logging_config
-from app.core.open_files import fit_open_files_limit
+from app.core.runtime import fit_open_files_limit
 
 APP = "app.main:app"
 STARTUP_FAILURE = 3

@@ -22,7 +22,7 @@ import orjson
 import pytest
 
 from app import serve
-from app.core.header_numbers import header_number
+from app.api.headers import header_number
 from app.core.logs import JsonFormatter
 from app.main import create_app
 from tests.server_process import RunningServer, running_server

@@ -11,12 +11,11 @@ from collections.abc import Callable
 
 from fastapi import Request
 
-from app.api.headers import ComputeHeaders
+from app.api.headers import ComputeHeaders, header_number
 from app.compute.batching import ClientGone
 from app.compute.memory import Reservation
 from app.core.config import Settings
 from app.core.errors import BodyTimeout, MalformedRequest, TooLarge, UnsupportedMediaType
-from app.core.header_numbers import header_number
 
 PARSED_NUMBER_BYTES = 32
 """A JSON number once parsed: a Python float (24 bytes) and its list slot (8)."""

@@ -1,5 +1,6 @@
-"""Process-wide interpreter tuning for a server that shares the GIL between its event loop and
-its compute thread. Both were measured under load on one core (bench/throughput.py)."""
+"""Process-wide tuning: the interpreter, for a server that shares the GIL between its event loop and
+its compute thread (both measured under load on one core, bench/throughput.py); the allocator's
+free pages; the open-files limit the connection cap needs."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import ctypes
 import ctypes.util
 import functools
 import gc
+import resource
 import sys
 
 from app.core.config import Settings
@@ -46,3 +48,24 @@ def trim_memory() -> None:
     libc = _libc()
     if libc is not None:
         libc.malloc_trim(0)
+
+
+SPARE_DESCRIPTORS = 256
+"""Descriptors kept for everything but client connections: the listening socket, libraries,
+log and metrics files, pipes, the supervisor's sockets to its workers."""
+
+
+def fit_open_files_limit(max_connections: int) -> str | None:
+    """Raise the soft open-files limit to the hard one when ``max_connections`` and the spare
+    descriptors do not fit under it; the problem, when they do not fit even then."""
+    needed = max_connections + SPARE_DESCRIPTORS
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return None
+    if hard != resource.RLIM_INFINITY and hard < needed:
+        return (
+            f"{max_connections} connections and {SPARE_DESCRIPTORS} spare descriptors need an "
+            f"open-files limit of {needed}, but the hard limit is {hard}"
+        )
+    resource.setrlimit(resource.RLIMIT_NOFILE, (needed if hard == resource.RLIM_INFINITY else hard, hard))
+    return None

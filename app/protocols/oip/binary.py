@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from app.api.headers import header_number
 from app.core.errors import InvalidRequest, MalformedRequest
-from app.core.header_numbers import header_number
 
 HEADER_LENGTH = "inference-header-content-length"
 """The header naming how many leading bytes of the body are the JSON object."""

@@ -9,13 +9,12 @@ from fastapi import APIRouter, Path, Request
 from fastapi.responses import JSONResponse, Response
 
 from app.api.deps import CatalogueDep, hot_path_resources
-from app.api.headers import ComputeHeaders
+from app.api.headers import ComputeHeaders, header_number
 from app.api.hot_routes import RequestHandlerRoute
 from app.api.raw_body import read_raw_body
 from app.api.serving import Codec, Subject, serve
 from app.compute.catalogue import Catalogue, FunctionSpec
 from app.core.errors import UnknownFunction
-from app.core.header_numbers import header_number
 from app.protocols.decoding import DecodeOptions
 from app.protocols.oip.binary import EncodedReply, InferReply, split_body
 from app.protocols.oip.codec import InferDecoded, decode_infer, encode_infer, json_reply_bytes
