@@ -181,10 +181,15 @@ async def hold_parsing(memory: Reservation, body: bytes | bytearray, parsed: int
 
 
 async def read_json_body(request: Request, headers: ComputeHeaders, settings: Settings, memory: Reservation) -> bytes:
-    """The raw JSON body, read with ``receive_body``'s limits and held in the memory budget before
-    it is read; 415 for another media type."""
+    """The raw JSON body; 415 for another media type."""
     if not _is_json(headers.content_type):
         raise UnsupportedMediaType.at(("header", "content-type"), "send the body as application/json", "media_type")
+    return await read_body(request, headers, settings, memory)
+
+
+async def read_body(request: Request, headers: ComputeHeaders, settings: Settings, memory: Reservation) -> bytes:
+    """The body as it came (one chunk is not copied), read with ``receive_body``'s limits and held
+    in the memory budget before it is read; 400 when empty."""
     limit, idle_timeout = settings.max_body_bytes, settings.body_idle_timeout_s
     declared = declared_length(headers.content_length, limit)
     await hold_body(memory, declared, limit, settings.memory_wait_s)

@@ -12,7 +12,7 @@ import zlib
 
 from fastapi import Request
 
-from app.api.body import declared_length, hold_body, receive_body
+from app.api.body import declared_length, hold_body, read_body, receive_body
 from app.api.headers import ComputeHeaders
 from app.compute.memory import Reservation
 from app.core.config import Settings
@@ -77,8 +77,9 @@ def _not_valid(encoding: str, problem: str) -> MalformedRequest:
 
 async def read_raw_body(
     request: Request, headers: ComputeHeaders, settings: Settings, memory: Reservation
-) -> bytearray:
-    """The whole body, inflated if it was compressed, held in the memory budget before it is read
+) -> bytes | bytearray:
+    """The whole body, inflated if it was compressed, held in the memory budget before it is read;
+    writable (a ``bytearray``) where binary tensors are to be viewed in place
     (inflated, at most the body limit); 413 beyond the limit, 408 when it stalls past the idle
     timeout, 400 when empty."""
     limit, idle_timeout, wait = settings.max_body_bytes, settings.body_idle_timeout_s, settings.memory_wait_s
@@ -87,6 +88,8 @@ async def read_raw_body(
         raise UnsupportedMediaType.at(
             ("header", "content-encoding"), "send the body as it is, or as gzip or deflate", "media_type"
         )
+    if encoding == "identity" and headers.inference_header_length is None:
+        return await read_body(request, headers, settings, memory)  # JSON alone: parsed, never viewed
     body = await _stream(request, headers.content_length, limit, idle_timeout, memory, wait)
     if encoding in _WBITS:
         await memory.resize(len(body) + limit, wait, ("body",), "inflating the body")

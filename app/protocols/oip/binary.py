@@ -24,8 +24,9 @@ class SplitBody:
     binary: memoryview
 
 
-def split_body(body: bytearray, header_length: str | None) -> SplitBody:
-    """The JSON header and the binary part of a request body (views: nothing is copied)."""
+def split_body(body: bytes | bytearray, header_length: str | None) -> SplitBody:
+    """The JSON header and the binary part of a request body (views: nothing is copied). A body
+    with binary tensors is a ``bytearray`` (they are viewed in place, writable, as torch wants)."""
     view = memoryview(body)
     if header_length is None:
         return SplitBody(view, view[len(view) :])

@@ -108,6 +108,13 @@ def _flag(parameters: dict[str, Any], name: str, loc: Loc) -> bool:
     return value
 
 
+def _accepts(spec: FunctionSpec, name: str) -> bool:
+    """``name in input_names(spec)``, without building the tuple on every input."""
+    if name in spec.tensor_names or name == OPTIONAL_INPUT_GRAD_OUTPUT:
+        return True
+    return any(param.name == name for param in spec.tensor_params)
+
+
 class _Inputs:
     """Decodes the request's input tensors into arrays, checking names, sizes and datatypes."""
 
@@ -123,8 +130,8 @@ class _Inputs:
 
     def add(self, entry: RequestInput) -> None:
         loc: Loc = ("inputs", entry.name)
-        accepted = input_names(self.spec)
-        if entry.name not in accepted:
+        if not _accepts(self.spec, entry.name):
+            accepted = input_names(self.spec)
             raise InvalidRequest.at(
                 loc, f"{self.spec.name} has no input {entry.name!r} (accepted: {', '.join(accepted)})", "unknown_tensor"
             )
@@ -261,6 +268,8 @@ def decode_infer(spec: FunctionSpec, split: SplitBody, options: DecodeOptions) -
 def _chained(parameters: dict[str, Any], spec: FunctionSpec, options: DecodeOptions) -> Chained | None:
     """``"activation": "sigmoid"`` and its parameters as ``"activation.<name>"`` (the protocol's
     parameters are scalars); taken out of ``parameters``. Tensor parameters keep their defaults."""
+    if not parameters:
+        return None
     name = parameters.pop(ACTIVATION, None)
     prefix = ACTIVATION + "."
     given = {key[len(prefix) :]: parameters.pop(key) for key in [k for k in parameters if k.startswith(prefix)]}

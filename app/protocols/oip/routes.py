@@ -126,9 +126,7 @@ def _json_part(body: bytes | bytearray, headers: ComputeHeaders) -> int:
 
 
 def _decode(body: bytes | bytearray, headers: ComputeHeaders, spec: Subject, options: DecodeOptions) -> InferDecoded:
-    return decode_infer(
-        spec, split_body(bytearray(body) if isinstance(body, bytes) else body, headers.inference_header_length), options
-    )
+    return decode_infer(spec, split_body(body, headers.inference_header_length), options)
 
 
 INFER: Codec[InferDecoded, EncodedReply] = Codec(
