@@ -45,10 +45,6 @@ def reply_bytes(job: Job) -> int:
     return REPLY_BYTES_PER_ELEMENT * job_size(job) * (2 if job.grad else 1)
 
 
-def _seconds(work: float) -> str:
-    return f"{work / 1e9:.3g} s"
-
-
 COMPUTE_THREAD_PREFIX = "torch-compute"
 
 
@@ -167,7 +163,7 @@ class ComputeService:
             raise TooLarge.at(
                 job.locs.get(loc, ("body",)),
                 f"{job.spec.name} on these shapes is estimated at {job.cost.work:.3g} cost units "
-                f"(~{_seconds(job.cost.work)} of one core), over the limit of {limit:.3g}",
+                f"(~{job.cost.seconds:.3g} s of one core), over the limit of {limit:.3g}",
                 "cost_limit",
             )
 

@@ -4,13 +4,14 @@ dtype, and the one JSON parser that decides what is valid JSON."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
+from pydantic import BaseModel, ValidationError
 
 from app.compute.catalogue import Catalogue
 from app.core.config import FloatDType
-from app.core.errors import InvalidRequest, MalformedRequest
+from app.core.errors import InvalidRequest, Loc, MalformedRequest, Problem
 from app.protocols.tensors import Limits
 
 
@@ -30,3 +31,19 @@ def parse_json(body: bytes) -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise InvalidRequest.at(("body",), "the body must be a JSON object", "model_type")
     return obj
+
+
+EnvelopeT = TypeVar("EnvelopeT", bound=BaseModel)
+
+
+def validated(model: type[EnvelopeT], obj: dict[str, Any], loc: Loc = ()) -> EnvelopeT:
+    """``obj`` as a protocol's request model; every problem pydantic finds, under ``loc``."""
+    try:
+        return model.model_validate(obj)
+    except ValidationError as error:
+        raise InvalidRequest(
+            [
+                Problem((*loc, *e["loc"]), e["msg"], e["type"])
+                for e in error.errors(include_url=False, include_input=False, include_context=False)
+            ]
+        ) from None

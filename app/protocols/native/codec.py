@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import orjson
-from pydantic import BaseModel, ValidationError
 
 from app.compute.catalogue import Catalogue, FunctionSpec
 from app.compute.catalogue.spec import FunctionKind
@@ -17,7 +16,7 @@ from app.compute.jobs import Job, Result, build_job
 from app.compute.params import validate_params
 from app.core.config import FloatDType
 from app.core.errors import InvalidRequest, Loc, Problem, TooLarge
-from app.protocols.decoding import DecodeOptions, parse_json
+from app.protocols.decoding import DecodeOptions, EnvelopeT, parse_json, validated
 from app.protocols.native.models import ActivateRequest, ChainedActivation, LossRequest
 from app.protocols.scan import scan_body
 from app.protocols.tensors import Encoding, decode_tensor, encode_tensor
@@ -27,13 +26,6 @@ from app.protocols.tensors import Encoding, decode_tensor, encode_tensor
 class Decoded:
     job: Job
     encoding: Encoding
-
-
-def _envelope_problems(error: ValidationError) -> list[Problem]:
-    return [
-        Problem(("body", *e["loc"]), e["msg"], e["type"])
-        for e in error.errors(include_url=False, include_input=False, include_context=False)
-    ]
 
 
 def _find_function(name: str, kind: FunctionKind, catalogue: Catalogue) -> FunctionSpec:
@@ -111,15 +103,8 @@ class _Decoder:
         return build_job(spec, self.arrays, scalars, self.locs, dtype or self.dtype, grad, grad_array, activation)
 
 
-EnvelopeT = TypeVar("EnvelopeT", bound=BaseModel)
-
-
 def _parse_envelope(body: bytes, model: type[EnvelopeT]) -> EnvelopeT:
-    obj = parse_json(body)
-    try:
-        return model.model_validate(obj)
-    except ValidationError as error:
-        raise InvalidRequest(_envelope_problems(error)) from None
+    return validated(model, parse_json(body), ("body",))
 
 
 def decode_activation(body: bytes, options: DecodeOptions) -> Decoded:

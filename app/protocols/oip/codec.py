@@ -13,15 +13,14 @@ from typing import Any
 
 import numpy as np
 import orjson
-from pydantic import ValidationError
 
 from app.compute.catalogue import FunctionSpec
 from app.compute.chaining import Chained, chain_activation
 from app.compute.jobs import Job, Result, build_job
 from app.compute.params import validate_params
 from app.core.config import FloatDType
-from app.core.errors import InvalidRequest, Loc, MalformedRequest, Problem, ProblemList, TooLarge
-from app.protocols.decoding import DecodeOptions, parse_json
+from app.core.errors import InvalidRequest, Loc, MalformedRequest, ProblemList, TooLarge
+from app.protocols.decoding import DecodeOptions, parse_json, validated
 from app.protocols.oip.binary import BinaryReader, EncodedReply, SplitBody
 from app.protocols.oip.metadata import (
     MODEL_VERSION,
@@ -89,16 +88,7 @@ def _parse(body: bytes) -> dict[str, Any]:
 
 
 def _envelope(body: bytes) -> InferenceRequest:
-    obj = _parse(body)
-    try:
-        return InferenceRequest.model_validate(obj)
-    except ValidationError as error:
-        raise InvalidRequest(
-            [
-                Problem(tuple(e["loc"]), e["msg"], e["type"])
-                for e in error.errors(include_url=False, include_input=False, include_context=False)
-            ]
-        ) from None
+    return validated(InferenceRequest, _parse(body))
 
 
 def _flag(parameters: dict[str, Any], name: str, loc: Loc) -> bool:

@@ -19,6 +19,7 @@ from app.protocols.decoding import DecodeOptions
 from app.protocols.oip.binary import EncodedReply, InferReply, split_body
 from app.protocols.oip.codec import InferDecoded, decode_infer, encode_infer, json_reply_bytes
 from app.protocols.oip.docs import INFER_BODY, TAG, oip_responses
+from app.protocols.oip.errors import PREFIX
 from app.protocols.oip.metadata import MODEL_VERSION, model_metadata
 from app.protocols.oip.models import (
     InferenceResponse,
@@ -29,8 +30,8 @@ from app.protocols.oip.models import (
     ServerReady,
 )
 
-router = APIRouter(prefix="/v2", tags=[TAG])
-infer_router = APIRouter(prefix="/v2", tags=[TAG], route_class=RequestHandlerRoute)
+router = APIRouter(prefix=PREFIX, tags=[TAG])
+infer_router = APIRouter(prefix=PREFIX, tags=[TAG], route_class=RequestHandlerRoute)
 """The inference routes: request handlers on the compute routes' own lane (``HotRoutes``)."""
 
 EXTENSIONS = ["binary_tensor_data"]
