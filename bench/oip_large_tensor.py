@@ -16,9 +16,12 @@ form, the service and the bare in-process work on the same request bytes:
 * json: ``data`` is the flat list of the 1M floats; the output comes back as JSON data.
   in-process: ``orjson.loads(body)`` + ``numpy.asarray`` + float32 + relu + ``orjson.dumps(reply)``.
   Timed with httpx.
-* transport floor: ``uvicorn bench.echo_app:app`` (no framework, no work) sends the binary request
-  body straight back, timed with the lean client: what moving the bytes through uvicorn and the
-  loopback costs on this machine, with nothing of the service in it.
+* transport floors: ``uvicorn bench.echo_app:app`` (no framework, no work) sends the binary request
+  body straight back, timed with the lean client in the same rounds as the binary case (mirrored
+  order from round to round): what moving the bytes through uvicorn and the loopback costs on this
+  machine, with nothing of the service in it. Twice: as uvicorn runs it, and with the allocator
+  setting the service makes at start-up (``app.core.runtime.keep_freed_memory``), whose absence
+  costs the bare echo page faults the service no longer pays.
 
 Each service call runs until the whole reply has been read as bytes; parsing the reply is in
 neither column. Figures go to stdout and ``bench/results/oip_large_tensor.json``. The exit status
@@ -29,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import gc
 import os
 import socket
@@ -49,6 +53,7 @@ import torch
 import tritonclient.http as triton
 from numpy.typing import NDArray
 
+from app.core.runtime import MMAP_THRESHOLD_BYTES, TRIM_THRESHOLD_BYTES
 from bench.large_tensor import (
     Cpus,
     Noise,
@@ -187,8 +192,11 @@ class Case:
     service: Callable[[], Any]
     in_process: Callable[[], bytes]
     agree: Callable[[Any, bytes], bool] = lambda reply, local: bool(reply == local)
+    floors: dict[str, Callable[[], object]] = field(default_factory=dict)
+    """Transport floors timed in the same rounds: the same bytes echoed, by name."""
     service_ms: list[float] = field(default_factory=list)
     in_process_ms: list[float] = field(default_factory=list)
+    floor_ms: dict[str, list[float]] = field(default_factory=dict)
     server_timing_ms: dict[str, list[float]] = field(default_factory=dict)
     reply_bytes: int = 0
     identical_bytes: bool = False
@@ -201,21 +209,27 @@ def _ms(fn: Callable[[], object]) -> float:
 
 
 def measure(case: Case, cpus: Cpus, warmups: int, repeats: int) -> None:
+    """Each round times every side once, in mirrored order from one round to the next."""
     for _ in range(warmups):
         reply = case.service()
         with on_cpu(cpus.in_process, cpus.client):
             local = case.in_process()
+        for floor in case.floors.values():
+            floor()
     case.identical_bytes = case.agree(reply, local)
     case.reply_bytes = len(reply) if isinstance(reply, bytes) else len(local)
     del reply, local
+    sides = ["service", "in_process", *case.floors]
     for rep in range(repeats):
         gc.collect()
-        for side in ("service", "in_process") if rep % 2 == 0 else ("in_process", "service"):
+        for side in sides if rep % 2 == 0 else reversed(sides):
             if side == "service":
                 case.service_ms.append(_ms(case.service))
-            else:
+            elif side == "in_process":
                 with on_cpu(cpus.in_process, cpus.client):
                     case.in_process_ms.append(_ms(case.in_process))
+            else:
+                case.floor_ms.setdefault(side, []).append(_ms(case.floors[side]))
 
 
 @dataclass
@@ -223,6 +237,8 @@ class Clients:
     lean: LeanHttp
     httpx: httpx.Client
     triton: triton.InferenceServerClient
+    echoes: dict[str, LeanHttp]
+    """The transport floors' clients, by floor name."""
 
 
 def _post_httpx(client: httpx.Client, body: bytes, headers: dict[str, str], case: Case | None) -> bytes:
@@ -262,7 +278,10 @@ def _cases(clients: Clients, values: NDArray[np.float32]) -> list[Case]:
         expected = np.frombuffer(local, dtype="<f4", offset=len(local) - values.nbytes)
         return bool(np.array_equal(output, expected))
 
-    cases.append(Case("binary", "lean", binary_body, lean, local_binary))
+    floors: dict[str, Callable[[], object]] = {
+        name: functools.partial(echo.post, "/", binary_body, binary_headers) for name, echo in clients.echoes.items()
+    }
+    cases.append(Case("binary", "lean", binary_body, lean, local_binary, floors=floors))
     cases.append(
         Case(
             "binary",
@@ -285,10 +304,23 @@ def _cases(clients: Clients, values: NDArray[np.float32]) -> list[Case]:
     return cases
 
 
+ECHO_FLOORS = {
+    "echo": {},
+    "echo, freed memory kept": {
+        # What app.core.runtime.keep_freed_memory sets in the service, through glibc's variables.
+        "MALLOC_MMAP_THRESHOLD_": str(MMAP_THRESHOLD_BYTES),
+        "MALLOC_TRIM_THRESHOLD_": str(TRIM_THRESHOLD_BYTES),
+    },
+}
+"""The transport floors: ``bench.echo_app`` as uvicorn runs it, and with the allocator setting the
+service makes at start-up (large blocks kept for reuse rather than mapped afresh each time)."""
+
+
 @contextlib.contextmanager
-def echo_server(cpu: int | None) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+def echo_server(cpu: int | None, env: dict[str, str]) -> Iterator[str]:
     port = free_port()
-    process = subprocess.Popen(server_command("bench.echo_app:app", port, cpu), cwd=ROOT)
+    command = server_command("bench.echo_app:app", port, cpu)
+    process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, **env})
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -299,23 +331,21 @@ def echo_server(cpu: int | None) -> Iterator[tuple[subprocess.Popen[bytes], str]
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("the echo server did not start")
             time.sleep(0.1)
-        yield process, url
+        yield url
     finally:
         process.terminate()
         process.wait(timeout=15)
 
 
-def measure_floor(body: bytes, headers: dict[str, str], cpus: Cpus, warmups: int, repeats: int) -> dict[str, Any]:
-    with echo_server(cpus.in_process) as (process, url):
-        client = LeanHttp(url, len(body) + MIB)
-        try:
-            with Noise(process.pid) as noise:
-                for _ in range(warmups):
-                    client.post("/", body, headers)
-                samples = [_ms(lambda: client.post("/", body, headers)) for _ in range(repeats)]
-        finally:
-            client.close()
-    return {"median": statistics.median(samples), "p90": p90(samples), "samples": samples, "noise": noise.report()}
+@contextlib.contextmanager
+def echo_clients(cpu: int | None, capacity: int) -> Iterator[dict[str, LeanHttp]]:
+    """A lean client of each transport floor's echo server (on the server's core, idle between uses)."""
+    with contextlib.ExitStack() as stack:
+        clients: dict[str, LeanHttp] = {}
+        for name, env in ECHO_FLOORS.items():
+            clients[name] = LeanHttp(stack.enter_context(echo_server(cpu, env)), capacity)
+            stack.callback(clients[name].close)
+        yield clients
 
 
 # ----------------------------------------------------------------------------- reporting
@@ -333,7 +363,22 @@ def summary(case: Case) -> dict[str, Any]:
         "in_process_ms": {"median": local, "p90": p90(case.in_process_ms), "samples": case.in_process_ms},
         "ratio_of_medians": service / local,
         "server_timing_ms": {name: statistics.median(s) for name, s in case.server_timing_ms.items()},
+        "transport_floors_ms": {
+            name: {
+                "median": statistics.median(samples),
+                "p90": p90(samples),
+                "samples": samples,
+                "service_over_floor": service / statistics.median(samples),
+                "service_over_floor_by_round": _spread([a / b for a, b in zip(case.service_ms, samples, strict=True)]),
+            }
+            for name, samples in case.floor_ms.items()
+        },
     }
+
+
+def _spread(samples: list[float]) -> dict[str, float]:
+    quartiles = statistics.quantiles(samples, n=4) if len(samples) > 1 else samples * 3
+    return {"median": statistics.median(samples), "q1": quartiles[0], "q3": quartiles[2]}
 
 
 def print_table(report: dict[str, Any]) -> None:
@@ -360,11 +405,15 @@ def print_table(report: dict[str, Any]) -> None:
         if row["server_timing_ms"]:
             parts = ", ".join(f"{name} {value:.2f} ms" for name, value in row["server_timing_ms"].items())
             print(f"{row['form']} via {row['client']}: Server-Timing medians: {parts}")
-    floor = report["transport_floor_ms"]
-    print(
-        f"transport floor (bench.echo_app, no framework, no work; the binary body there and back, lean client): "
-        f"median {floor['median']:.2f} ms, p90 {floor['p90']:.2f} ms"
-    )
+    for row in report["cases"]:
+        for name, floor in row["transport_floors_ms"].items():
+            by_round = floor["service_over_floor_by_round"]
+            print(
+                f"{row['form']} via {row['client']} against the transport floor '{name}' (bench.echo_app: the same "
+                f"bytes there and back, no framework, no work; same rounds): floor median {floor['median']:.2f} ms "
+                f"(p90 {floor['p90']:.2f}); service / floor {floor['service_over_floor']:.2f}x "
+                f"(by round: median {by_round['median']:.2f}x, quartiles {by_round['q1']:.2f}-{by_round['q3']:.2f}x)"
+            )
     other = report["other_processes"]
     print(
         f"other processes used {100 * other['other_share_of_machine']:.0f}% of the machine while measuring"
@@ -389,11 +438,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     cpus = Cpus(client_cpu, server_cpu)
     torch.set_num_threads(1)
     values = np.random.default_rng(args.seed).standard_normal(args.elements, dtype=np.float32)
-    with running_server(server_cpu, 1) as server, httpx.Client(base_url=server.url, timeout=TIMEOUT_S) as plain:
+    capacity = 2 * values.nbytes + MIB
+    with (
+        running_server(server_cpu, 1) as server,
+        httpx.Client(base_url=server.url, timeout=TIMEOUT_S) as plain,
+        echo_clients(server_cpu, capacity) as echoes,
+    ):
         clients = Clients(
-            LeanHttp(server.url, 2 * values.nbytes + MIB),
+            LeanHttp(server.url, capacity),
             plain,
             triton.InferenceServerClient(url=server.url.removeprefix("http://"), network_timeout=TIMEOUT_S),
+            echoes,
         )
         try:
             cases = _cases(clients, values)
@@ -404,13 +459,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         finally:
             clients.lean.close()
             clients.triton.close()
-    binary_body, binary_headers = binary_request(values)
-    print("measuring the transport floor ...", file=sys.stderr, flush=True)
-    floor = measure_floor(binary_body, binary_headers, cpus, args.warmups, args.repeats)
     return {
         "config": run_config(args, server_cpu, client_cpu, cpus),
         "cases": [summary(case) for case in cases],
-        "transport_floor_ms": floor,
         "other_processes": noise.report(),
         "output": str(args.output),
     }

@@ -190,7 +190,7 @@ def test_the_allocator_is_asked_to_trim_once_idle_after_large_requests_only() ->
     trims: list[int] = []
 
     async def scenario() -> None:
-        budget = MemoryBudget(100 * MIB, on_idle=lambda: trims.append(1))
+        budget = MemoryBudget(100 * MIB, on_idle=lambda: trims.append(1), idle_s=0.1)
         for _ in range(100):  # a stream of small requests, 3.2 GB in all, never 32 MiB at once
             small = budget.reservation()
             await small.resize(MIB, 0.0, ("body",), "small")
@@ -202,5 +202,28 @@ def test_the_allocator_is_asked_to_trim_once_idle_after_large_requests_only() ->
         large.release()
         await asyncio.sleep(0.3)
         assert trims == [1]
+
+    run(scenario())
+
+
+def test_the_trim_waits_until_nothing_has_been_held_for_its_idle_time() -> None:
+    """Large requests that follow each other closely reuse what the last one freed: no trim
+    between them, one once they stop."""
+    trims: list[float] = []
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        budget = MemoryBudget(100 * MIB, on_idle=lambda: trims.append(loop.time()), idle_s=0.2)
+        for _ in range(8):  # 0.4 s of large requests, 0.05 s apart
+            large = budget.reservation()
+            await large.resize(40 * MIB, 0.0, ("body",), "large")
+            await asyncio.sleep(0.01)
+            large.release()
+            await asyncio.sleep(0.05)
+        last_release = loop.time() - 0.05
+        assert trims == []
+        await asyncio.sleep(0.4)
+        assert len(trims) == 1
+        assert trims[0] >= last_release + 0.2
 
     run(scenario())

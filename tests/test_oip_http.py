@@ -13,11 +13,14 @@ import torch
 import torch.nn.functional as F
 from fastapi.testclient import TestClient
 
+from app.api.raw_body import BINARY_ALIGNMENT, aligned_buffer
 from app.compute.catalogue import CATALOGUE, FunctionSpec
 from app.compute.service import ComputeService
 from app.core.config import Settings
 from app.main import create_app
+from app.protocols.oip.binary import split_body
 from app.protocols.oip.examples import infer_example
+from app.protocols.oip.tensors import from_bytes
 from tests.oip_wire import (
     HEADER_LENGTH,
     binary_body,
@@ -541,3 +544,17 @@ def test_binary_tensors_at_any_byte_offset(client: TestClient, padding: int) -> 
     assert response.status_code == 200, response.text
     _, outputs = parse_reply(response.content, response.headers)
     assert_same(outputs["output"], torch.relu(x))
+
+
+@pytest.mark.parametrize("header_length", [0, 1, 7, 61, 64, 1001])
+def test_the_binary_part_of_a_read_body_starts_aligned_and_is_viewed_in_place(header_length: int) -> None:
+    """Whatever the JSON header's length, the tensor bytes after it are viewed, not copied."""
+    size = header_length + 4 * 1000
+    body = aligned_buffer(size, header_length)
+    assert len(body) == size
+    assert not body.readonly
+    body[header_length:] = np.arange(1000, dtype="<f4").tobytes()
+    tensor = from_bytes(split_body(body, str(header_length)).binary, [10, 100], "FP32", ("inputs", 0))
+    assert tensor.ctypes.data % BINARY_ALIGNMENT == 0
+    assert np.shares_memory(tensor, np.frombuffer(body, dtype=np.uint8))
+    assert np.array_equal(tensor.reshape(-1), np.arange(1000, dtype=np.float32))

@@ -9,6 +9,7 @@ import time
 import weakref
 from collections.abc import Callable
 
+import numpy as np
 from fastapi import Request
 
 from app.api.headers import ComputeHeaders, header_number
@@ -17,6 +18,8 @@ from app.compute.memory import Reservation
 from app.core.config import Settings
 from app.core.errors import BodyTimeout, MalformedRequest, TooLarge, UnsupportedMediaType
 
+Body = bytes | bytearray | memoryview
+"""A request body as read: the bytes as they came, or a writable buffer for binary tensors."""
 PARSED_NUMBER_BYTES = 32
 """A JSON number once parsed: a Python float (24 bytes) and its list slot (8)."""
 
@@ -163,12 +166,22 @@ async def receive_body(
     return size
 
 
-def parsing_bytes(body: bytes | bytearray, parsed: int) -> int:
+_COMMA = ord(",")
+_COUNT_SLICE = 1024 * 1024
+"""The comma count compares this many bytes at a time: the comparison's temporary stays small."""
+
+
+def parsing_bytes(body: Body, parsed: int) -> int:
     """What holding a body and parsing its first ``parsed`` bytes of JSON takes at most: the body,
-    the parsed strings, and a Python number per comma-separated element (counting commas runs at
-    memory speed, ~1 ms for 4 MB: binary tensors after a JSON header are not counted)."""
+    the parsed strings, and a Python number per comma-separated element (binary tensors after a
+    JSON header are not counted). numpy counts the commas at memory speed: ~0.8 ms for 10 MB,
+    where ``bytes.count`` of one byte goes byte by byte (7.5 ms)."""
     parsed = min(parsed, len(body))
-    return len(body) + parsed + PARSED_NUMBER_BYTES * body.count(b",", 0, parsed)
+    view = np.frombuffer(body, dtype=np.uint8, count=parsed)
+    commas = sum(
+        int(np.count_nonzero(view[start : start + _COUNT_SLICE] == _COMMA)) for start in range(0, parsed, _COUNT_SLICE)
+    )
+    return len(body) + parsed + PARSED_NUMBER_BYTES * commas
 
 
 async def hold_body(memory: Reservation, declared: int | None, limit: int, wait: float) -> None:
@@ -176,7 +189,7 @@ async def hold_body(memory: Reservation, declared: int | None, limit: int, wait:
     await memory.resize(limit if declared is None else declared, wait, ("body",), "the body")
 
 
-async def hold_parsing(memory: Reservation, body: bytes | bytearray, parsed: int, wait: float) -> None:
+async def hold_parsing(memory: Reservation, body: Body, parsed: int, wait: float) -> None:
     await memory.resize(parsing_bytes(body, parsed), wait, ("body",), "parsing the body")
 
 

@@ -1,5 +1,6 @@
 """Read a request body of any content type into one writable buffer, with a byte limit enforced
-while it streams. Binary tensors are then viewed in place (numpy and torch want them writable).
+while it streams. Binary tensors are then viewed in place (numpy and torch want them writable,
+and aligned).
 
 ``Content-Encoding: gzip`` or ``deflate`` bodies (as Triton's client can send) are inflated, with
 the same limit on the inflated size, off the event loop, and must end exactly where their stream
@@ -10,10 +11,11 @@ from __future__ import annotations
 import asyncio
 import zlib
 
+import numpy as np
 from fastapi import Request
 
-from app.api.body import declared_length, hold_body, read_body, receive_body
-from app.api.headers import ComputeHeaders
+from app.api.body import Body, declared_length, hold_body, read_body, receive_body
+from app.api.headers import ComputeHeaders, header_number
 from app.compute.memory import Reservation
 from app.core.config import Settings
 from app.core.errors import MalformedRequest, TooLarge, UnsupportedMediaType
@@ -28,33 +30,49 @@ def _too_large(limit: int) -> TooLarge:
     return TooLarge.at(("body",), f"body exceeds the limit of {limit} bytes", "body_too_large")
 
 
+BINARY_ALIGNMENT = 64
+"""Where the binary part of a body starts in its buffer: a multiple of this address, so its
+tensors are viewed in place whatever the JSON header's length (misaligned, each is copied)."""
+
+
+def aligned_buffer(size: int, binary_from: int) -> memoryview:
+    """``size`` writable bytes, not zeroed (every byte is about to be written), the byte at
+    ``binary_from`` aligned to ``BINARY_ALIGNMENT``."""
+    block = np.empty(size + BINARY_ALIGNMENT, dtype=np.uint8)
+    start = -(block.ctypes.data + binary_from) % BINARY_ALIGNMENT
+    return block.data[start : start + size]
+
+
 async def _stream(
     request: Request,
-    declared_text: str | None,
+    headers: ComputeHeaders,
     limit: int,
     idle_timeout: float | None,
-    memory: Reservation | None,
+    memory: Reservation,
     wait: float,
-) -> bytearray:
-    declared = declared_length(declared_text, limit)
-    if memory is not None:
-        await hold_body(memory, declared, limit, wait)
-    buffer = bytearray(declared or 0)
+) -> Body:
+    """The body in one writable buffer: laid out so its binary part starts aligned when its length
+    was declared, else grown as it comes."""
+    declared = declared_length(headers.content_length, limit)
+    await hold_body(memory, declared, limit, wait)
+    if declared is None:
+        grown = bytearray()
+        await receive_body(request, declared, limit, idle_timeout, grown.extend)
+        return grown
+    binary_from = header_number(headers.inference_header_length or "") or 0
+    buffer = aligned_buffer(declared, min(binary_from, declared))
     end = 0
 
-    def take(chunk: bytes) -> None:
+    def take(chunk: bytes) -> None:  # receive_body stops at the declared length: never past the buffer
         nonlocal end
         start, end = end, end + len(chunk)
-        if end <= len(buffer):
-            buffer[start:end] = chunk
-        else:
-            buffer[start:] = chunk
+        buffer[start:end] = chunk
 
     await receive_body(request, declared, limit, idle_timeout, take)
     return buffer
 
 
-def _inflate(body: bytearray, encoding: str, limit: int) -> bytearray:
+def _inflate(body: Body, encoding: str, limit: int) -> bytearray:
     """The inflated body: 413 past ``limit`` bytes, 400 unless the stream ends exactly where the
     body does (a truncated stream, or bytes after its end)."""
     inflater = zlib.decompressobj(_WBITS[encoding])
@@ -75,9 +93,7 @@ def _not_valid(encoding: str, problem: str) -> MalformedRequest:
     return MalformedRequest.at(("header", "content-encoding"), f"the {encoding} body {problem}", "invalid_body")
 
 
-async def read_raw_body(
-    request: Request, headers: ComputeHeaders, settings: Settings, memory: Reservation
-) -> bytes | bytearray:
+async def read_raw_body(request: Request, headers: ComputeHeaders, settings: Settings, memory: Reservation) -> Body:
     """The whole body, inflated if it was compressed, held in the memory budget before it is read;
     writable (a ``bytearray``) where binary tensors are to be viewed in place
     (inflated, at most the body limit); 413 beyond the limit, 408 when it stalls past the idle
@@ -90,7 +106,7 @@ async def read_raw_body(
         )
     if encoding == "identity" and headers.inference_header_length is None:
         return await read_body(request, headers, settings, memory)  # JSON alone: parsed, never viewed
-    body = await _stream(request, headers.content_length, limit, idle_timeout, memory, wait)
+    body = await _stream(request, headers, limit, idle_timeout, memory, wait)
     if encoding in _WBITS:
         await memory.resize(len(body) + limit, wait, ("body",), "inflating the body")
         # Inflating is work in proportion to the inflated size (up to ~1,000 times the

@@ -17,7 +17,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from fastapi import Request, Response
 
-from app.api.body import hold_parsing
+from app.api.body import Body, hold_parsing
 from app.api.deps import hot_path_resources
 from app.api.headers import ComputeHeaders, compute_headers, request_timeout, server_timing
 from app.compute.jobs import Job, Result
@@ -41,11 +41,11 @@ Subject = Any
 class Codec(Generic[DecodedT, EncodedT]):
     """A protocol's part of the road."""
 
-    read: Callable[[Request, ComputeHeaders, Settings, Reservation], Awaitable[bytes | bytearray]]
+    read: Callable[[Request, ComputeHeaders, Settings, Reservation], Awaitable[Body]]
     """The body, read within the limits and held in the request's memory reservation."""
-    parsed_bytes: Callable[[bytes | bytearray, ComputeHeaders], int]
+    parsed_bytes: Callable[[Body, ComputeHeaders], int]
     """How much of the body must be parsed (binary tensors are only viewed)."""
-    decode: Callable[[bytes | bytearray, ComputeHeaders, Subject, DecodeOptions], DecodedT]
+    decode: Callable[[Body, ComputeHeaders, Subject, DecodeOptions], DecodedT]
     """The body as a checked job; pure, so it may run in a thread."""
     reply_bytes: Callable[[DecodedT], int]
     """A bound on the encoded reply's text, to encode large ones in a thread."""

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from fastapi import APIRouter, Request, Response
 
-from app.api.body import read_json_body
+from app.api.body import Body, read_json_body
 from app.api.headers import ComputeHeaders
 from app.api.hot_routes import RequestHandlerRoute
 from app.api.openapi import request_body, timeout_header
@@ -26,10 +26,8 @@ router = APIRouter(tags=["compute"], route_class=RequestHandlerRoute)
 def _codec(
     decode: Callable[[bytes, DecodeOptions], Decoded], encode: Callable[[Decoded, Result], bytes]
 ) -> Codec[Decoded, bytes]:
-    def decode_body(
-        body: bytes | bytearray, headers: ComputeHeaders, subject: Subject, options: DecodeOptions
-    ) -> Decoded:
-        return decode(bytes(body) if isinstance(body, bytearray) else body, options)
+    def decode_body(body: Body, headers: ComputeHeaders, subject: Subject, options: DecodeOptions) -> Decoded:
+        return decode(body if isinstance(body, bytes) else bytes(body), options)
 
     return Codec(
         read=read_json_body,

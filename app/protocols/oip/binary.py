@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from app.api.body import Body
 from app.api.headers import header_number
 from app.core.errors import InvalidRequest, MalformedRequest
 
@@ -24,9 +25,9 @@ class SplitBody:
     binary: memoryview
 
 
-def split_body(body: bytes | bytearray, header_length: str | None) -> SplitBody:
+def split_body(body: Body, header_length: str | None) -> SplitBody:
     """The JSON header and the binary part of a request body (views: nothing is copied). A body
-    with binary tensors is a ``bytearray`` (they are viewed in place, writable, as torch wants)."""
+    with binary tensors is a writable buffer (they are viewed in place, as torch wants)."""
     view = memoryview(body)
     if header_length is None:
         return SplitBody(view, view[len(view) :])

@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import JSONResponse, Response
 
+from app.api.body import Body
 from app.api.deps import CatalogueDep, hot_path_resources
 from app.api.headers import ComputeHeaders, header_number
 from app.api.hot_routes import RequestHandlerRoute
@@ -120,13 +121,13 @@ async def model_version_ready(request: Request, name: ModelName, version: ModelV
     return _ready_or_503(ModelReady(name=_model(options.catalogue, name, version).name, ready=compute.ready))
 
 
-def _json_part(body: bytes | bytearray, headers: ComputeHeaders) -> int:
+def _json_part(body: Body, headers: ComputeHeaders) -> int:
     """Binary tensors are only viewed: what is parsed is the JSON header."""
     declared = header_number(headers.inference_header_length) if headers.inference_header_length else None
     return len(body) if declared is None else min(declared, len(body))
 
 
-def _decode(body: bytes | bytearray, headers: ComputeHeaders, spec: Subject, options: DecodeOptions) -> InferDecoded:
+def _decode(body: Body, headers: ComputeHeaders, spec: Subject, options: DecodeOptions) -> InferDecoded:
     return decode_infer(spec, split_body(body, headers.inference_header_length), options)
 
 
