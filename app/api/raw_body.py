@@ -43,6 +43,12 @@ def aligned_buffer(size: int, binary_from: int) -> memoryview:
     return block.data[start : start + size]
 
 
+def _binary_from(headers: ComputeHeaders, size: int) -> int:
+    """Where the binary part of a body of ``size`` bytes starts (its end when there is none)."""
+    declared = header_number(headers.inference_header_length or "")
+    return size if declared is None else min(declared, size)
+
+
 async def _stream(
     request: Request,
     headers: ComputeHeaders,
@@ -59,8 +65,7 @@ async def _stream(
         grown = bytearray()
         await receive_body(request, declared, limit, idle_timeout, grown.extend)
         return grown
-    binary_from = header_number(headers.inference_header_length or "") or 0
-    buffer = aligned_buffer(declared, min(binary_from, declared))
+    buffer = aligned_buffer(declared, _binary_from(headers, declared))
     end = 0
 
     def take(chunk: bytes) -> None:  # receive_body stops at the declared length: never past the buffer
@@ -72,9 +77,9 @@ async def _stream(
     return buffer
 
 
-def _inflate(body: Body, encoding: str, limit: int) -> bytearray:
-    """The inflated body: 413 past ``limit`` bytes, 400 unless the stream ends exactly where the
-    body does (a truncated stream, or bytes after its end)."""
+def _inflate(body: Body, encoding: str, limit: int, headers: ComputeHeaders) -> Body:
+    """The inflated body, laid out as ``_stream`` lays one out: 413 past ``limit`` bytes, 400
+    unless the stream ends exactly where the body does (a truncated stream, or bytes after its end)."""
     inflater = zlib.decompressobj(_WBITS[encoding])
     try:
         inflated = inflater.decompress(body, limit + 1)
@@ -86,7 +91,9 @@ def _inflate(body: Body, encoding: str, limit: int) -> bytearray:
         raise _not_valid(encoding, "ends before its stream does (truncated)")
     if inflater.unused_data:
         raise _not_valid(encoding, f"has {len(inflater.unused_data)} bytes after the end of its stream")
-    return bytearray(inflated)
+    buffer = aligned_buffer(len(inflated), _binary_from(headers, len(inflated)))
+    buffer[:] = inflated
+    return buffer
 
 
 def _not_valid(encoding: str, problem: str) -> MalformedRequest:
@@ -112,9 +119,9 @@ async def read_raw_body(request: Request, headers: ComputeHeaders, settings: Set
         # Inflating is work in proportion to the inflated size (up to ~1,000 times the
         # compressed one): off the event loop (zlib lets go of the GIL) past a few hundred bytes.
         if len(body) > INLINE_INFLATE_BYTES:
-            body = await asyncio.to_thread(_inflate, body, encoding, limit)
+            body = await asyncio.to_thread(_inflate, body, encoding, limit, headers)
         else:
-            body = _inflate(body, encoding, limit)
+            body = _inflate(body, encoding, limit, headers)
     if not body:
         raise MalformedRequest.at(("body",), "the request body is empty", "json_invalid")
     return body
