@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 from starlette.routing import Router
 
-from app.api.hot_routes import HotRoutes
+from app.api.hot_routes import MATCHED_PATHS, HotRoutes
 from app.core.config import Settings
 from app.main import create_app
 from app.protocols.native import routes as native_routes
@@ -109,3 +109,21 @@ def test_an_app_mounted_under_a_root_path_is_served_by_the_lane() -> None:
         reply = mounted.post("/api/activate", json=RELU)
         assert reply.status_code == 200
         assert reply.json()["output"] == [0.0, 2.0]
+
+
+def test_templated_paths_are_remembered_each_request_with_its_own_parameters(client: TestClient) -> None:
+    """A path matched once is looked up, not matched again; its parameters are a fresh copy each
+    time, and the paths remembered stay bounded however many distinct ones clients send."""
+    lane = next(layer for layer in _layers(client) if isinstance(layer, HotRoutes))
+    first: dict[str, object] = {"path": "/v2/models/relu/versions/1/infer"}
+    second: dict[str, object] = {"path": "/v2/models/relu/versions/1/infer"}
+    route = lane._match(first)
+    assert route is not None
+    assert route.path == "/v2/models/{name}/versions/{version}/infer"
+    assert lane._match(second) is route
+    assert first["path_params"] == second["path_params"] == {"name": "relu", "version": "1"}
+    assert first["path_params"] is not second["path_params"]
+    for index in range(3 * MATCHED_PATHS):
+        assert lane._match({"path": f"/v2/models/f{index}/infer"}) is not None
+        assert len(lane._matched) <= MATCHED_PATHS
+    assert lane._match({"path": "/v2/models/f7/infer/more"}) is None

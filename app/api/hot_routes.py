@@ -26,6 +26,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from app.api.errors import ErrorPipeline
 
 RequestHandler = Callable[[Request], Coroutine[Any, Any, Response]]
+MATCHED_PATHS = 1024
+"""Templated paths remembered with their match (one per model and version in use)."""
 
 
 class RequestHandlerRoute(APIRoute):
@@ -63,6 +65,9 @@ class HotRoutes:
         self.fixed = {route.path: route for route in hot if not route.param_convertors}
         self.templated = [route for route in hot if route.param_convertors]
         self.prefixes = tuple({route.path.split("{", 1)[0] for route in self.templated})
+        self._matched: dict[str, tuple[RequestHandlerRoute, dict[str, Any]]] = {}
+        """Paths matched to a templated route already, with their parameters: a dictionary look-up
+        instead of each route's regular expression."""
         self.errors = errors
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -84,12 +89,24 @@ class HotRoutes:
         route = self.fixed.get(path)
         if route is not None or not path.startswith(self.prefixes):
             return route
+        matched = self._matched.get(path)
+        if matched is None:
+            matched = self._match_templated(path)
+            if matched is None:
+                return None
+            if len(self._matched) >= MATCHED_PATHS:  # many distinct paths: start over, bounded
+                self._matched.clear()
+            self._matched[path] = matched
+        route, params = matched
+        scope["path_params"] = dict(params)
+        return route
+
+    def _match_templated(self, path: str) -> tuple[RequestHandlerRoute, dict[str, Any]] | None:
         for candidate in self.templated:  # the route's own pattern and convertors, as Starlette matches
             found = candidate.path_regex.match(path)
             if found is not None:
                 convertors = candidate.param_convertors
-                scope["path_params"] = {key: convertors[key].convert(value) for key, value in found.groupdict().items()}
-                return candidate
+                return candidate, {key: convertors[key].convert(value) for key, value in found.groupdict().items()}
         return None
 
 

@@ -105,6 +105,8 @@ async def read_raw_body(request: Request, headers: ComputeHeaders, settings: Set
     writable (a ``bytearray``) where binary tensors are to be viewed in place
     (inflated, at most the body limit); 413 beyond the limit, 408 when it stalls past the idle
     timeout, 400 when empty."""
+    if headers.content_encoding is None and headers.inference_header_length is None:
+        return await read_body(request, headers, settings, memory)  # JSON alone: parsed, never viewed
     limit, idle_timeout, wait = settings.max_body_bytes, settings.body_idle_timeout_s, settings.memory_wait_s
     encoding = (headers.content_encoding or "identity").strip().lower()
     if encoding not in ("identity", *_WBITS):

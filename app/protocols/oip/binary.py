@@ -13,6 +13,7 @@ from starlette.types import Receive, Scope, Send
 
 from app.api.body import Body
 from app.api.headers import header_number
+from app.api.responses import EncodedJSON
 from app.core.errors import InvalidRequest, MalformedRequest
 
 HEADER_LENGTH = "inference-header-content-length"
@@ -21,16 +22,19 @@ HEADER_LENGTH = "inference-header-content-length"
 
 @dataclass(frozen=True)
 class SplitBody:
-    json: memoryview
+    json: Body
     binary: memoryview
+
+
+_NO_BINARY = memoryview(b"")
 
 
 def split_body(body: Body, header_length: str | None) -> SplitBody:
     """The JSON header and the binary part of a request body (views: nothing is copied). A body
     with binary tensors is a writable buffer (they are viewed in place, as torch wants)."""
-    view = memoryview(body)
     if header_length is None:
-        return SplitBody(view, view[len(view) :])
+        return SplitBody(body, _NO_BINARY)
+    view = memoryview(body)
     loc = ("header", HEADER_LENGTH)
     size = header_number(header_length)
     if size is None:
@@ -74,17 +78,21 @@ class EncodedReply:
     buffers: tuple[memoryview, ...]
 
     @property
-    def binary(self) -> bool:
-        return bool(self.buffers)
-
-    @property
     def size(self) -> int:
         return len(self.header) + sum(len(buffer) for buffer in self.buffers)
 
 
-class InferReply(Response):
-    """The inference response on the wire: the JSON header, then each binary output's bytes, sent
-    as they are (no concatenated copy of a large tensor)."""
+def infer_reply(reply: EncodedReply, server_timing: str) -> Response:
+    """The inference response on the wire: JSON alone as any encoded JSON reply, else the header
+    and the binary outputs' bytes after it."""
+    if not reply.buffers:
+        return EncodedJSON(reply.header, server_timing)
+    return BinaryReply(reply, server_timing)
+
+
+class BinaryReply(Response):
+    """The JSON header, then each binary output's bytes, sent as they are (no concatenated copy
+    of a large tensor)."""
 
     def __init__(self, reply: EncodedReply, server_timing: str) -> None:
         """Builds its raw headers in one step, as ``EncodedJSON`` does (Starlette derives them from
@@ -93,14 +101,12 @@ class InferReply(Response):
         self.background = None
         self.body = b""
         self.reply = reply
-        media_type = b"application/octet-stream" if reply.binary else b"application/json"
         self.raw_headers = [
             (b"content-length", str(reply.size).encode("latin-1")),
-            (b"content-type", media_type),
+            (b"content-type", b"application/octet-stream"),
             (b"server-timing", server_timing.encode("latin-1")),
+            (HEADER_LENGTH.encode("latin-1"), str(len(reply.header)).encode("latin-1")),
         ]
-        if reply.binary:
-            self.raw_headers.append((HEADER_LENGTH.encode("latin-1"), str(len(reply.header)).encode("latin-1")))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})

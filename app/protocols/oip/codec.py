@@ -18,6 +18,7 @@ from app.compute.catalogue import FunctionSpec
 from app.compute.chaining import Chained, chain_activation
 from app.compute.jobs import Job, Result, build_job
 from app.compute.params import validate_params
+from app.compute.service import job_size
 from app.core.config import FloatDType
 from app.core.errors import InvalidRequest, Loc, MalformedRequest, ProblemList, TooLarge
 from app.protocols.decoding import DecodeOptions, parse_json, validated
@@ -137,11 +138,13 @@ class _Inputs:
                 f"the request's tensors exceed {self.options.max_total_elements} elements in all",
                 "too_many_elements",
             )
-        parameters = dict(entry.parameters or {})
-        size = parameters.pop(BINARY_DATA_SIZE, None)
-        if parameters:
-            name = sorted(parameters)[0]
-            raise InvalidRequest.at((*loc, "parameters", name), "unknown input parameter", "unknown_param")
+        size = None
+        if entry.parameters:
+            parameters = dict(entry.parameters)
+            size = parameters.pop(BINARY_DATA_SIZE, None)
+            if parameters:
+                name = sorted(parameters)[0]
+                raise InvalidRequest.at((*loc, "parameters", name), "unknown input parameter", "unknown_param")
         if size is not None:
             size_loc = (*loc, "parameters", BINARY_DATA_SIZE)
             if isinstance(size, bool) or not isinstance(size, int) or size < 0:
@@ -160,11 +163,12 @@ class _Inputs:
 
     def finish(self, tensor_defaults: dict[str, Any]) -> None:
         self.reader.finish()
-        problems = ProblemList()
-        for arg in self.spec.tensors:
-            if arg.name not in self.arrays and not arg.optional:
-                problems.add(("inputs", arg.name), f"required by {self.spec.name}", "missing")
-        problems.raise_if_any()
+        missing = [arg.name for arg in self.spec.tensors if arg.name not in self.arrays and not arg.optional]
+        if missing:
+            problems = ProblemList()
+            for name in missing:
+                problems.add(("inputs", name), f"required by {self.spec.name}", "missing")
+            problems.raise_if_any()
         for name, default in tensor_defaults.items():
             if name not in self.arrays:
                 loc: Loc = ("inputs", name)
@@ -173,14 +177,17 @@ class _Inputs:
 
     def compute_dtype(self) -> FloatDType:
         """The one floating-point datatype of the inputs; the default when every input is integer."""
-        floats = {name: FLOAT_DATATYPES[d] for name, d in self.datatypes.items() if d in FLOAT_DATATYPES}
-        kinds = sorted(set(floats.values()))
+        if len(self.datatypes) == 1:  # one input: its datatype, if floating-point
+            (only,) = self.datatypes.values()
+            return FLOAT_DATATYPES.get(only, self.options.default_dtype)
+        kinds = {FLOAT_DATATYPES[d] for d in self.datatypes.values() if d in FLOAT_DATATYPES}
         if len(kinds) > 1:
+            floats = {name: FLOAT_DATATYPES[d] for name, d in self.datatypes.items() if d in FLOAT_DATATYPES}
             listed = ", ".join(f"{name} {DATATYPE_OF[dtype]}" for name, dtype in floats.items())
             raise InvalidRequest.at(
                 ("inputs",), f"floating-point inputs must share one datatype, got {listed}", "mixed_datatypes"
             )
-        return kinds[0] if kinds else self.options.default_dtype
+        return kinds.pop() if kinds else self.options.default_dtype
 
 
 def _gradients_produced(spec: FunctionSpec, arrays: dict[str, np.ndarray]) -> tuple[str, ...]:
@@ -198,6 +205,8 @@ def _gradients_produced(spec: FunctionSpec, arrays: dict[str, np.ndarray]) -> tu
 def _requested(
     request: InferenceRequest, spec: FunctionSpec, grad: bool, grads: tuple[str, ...], binary_default: bool
 ) -> tuple[Requested, ...]:
+    if request.outputs is None and not grad:
+        return (Requested(value_output(spec), binary_default),)
     produced = [value_output(spec), *(grad_output_name(name) for name in grads)] if grad else [value_output(spec)]
     if request.outputs is None:
         return tuple(Requested(name, binary_default) for name in produced)
@@ -227,30 +236,34 @@ def _requested(
 
 def decode_infer(spec: FunctionSpec, split: SplitBody, options: DecodeOptions) -> InferDecoded:
     """A checked ``Job`` for ``spec`` from an inference request, and the outputs to send back."""
-    header = bytes(split.json)  # the whole body for JSON tensors; a small header for binary ones
+    # the whole body for JSON tensors (as read: bytes); a small header for binary ones
+    header = split.json if isinstance(split.json, bytes) else bytes(split.json)
     request = _envelope(header)
     parameters: dict[str, Any] = dict(request.parameters or {})
-    grad = _flag(parameters, "grad", ("parameters",))
-    binary_default = _flag(parameters, "binary_data_output", ("parameters",))
-    for param in spec.tensor_params:
-        if param.name in parameters:
-            raise InvalidRequest.at(
-                ("parameters", param.name), f"a tensor: send it as the input {param.name!r}", "tensor_parameter"
-            )
-    chained = _chained(parameters, spec, options)
+    grad = binary_default = False
+    chained = None
+    if parameters:
+        grad = _flag(parameters, "grad", ("parameters",))
+        binary_default = _flag(parameters, "binary_data_output", ("parameters",))
+        for param in spec.tensor_params:
+            if param.name in parameters:
+                raise InvalidRequest.at(
+                    ("parameters", param.name), f"a tensor: send it as the input {param.name!r}", "tensor_parameter"
+                )
+        chained = _chained(parameters, spec, options)
     scalars, tensor_defaults = validate_params(spec, parameters, ("parameters",))
     inputs = _Inputs(spec, split, scan_body(header), options)
     for entry in request.inputs:
         inputs.add(entry)
     inputs.finish(tensor_defaults)
-    locs = dict(inputs.locs)
+    locs = inputs.locs
     for name in scalars:
         locs[name] = ("parameters", name)
     arrays = inputs.arrays
     grad_weights = arrays.pop(OPTIONAL_INPUT_GRAD_OUTPUT, None)
     if grad_weights is not None and not grad:
         raise InvalidRequest.at(("inputs", OPTIONAL_INPUT_GRAD_OUTPUT), "needs the parameter grad", "unused_tensor")
-    outputs = _requested(request, spec, grad, _gradients_produced(spec, arrays), binary_default)
+    outputs = _requested(request, spec, grad, _gradients_produced(spec, arrays) if grad else (), binary_default)
     job = build_job(spec, arrays, scalars, locs, inputs.compute_dtype(), grad, grad_weights, chained)
     return InferDecoded(job, request.id, outputs)
 
@@ -291,10 +304,8 @@ def _chained(parameters: dict[str, Any], spec: FunctionSpec, options: DecodeOpti
 
 def json_reply_bytes(decoded: InferDecoded) -> int:
     """A bound on the JSON text of the reply's tensors: no output is larger than all inputs."""
-    if all(output.binary for output in decoded.outputs):
-        return 0
-    elements = sum(arr.size for arr in decoded.job.arrays.values())
-    return elements * len(decoded.outputs) * 16
+    json_outputs = sum(not output.binary for output in decoded.outputs)
+    return job_size(decoded.job) * json_outputs * 16 if json_outputs else 0
 
 
 def encode_infer(decoded: InferDecoded, result: Result) -> EncodedReply:

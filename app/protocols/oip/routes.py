@@ -17,7 +17,7 @@ from app.api.serving import Codec, Subject, serve
 from app.compute.catalogue import Catalogue, FunctionSpec
 from app.core.errors import UnknownFunction
 from app.protocols.decoding import DecodeOptions
-from app.protocols.oip.binary import EncodedReply, InferReply, split_body
+from app.protocols.oip.binary import EncodedReply, infer_reply, split_body
 from app.protocols.oip.codec import InferDecoded, decode_infer, encode_infer, json_reply_bytes
 from app.protocols.oip.docs import INFER_BODY, TAG, oip_responses
 from app.protocols.oip.errors import PREFIX
@@ -137,7 +137,7 @@ INFER: Codec[InferDecoded, EncodedReply] = Codec(
     decode=_decode,
     reply_bytes=json_reply_bytes,
     encode=encode_infer,
-    respond=InferReply,
+    respond=infer_reply,
 )
 """The protocol's part of the one road (``app.api.serving``)."""
 
