@@ -50,6 +50,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if metrics is not None:
             metrics.read_queue_depth = lambda: compute_service.queue_depth
             metrics.device_memory = compute_service.device_memory
+            metrics.fold_periodically()
         tune_process(settings)
         app.state.compute = compute_service
         app.state.hot_path = HotPathResources(compute_service, decode_options, settings)
@@ -63,6 +64,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if not await compute_service.stop(within=shutdown_time_left(settings.shutdown_grace_s + STOP_SLACK_S)):
                 abandon_running_work()
             if metrics is not None:
+                metrics.stop_folding()
                 metrics.process_exit()
 
     decode_options = DecodeOptions(

@@ -147,8 +147,8 @@ async def _main(requests: int, rounds: int) -> None:
 
 
 def _in_and_out(metrics: Metrics) -> None:
-    metrics.in_flight.inc()
-    metrics.in_flight.dec()
+    metrics.in_flight_now += 1
+    metrics.in_flight_now -= 1
 
 
 def component_costs(number: int = 20_000) -> dict[str, float]:
@@ -166,7 +166,7 @@ def component_costs(number: int = 20_000) -> dict[str, float]:
         "request metrics (counter + latency histogram)": lambda: metrics.observe_request(
             "/activate", "relu", 200, 0.001
         ),
-        "compute observer (2 histograms, batch size, queue gauge)": lambda: observer.served(job, served, 0),
+        "compute observer (queue wait)": lambda: observer.served(job, served),
         "in-flight gauge (inc + dec)": lambda: _in_and_out(metrics),
         "access-log line (JSON, to /dev/null)": lambda: log_access(scope, 200, 0.001, context),
         "request id": lambda: incoming_request_id({"headers": []}),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import math
 from collections.abc import Iterator
 from typing import NoReturn
 
@@ -13,9 +14,11 @@ import orjson
 import pytest
 import torch
 from fastapi.testclient import TestClient
+from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client.utils import floatToGoString
 from pydantic import ValidationError
 
-from app.api.metrics import Metrics, MetricsObserver
+from app.api.metrics import LATENCY_BUCKETS, Metrics, MetricsObserver
 from app.compute.batching import ClientGone, QueueFull, Served
 from app.compute.catalogue import CATALOGUE
 from app.compute.jobs import Job, Result
@@ -84,10 +87,10 @@ def test_observer_counts_rejections_and_cancellations_and_names_the_function() -
     context = RequestContext("r1")
     token = current_request.set(context)
     try:
-        observer.refused(_job(), QueueFull.at(("service",), "full", "queue_full"), 7)
-        observer.refused(_job(), ClientGone.at(("client",), "gone", "client_gone"), 0)
-        observer.cancelled(_job(), 0)
-        observer.served(_job(), Served(Result(output=None, grads=None), 0.25, 0.5, 8), 3)  # type: ignore[arg-type]
+        observer.refused(_job(), QueueFull.at(("service",), "full", "queue_full"))
+        observer.refused(_job(), ClientGone.at(("client",), "gone", "client_gone"))
+        observer.cancelled(_job())
+        observer.served(_job(), Served(Result(output=None, grads=None), 0.25, 0.5, 8))  # type: ignore[arg-type]
     finally:
         current_request.reset(token)
     assert context.function == "relu"
@@ -111,6 +114,29 @@ def test_observer_counts_each_compute_call_once_under_each_of_its_functions() ->
     assert metric(text, "torchfn_compute_seconds_count", function="relu") == 2
     assert metric(text, "torchfn_compute_seconds_sum", function="relu") == 0.625
     assert metric(text, "torchfn_compute_seconds_count", function="mse_loss") == 1
+
+
+def test_tallied_requests_read_as_prometheus_client_would_count_them() -> None:
+    """Requests are tallied on the loop and folded in at each scrape: the exposition is what
+    ``Histogram.observe`` and ``Counter.inc`` would have made of them, fold after fold."""
+    metrics = Metrics()
+    registry = CollectorRegistry()
+    reference = Histogram("reference", "the same observations", buckets=LATENCY_BUCKETS, registry=registry)
+    # on the bounds, between them, below the first and past the last
+    batches = [[0.0, 0.0005, 0.0007, 0.001, 0.3], [29.0, 30.0, 31.0, 1e9, 0.0025]]
+    for batch in batches:
+        for seconds in batch:
+            metrics.observe_request("/activate", "relu", 200, seconds)
+            reference.observe(seconds)
+        text = metrics.render().decode()
+        for bound in (*LATENCY_BUCKETS, math.inf):
+            le = floatToGoString(bound)  # type: ignore[no-untyped-call]
+            expected = registry.get_sample_value("reference_bucket", {"le": le})
+            assert metric(text, "torchfn_request_duration_seconds_bucket", endpoint="/activate", le=le) == expected
+        assert metric(text, "torchfn_request_duration_seconds_sum", endpoint="/activate") == pytest.approx(
+            registry.get_sample_value("reference_sum")
+        )
+    assert metric(text, "torchfn_requests_total", endpoint="/activate", function="relu", status="200") == 10
 
 
 def test_device_memory_is_exported_when_the_service_reports_it() -> None:

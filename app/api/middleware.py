@@ -107,7 +107,7 @@ class RequestObservability:
 
         metrics = self.metrics
         if metrics is not None:
-            metrics.in_flight.inc()
+            metrics.in_flight_now += 1
         try:
             await self.app(scope, receive, send_with_id)
         except asyncio.CancelledError:
@@ -121,7 +121,7 @@ class RequestObservability:
             seconds = time.perf_counter() - started
             endpoint = self.endpoint_of(scope)
             if metrics is not None:
-                metrics.in_flight.dec()
+                metrics.in_flight_now -= 1
                 metrics.observe_request(endpoint, context.function, status, seconds)
             if self.access_log and access_logger.isEnabledFor(logging.INFO):
                 log_access(scope, status, seconds, context)

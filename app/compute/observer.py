@@ -16,12 +16,12 @@ class ComputeObserver(Protocol):
     def computed(self, jobs: Sequence[Job], seconds: float) -> None:
         """One compute call ran ``jobs`` (a batch, or a job alone) in ``seconds``."""
 
-    def served(self, job: Job, served: Served[Result], queue_depth: int) -> None:
+    def served(self, job: Job, served: Served[Result]) -> None:
         """``job`` was computed: how long it queued, computed and in how large a batch."""
 
-    def refused(self, job: Job, error: ServiceError, queue_depth: int) -> None:
+    def refused(self, job: Job, error: ServiceError) -> None:
         """``job`` failed with ``error``: refused (queue full, deadline, not ready), dropped
         because its client left, or rejected by torch."""
 
-    def cancelled(self, job: Job, queue_depth: int) -> None:
+    def cancelled(self, job: Job) -> None:
         """The caller of ``job`` was cancelled (it disconnected or the server cut it off)."""

@@ -190,14 +190,14 @@ class ComputeService:
             served = await self._batcher.submit(job, limit, gone)
         except ServiceError as error:
             if observer is not None:
-                observer.refused(job, error, self.queue_depth)
+                observer.refused(job, error)
             raise
         except asyncio.CancelledError:
             if observer is not None:
-                observer.cancelled(job, self.queue_depth)
+                observer.cancelled(job)
             raise
         if observer is not None:
-            observer.served(job, served, self.queue_depth)
+            observer.served(job, served)
         return served
 
     def _compute_batch(self, jobs: Sequence[Job], key: Hashable | None) -> list[Result | Exception]:
