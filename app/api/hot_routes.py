@@ -26,6 +26,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from app.api.errors import ErrorPipeline
 
 RequestHandler = Callable[[Request], Coroutine[Any, Any, Response]]
+_NO_PARAMETERS: dict[str, Any] = {}
 MATCHED_PATHS = 1024
 """Templated paths remembered with their match (one per model and version in use)."""
 
@@ -79,7 +80,7 @@ class HotRoutes:
         scope["endpoint"] = route.endpoint
         request = Request(scope, receive, send)
         try:
-            response = await route.handler(request)
+            response = await route.endpoint(request, **scope.get("path_params", _NO_PARAMETERS))
         except Exception as error:
             response = self.errors.response_to(_route_path(scope), error)
         await response(scope, receive, send)

@@ -34,7 +34,12 @@ class Decoded(Protocol):
 DecodedT = TypeVar("DecodedT", bound=Decoded)
 EncodedT = TypeVar("EncodedT")
 Subject = Any
-"""What the route resolved before the body was read (the Open Inference Protocol's model)."""
+"""What the request's path names, resolved before its body is read (the Open Inference Protocol's
+model)."""
+
+
+def _no_subject(options: DecodeOptions, path: tuple[str, ...]) -> Subject:
+    return None
 
 
 @dataclass(frozen=True)
@@ -52,12 +57,16 @@ class Codec(Generic[DecodedT, EncodedT]):
     encode: Callable[[DecodedT, Result], EncodedT]
     respond: Callable[[EncodedT, str], Response]
     """The 200 reply, with its ``Server-Timing`` value."""
+    subject: Callable[[DecodeOptions, tuple[str, ...]], Subject] = _no_subject
+    """The ``Subject`` the path parameters name (a refusal when none)."""
 
 
-async def serve(request: Request, codec: Codec[DecodedT, EncodedT], subject: Subject = None) -> Response:
+async def serve(request: Request, codec: Codec[DecodedT, EncodedT], *path: str) -> Response:
+    """``path``: the route's path parameters, in order."""
     # The compute routes skip FastAPI's endpoint wrapper (``RequestHandlerRoute``), dependencies
     # included, so the road reads its resources from the app's state.
     compute, options, settings = hot_path_resources(request)
+    subject = codec.subject(options, path)
     headers = compute_headers(request)
     timeout = request_timeout(headers.request_timeout)
     compute.admit()

@@ -6,7 +6,7 @@ tensor names its size in ``parameters.binary_data_size``, in the order the tenso
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
@@ -20,8 +20,7 @@ HEADER_LENGTH = "inference-header-content-length"
 """The header naming how many leading bytes of the body are the JSON object."""
 
 
-@dataclass(frozen=True)
-class SplitBody:
+class SplitBody(NamedTuple):
     json: Body
     binary: memoryview
 
@@ -70,8 +69,7 @@ class BinaryReader:
             )
 
 
-@dataclass(frozen=True)
-class EncodedReply:
+class EncodedReply(NamedTuple):
     """A reply: the JSON header and, when some outputs are binary, their bytes after it."""
 
     header: bytes

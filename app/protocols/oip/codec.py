@@ -8,12 +8,13 @@ tensor parameters, and ``grad_output``); its parameters travel in the request's 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import orjson
 
+from app.api.body import Body
+from app.api.headers import ComputeHeaders
 from app.compute.catalogue import FunctionSpec
 from app.compute.chaining import Chained, chain_activation
 from app.compute.jobs import Job, Result, build_job
@@ -22,7 +23,7 @@ from app.compute.service import job_size
 from app.core.config import FloatDType
 from app.core.errors import InvalidRequest, Loc, MalformedRequest, ProblemList, TooLarge
 from app.protocols.decoding import DecodeOptions, parse_json, validated
-from app.protocols.oip.binary import BinaryReader, EncodedReply, SplitBody
+from app.protocols.oip.binary import BinaryReader, EncodedReply, SplitBody, split_body
 from app.protocols.oip.metadata import (
     MODEL_VERSION,
     OPTIONAL_INPUT_GRAD_OUTPUT,
@@ -52,19 +53,19 @@ BINARY_DATA_SIZE = "binary_data_size"
 BINARY_DATA = "binary_data"
 
 
-@dataclass(frozen=True)
-class Requested:
+class Requested(NamedTuple):
     """One output the reply carries, and whether as raw bytes."""
 
     name: str
     binary: bool
 
 
-@dataclass(frozen=True)
-class InferDecoded:
+class InferDecoded(NamedTuple):
     job: Job
     request_id: str | None
     outputs: tuple[Requested, ...]
+    json_outputs: int
+    """How many of the outputs travel as JSON ``data``."""
 
 
 _BARE_NON_FINITE = (b"NaN", b"Infinity")
@@ -234,8 +235,9 @@ def _requested(
     return tuple(chosen)
 
 
-def decode_infer(spec: FunctionSpec, split: SplitBody, options: DecodeOptions) -> InferDecoded:
+def decode_infer(body: Body, headers: ComputeHeaders, spec: FunctionSpec, options: DecodeOptions) -> InferDecoded:
     """A checked ``Job`` for ``spec`` from an inference request, and the outputs to send back."""
+    split = split_body(body, headers.inference_header_length)
     # the whole body for JSON tensors (as read: bytes); a small header for binary ones
     header = split.json if isinstance(split.json, bytes) else bytes(split.json)
     request = _envelope(header)
@@ -265,7 +267,7 @@ def decode_infer(spec: FunctionSpec, split: SplitBody, options: DecodeOptions) -
         raise InvalidRequest.at(("inputs", OPTIONAL_INPUT_GRAD_OUTPUT), "needs the parameter grad", "unused_tensor")
     outputs = _requested(request, spec, grad, _gradients_produced(spec, arrays) if grad else (), binary_default)
     job = build_job(spec, arrays, scalars, locs, inputs.compute_dtype(), grad, grad_weights, chained)
-    return InferDecoded(job, request.id, outputs)
+    return InferDecoded(job, request.id, outputs, sum(not output.binary for output in outputs))
 
 
 def _chained(parameters: dict[str, Any], spec: FunctionSpec, options: DecodeOptions) -> Chained | None:
@@ -304,8 +306,7 @@ def _chained(parameters: dict[str, Any], spec: FunctionSpec, options: DecodeOpti
 
 def json_reply_bytes(decoded: InferDecoded) -> int:
     """A bound on the JSON text of the reply's tensors: no output is larger than all inputs."""
-    json_outputs = sum(not output.binary for output in decoded.outputs)
-    return job_size(decoded.job) * json_outputs * 16 if json_outputs else 0
+    return job_size(decoded.job) * decoded.json_outputs * 16 if decoded.json_outputs else 0
 
 
 def encode_infer(decoded: InferDecoded, result: Result) -> EncodedReply:
@@ -313,8 +314,9 @@ def encode_infer(decoded: InferDecoded, result: Result) -> EncodedReply:
     job = decoded.job
     datatype = DATATYPE_OF[job.dtype]
     values: dict[str, np.ndarray] = {value_output(job.spec): result.output}
-    for name, grad in (result.grads or {}).items():
-        values[grad_output_name(name)] = grad
+    if result.grads:
+        for name, grad in result.grads.items():
+            values[grad_output_name(name)] = grad
     outputs: list[dict[str, Any]] = []
     buffers: list[memoryview] = []
     for requested in decoded.outputs:

@@ -13,11 +13,10 @@ from app.api.deps import CatalogueDep, hot_path_resources
 from app.api.headers import ComputeHeaders, header_number
 from app.api.hot_routes import RequestHandlerRoute
 from app.api.raw_body import read_raw_body
-from app.api.serving import Codec, Subject, serve
+from app.api.serving import Codec, serve
 from app.compute.catalogue import Catalogue, FunctionSpec
 from app.core.errors import UnknownFunction
-from app.protocols.decoding import DecodeOptions
-from app.protocols.oip.binary import EncodedReply, infer_reply, split_body
+from app.protocols.oip.binary import EncodedReply, infer_reply
 from app.protocols.oip.codec import InferDecoded, decode_infer, encode_infer, json_reply_bytes
 from app.protocols.oip.docs import INFER_BODY, TAG, oip_responses
 from app.protocols.oip.errors import PREFIX
@@ -123,21 +122,20 @@ async def model_version_ready(request: Request, name: ModelName, version: ModelV
 
 def _json_part(body: Body, headers: ComputeHeaders) -> int:
     """Binary tensors are only viewed: what is parsed is the JSON header."""
-    declared = header_number(headers.inference_header_length) if headers.inference_header_length else None
+    if headers.inference_header_length is None:
+        return len(body)
+    declared = header_number(headers.inference_header_length)
     return len(body) if declared is None else min(declared, len(body))
-
-
-def _decode(body: Body, headers: ComputeHeaders, spec: Subject, options: DecodeOptions) -> InferDecoded:
-    return decode_infer(spec, split_body(body, headers.inference_header_length), options)
 
 
 INFER: Codec[InferDecoded, EncodedReply] = Codec(
     read=read_raw_body,
     parsed_bytes=_json_part,
-    decode=_decode,
+    decode=decode_infer,
     reply_bytes=json_reply_bytes,
     encode=encode_infer,
     respond=infer_reply,
+    subject=lambda options, path: _model(options.catalogue, *path),
 )
 """The protocol's part of the one road (``app.api.serving``)."""
 
@@ -154,7 +152,7 @@ _INFER_DOC = {
 
 @infer_router.post("/models/{name}/infer", summary="Compute a function (inference)", **_INFER_DOC)  # type: ignore[arg-type]
 async def infer(request: Request, name: ModelName) -> Response:
-    return await serve(request, INFER, _model(hot_path_resources(request).options.catalogue, name))
+    return await serve(request, INFER, name)
 
 
 @infer_router.post(
@@ -163,4 +161,4 @@ async def infer(request: Request, name: ModelName) -> Response:
     **_INFER_DOC,  # type: ignore[arg-type]
 )
 async def infer_version(request: Request, name: ModelName, version: ModelVersion) -> Response:
-    return await serve(request, INFER, _model(hot_path_resources(request).options.catalogue, name, version))
+    return await serve(request, INFER, name, version)

@@ -93,7 +93,8 @@ def from_json(data: Any, shape: list[int], datatype: str, loc: Loc, limits: Limi
     values = decode_tensor(data, loc, limits, scan) if data else np.zeros(0)
     if values.size != count:
         raise InvalidRequest.at(loc, f"holds {values.size} values; shape {shape} needs {count}", "size_mismatch")
-    values = values.reshape(shape)
+    if values.ndim != 1 or len(shape) != 1:  # (a flat list for a 1-d shape has it already)
+        values = values.reshape(shape)
     if datatype in FLOAT_DATATYPES:
         return _as_float(values, datatype, loc)
     if values.dtype.kind not in "iu":
@@ -131,4 +132,4 @@ def to_json_data(values: np.ndarray, datatype: str) -> Any:
     if values.size == 0:
         return []
     dtype_name = FLOAT_DATATYPES.get(datatype, "float32")
-    return encode_tensor(values.reshape(-1), dtype_name, "json")
+    return encode_tensor(values if values.ndim == 1 else values.reshape(-1), dtype_name, "json")
