@@ -3,7 +3,9 @@ tensor data extension: every endpoint, JSON and binary tensors both ways, and th
 
 from __future__ import annotations
 
+import asyncio
 import gzip
+from collections.abc import MutableMapping
 from typing import Any
 
 import numpy as np
@@ -558,3 +560,45 @@ def test_the_binary_part_of_a_read_body_starts_aligned_and_is_viewed_in_place(he
     assert tensor.ctypes.data % BINARY_ALIGNMENT == 0
     assert np.shares_memory(tensor, np.frombuffer(body, dtype=np.uint8))
     assert np.array_equal(tensor.reshape(-1), np.arange(1000, dtype=np.float32))
+
+
+def test_a_binary_body_longer_than_its_content_length_is_a_400_naming_the_header() -> None:
+    """uvicorn frames a body by its Content-Length; an ASGI server that hands over more is refused."""
+    x = torch.tensor([-2.0, 0.5], dtype=torch.float32)
+    entry, raw = binary_input("input", x)
+    content, headers = binary_body({"inputs": [entry]}, [raw])
+    scope_headers = [(b"content-length", str(len(content) - 3).encode())]
+    scope_headers += [(name.lower().encode(), value.encode()) for name, value in headers.items()]
+
+    async def scenario() -> list[dict[str, Any]]:
+        app = create_app(Settings())
+        sent: list[dict[str, Any]] = []
+        messages = [{"type": "http.request", "body": content, "more_body": False}]
+
+        async def receive() -> dict[str, Any]:
+            return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+        async def send(message: MutableMapping[str, Any]) -> None:
+            sent.append(dict(message))
+
+        async with app.router.lifespan_context(app):
+            scope = {
+                "type": "http",
+                "method": "POST",
+                "path": "/v2/models/relu/infer",
+                "raw_path": b"/v2/models/relu/infer",
+                "root_path": "",
+                "query_string": b"",
+                "headers": scope_headers,
+                "http_version": "1.1",
+                "scheme": "http",
+                "client": ("127.0.0.1", 1),
+                "server": ("127.0.0.1", 80),
+            }
+            await app(scope, receive, send)
+        return sent
+
+    sent = asyncio.run(scenario())
+    assert sent[0]["status"] == 400
+    body = orjson.loads(b"".join(message.get("body", b"") for message in sent[1:]))
+    assert "content-length" in body["error"]

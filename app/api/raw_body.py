@@ -68,13 +68,21 @@ async def _stream(
     buffer = aligned_buffer(declared, _binary_from(headers, declared))
     end = 0
 
-    def take(chunk: bytes) -> None:  # receive_body stops at the declared length: never past the buffer
+    def take(chunk: bytes) -> None:
         nonlocal end
         start, end = end, end + len(chunk)
+        if end > declared:  # an HTTP/1.1 server frames the body by its length; another might not
+            raise _length_mismatch(declared)
         buffer[start:end] = chunk
 
     await receive_body(request, declared, limit, idle_timeout, take)
     return buffer
+
+
+def _length_mismatch(declared: int) -> MalformedRequest:
+    return MalformedRequest.at(
+        ("header", "content-length"), f"declares {declared} bytes but the body holds more", "invalid_header"
+    )
 
 
 def _inflate(body: Body, encoding: str, limit: int, headers: ComputeHeaders) -> Body:
