@@ -33,28 +33,23 @@ MATCHED_PATHS = 1024
 
 class RequestHandlerRoute(APIRoute):
     """A route whose endpoint takes the ``Request`` (and its path parameters, as strings) and
-    returns a ``Response`` itself; its exceptions reach the error pipeline as any route's do."""
+    returns a ``Response`` itself; its exceptions reach the error pipeline as any route's do.
+    Called the same way by the router (``app``) and by ``HotRoutes``."""
 
     def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
         super().__init__(path, endpoint, **kwargs)
-        handler = self.handler = self.get_route_handler()
 
         async def app(scope: Scope, receive: Receive, send: Send) -> None:
-            response = await handler(Request(scope, receive, send))
+            request = Request(scope, receive, send)
+            response = await endpoint(request, **request.path_params)
             await response(scope, receive, send)
 
         self.app = app
 
     def get_route_handler(self) -> RequestHandler:
-        endpoint = self.endpoint
-        if not self.param_convertors:
-            return cast(RequestHandler, endpoint)
-
-        async def with_path_parameters(request: Request) -> Response:
-            response: Response = await endpoint(request, **request.path_params)
-            return response
-
-        return with_path_parameters
+        """What ``APIRoute`` wraps at construction: the endpoint itself, none of FastAPI's
+        machinery (``app`` above replaces the wrapped one)."""
+        return cast(RequestHandler, self.endpoint)
 
 
 class HotRoutes:

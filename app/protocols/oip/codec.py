@@ -178,9 +178,6 @@ class _Inputs:
 
     def compute_dtype(self) -> FloatDType:
         """The one floating-point datatype of the inputs; the default when every input is integer."""
-        if len(self.datatypes) == 1:  # one input: its datatype, if floating-point
-            (only,) = self.datatypes.values()
-            return FLOAT_DATATYPES.get(only, self.options.default_dtype)
         kinds = {FLOAT_DATATYPES[d] for d in self.datatypes.values() if d in FLOAT_DATATYPES}
         if len(kinds) > 1:
             floats = {name: FLOAT_DATATYPES[d] for name, d in self.datatypes.items() if d in FLOAT_DATATYPES}
@@ -206,9 +203,7 @@ def _gradients_produced(spec: FunctionSpec, arrays: dict[str, np.ndarray]) -> tu
 def _requested(
     request: InferenceRequest, spec: FunctionSpec, grad: bool, grads: tuple[str, ...], binary_default: bool
 ) -> tuple[Requested, ...]:
-    if request.outputs is None and not grad:
-        return (Requested(value_output(spec), binary_default),)
-    produced = [value_output(spec), *(grad_output_name(name) for name in grads)] if grad else [value_output(spec)]
+    produced = [value_output(spec), *(grad_output_name(name) for name in grads)]  # no grads without grad
     if request.outputs is None:
         return tuple(Requested(name, binary_default) for name in produced)
     if not request.outputs:

@@ -11,8 +11,7 @@ import httpx
 
 from torchfn_client import protocol
 from torchfn_client.arrays import Array, TensorLike
-from torchfn_client.connection import Cert, RetryPolicy, Verify, http_options
-from torchfn_client.errors import Timeout, TransportError
+from torchfn_client.connection import Cert, RetryPolicy, Verify, http_options, transport_failure
 from torchfn_client.results import ActivationResult, FunctionInfo, LossResult
 
 DEFAULT_TIMEOUT_S = 60.0
@@ -111,17 +110,14 @@ class Client:
         return protocol.function_result(self._send(protocol.function_call(name)))
 
     def _send(self, call: protocol.Call) -> httpx.Response:
-        headers = {"content-type": "application/json"} if call.body is not None else None
         retries = 0
         while True:
             try:
                 response = self._http.request(
-                    call.method, call.path, content=call.body, params=call.query, headers=headers
+                    call.method, call.path, content=call.body, params=call.query, headers=call.headers
                 )
-            except httpx.TimeoutException as error:
-                raise Timeout(f"{call.method} {call.path}: no answer in time ({error})") from error
             except httpx.TransportError as error:
-                raise TransportError(f"{call.method} {call.path}: {error}") from error
+                raise transport_failure(call.method, call.path, error) from error
             wait = self._retry.wait_before_retry(response, retries)
             if wait is None:
                 return response

@@ -10,7 +10,7 @@ from typing import Any, TypeAlias
 
 import httpx
 
-from torchfn_client.errors import retry_after_seconds
+from torchfn_client.errors import Timeout, TransportError, retry_after_seconds
 from torchfn_client.version import __version__
 
 Verify: TypeAlias = bool | str | ssl.SSLContext
@@ -83,3 +83,10 @@ class RetryPolicy:
             return None
         seconds = retry_after_seconds(response)
         return None if seconds is None else min(seconds, self.max_wait_s)
+
+
+def transport_failure(method: str, path: str, error: httpx.TransportError) -> TransportError:
+    """The client's error for a request that got no answer: ``Timeout`` when it ran out of time."""
+    if isinstance(error, httpx.TimeoutException):
+        return Timeout(f"{method} {path}: no answer in time ({error})")
+    return TransportError(f"{method} {path}: {error}")

@@ -26,6 +26,10 @@ class Call:
     body: bytes | None = None
     query: Mapping[str, str] | None = None
 
+    @property
+    def headers(self) -> dict[str, str] | None:
+        return {"content-type": "application/json"} if self.body is not None else None
+
 
 def _json_body(body: Mapping[str, Any]) -> bytes:
     return json.dumps(body, allow_nan=False, separators=(",", ":")).encode()
