@@ -7,26 +7,23 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from app.api.deps import HotPathResources
-from app.api.errors import ErrorPipeline
-from app.api.metrics import Metrics, MetricsObserver
-from app.api.openapi import install_docs_pages, install_openapi
-from app.api.operations import docs_urls, middleware
-from app.api.routes import explore, functions, health
-from app.api.routes import metrics as metrics_route
 from app.compute.catalogue.plugins import build_catalogue
 from app.compute.service import ComputeService
 from app.core.config import Settings
 from app.core.lifecycle import abandon_running_work, drain_on_stop_signals, shutdown_time_left
+from app.core.limits import TensorLimits
 from app.core.runtime import tune_process
-from app.protocols.decoding import DecodeOptions
-from app.protocols.native import routes as native_routes
-from app.protocols.native.models import ActivateRequest, LossRequest
-from app.protocols.oip import errors as oip_errors
-from app.protocols.oip import routes as oip_routes
-from app.protocols.oip.docs import install_oip_openapi
-from app.protocols.oip.models import InferenceRequest
-from app.protocols.tensors import Limits
+from app.serving.codec import DecodeOptions
+from app.serving.health import Health
+from app.serving.road import Road
+from app.telemetry.metrics import Metrics, MetricsObserver
+from app.transports.http.compute_routes import install_compute_routes
+from app.transports.http.errors import ErrorPipeline
+from app.transports.http.oip_docs import install_oip_openapi
+from app.transports.http.openapi import install_docs_pages, install_openapi
+from app.transports.http.operations import docs_urls, middleware
+from app.transports.http.routes import explore, functions, health, native, oip
+from app.transports.http.routes import metrics as metrics_route
 
 STOP_SLACK_S = 0.5
 """Of the second beyond the grace period that stopping may take, what the compute service gets."""
@@ -42,18 +39,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     catalogue = build_catalogue(settings)  # raises PluginError: app.serve reports it (exit status 2)
     metrics = Metrics() if settings.metrics else None
+    options = DecodeOptions(
+        catalogue=catalogue,
+        limits=TensorLimits(max_elements=settings.max_tensor_elements, max_rank=settings.max_rank),
+        max_total_elements=settings.max_total_elements,
+        default_dtype=settings.default_dtype,
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        compute_service = ComputeService(settings, MetricsObserver(metrics) if metrics else None)
-        await compute_service.start()
+        compute = ComputeService(settings, MetricsObserver(metrics) if metrics else None)
+        await compute.start()
         if metrics is not None:
-            metrics.read_queue_depth = lambda: compute_service.queue_depth
-            metrics.device_memory = compute_service.device_memory
+            metrics.read_queue_depth = lambda: compute.queue_depth
+            metrics.device_memory = compute.device_memory
             metrics.fold_periodically()
         tune_process(settings)
-        app.state.compute = compute_service
-        app.state.hot_path = HotPathResources(compute_service, decode_options, settings)
+        app.state.compute = compute
+        app.state.health = Health(compute)
+        app.state.road = Road(compute, options, settings)
         restore_signals = drain_on_stop_signals()
         try:
             yield
@@ -61,23 +65,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             restore_signals()
             # The server has already spent the grace period on in-flight requests; a computation
             # still running gets what is left of a second beyond it, then the process exits anyway.
-            if not await compute_service.stop(within=shutdown_time_left(settings.shutdown_grace_s + STOP_SLACK_S)):
+            if not await compute.stop(within=shutdown_time_left(settings.shutdown_grace_s + STOP_SLACK_S)):
                 abandon_running_work()
             if metrics is not None:
                 metrics.stop_folding()
                 metrics.process_exit()
 
-    decode_options = DecodeOptions(
-        catalogue=catalogue,
-        limits=Limits(max_elements=settings.max_tensor_elements, max_rank=settings.max_rank),
-        max_total_elements=settings.max_total_elements,
-        default_dtype=settings.default_dtype,
-    )
-
-    errors = ErrorPipeline([(oip_errors.PREFIX, oip_errors.oip_format)], settings.max_reported_errors)
-    # The compute routes of every protocol: routed and documented like any other, and answered
-    # by their own lane in the middleware (``HotRoutes``) before the router.
-    compute_routes = [*native_routes.router.routes, *oip_routes.infer_router.routes]
+    errors = ErrorPipeline(settings.max_reported_errors)
+    compute_routes = [*native.routes, *oip.infer_routes]
     telemetry = settings.opentelemetry
     app = FastAPI(
         title="torch functions service",
@@ -93,16 +88,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = metrics
     app.state.errors = errors
     errors.install(app)
-    app.include_router(native_routes.router)
+    install_compute_routes(app, compute_routes)
     app.include_router(functions.router)
     app.include_router(health.router)
-    app.include_router(oip_routes.router)
-    app.include_router(oip_routes.infer_router)
+    app.include_router(oip.router)
     if metrics is not None:
         app.include_router(metrics_route.router)
     if settings.explorer:
         explore.install(app)
-    install_openapi(app, [ActivateRequest, LossRequest, InferenceRequest], catalogue)
+    operations = [(route.path, route.operation) for route in compute_routes]
+    install_openapi(app, operations, [*native.MODELS, *oip.MODELS], catalogue)
     install_oip_openapi(app)
     if app.openapi_url is not None:
         install_docs_pages(app, app.openapi_url)

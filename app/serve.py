@@ -1,7 +1,7 @@
 """The server command: ``python -m app.serve`` (what the container, ``scripts/serve`` and the
 README run). Runs uvicorn on ``app.main:app`` with the process settings (``TORCHFN_HOST``,
 ``TORCHFN_PORT``, ``TORCHFN_WORKERS``, ``TORCHFN_SHUTDOWN_GRACE_S``, logging, the connection
-limits of ``app.core.http_protocol``), and exits 0 after
+limits of ``app.transports.http.protocol``), and exits 0 after
 a graceful shutdown on SIGTERM: readiness fails at once, in-flight and queued requests finish
 within the grace period, then the lifespan stops the compute service."""
 
@@ -20,13 +20,13 @@ import uvicorn
 from pydantic import ValidationError
 from uvicorn.supervisors import Multiprocess
 
-from app.api.metrics import MULTIPROCESS_ENV
 from app.compute.catalogue.plugins import PluginError, build_catalogue
 from app.core.config import Settings
-from app.core.http_protocol import ConnectionLimits, LimitedConfig
 from app.core.lifecycle import work_abandoned
 from app.core.logs import logging_config
-from app.core.runtime import fit_open_files_limit
+from app.core.runtime import allocator_environment, fit_open_files_limit
+from app.telemetry.metrics import MULTIPROCESS_ENV
+from app.transports.http.protocol import ConnectionLimits, LimitedConfig
 
 APP = "app.main:app"
 STARTUP_FAILURE = 3
@@ -84,6 +84,9 @@ def _multiprocess_metrics(workers: int) -> Iterator[None]:
 
 
 def main() -> int:
+    environment = allocator_environment(os.environ)
+    if environment is not None:  # glibc reads its tunables at start: start again with them
+        os.execve(sys.executable, sys.orig_argv, environment)
     try:
         settings = Settings()
     except ValidationError as error:

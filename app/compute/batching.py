@@ -23,29 +23,10 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from app.core.errors import Overloaded, ServiceError
+from app.core.errors import ClientGone, DeadlineExceeded, Overloaded, QueueFull
 
 ItemT = TypeVar("ItemT")
 ResultT = TypeVar("ResultT")
-
-
-class QueueFull(Overloaded):
-    code = "queue_full"
-
-
-class DeadlineExceeded(Overloaded):
-    code = "deadline_exceeded"
-
-    @classmethod
-    def after(cls, timeout: float) -> DeadlineExceeded:
-        return cls.at(("service",), f"not served within the deadline of {timeout:.3f} s", "deadline_exceeded")
-
-
-class ClientGone(ServiceError):
-    """The caller went away while its item was queued; the item was dropped uncomputed."""
-
-    code = "client_gone"
-
 
 _TIMER_SLACK = 0.001
 """The loop's timers may fire up to a millisecond early: a deadline that close counts as reached."""
@@ -62,18 +43,6 @@ class Served(Generic[ResultT]):
     queue_wait: float
     compute_time: float
     batch_size: int
-
-
-@dataclass
-class BatcherStats:
-    """Counters a metrics exporter can read."""
-
-    batches: int = 0
-    items: int = 0
-    rejected_full: int = 0
-    expired: int = 0
-    cancelled: int = 0
-    failed: int = 0
 
 
 @dataclass
@@ -131,7 +100,6 @@ class DynamicBatcher(Generic[ItemT, ResultT]):
         self._consumers = consumers
         self._probe_after = probe_after
         self._on_computed = on_computed
-        self.stats = BatcherStats()
         self._queue: deque[_Pending[ItemT, ResultT]] = deque()
         self._arrived: asyncio.Event | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -167,7 +135,6 @@ class DynamicBatcher(Generic[ItemT, ResultT]):
         if self._arrived is None or self._closing:
             raise Overloaded.at(("service",), "not accepting work (starting or shutting down)", "not_ready")
         if len(self._queue) >= self.max_queue_size:
-            self.stats.rejected_full += 1
             raise QueueFull.at(("service",), f"the queue is full ({self.max_queue_size} waiting)", "queue_full")
 
     async def submit(self, item: ItemT, timeout: float | None = None, gone: GoneProbe | None = None) -> Served[ResultT]:
@@ -192,12 +159,7 @@ class DynamicBatcher(Generic[ItemT, ResultT]):
         self._arrived.set()
         if pending.deadline < self._timer_due:
             self._arm(pending.deadline, loop)
-        try:
-            return await pending.future
-        except asyncio.CancelledError:
-            if pending.future.cancelled():
-                self.stats.cancelled += 1
-            raise
+        return await pending.future
 
     async def _run_alone(self, item: ItemT, timeout: float | None, loop: asyncio.AbstractEventLoop) -> Served[ResultT]:
         """Nothing queued and a worker idle: compute at once, without a trip through the queue.
@@ -210,18 +172,14 @@ class DynamicBatcher(Generic[ItemT, ResultT]):
         try:
             outcomes = await asyncio.wait_for(asyncio.shield(work), timeout)
         except TimeoutError:
-            self.stats.expired += 1
             raise DeadlineExceeded.after(timeout or 0.0) from None
         seconds = time.monotonic() - started
         if self._on_computed is not None:
             self._on_computed([item], seconds)
-        self.stats.batches += 1
-        self.stats.items += 1
         if len(outcomes) != 1:
             raise RuntimeError(f"compute returned {len(outcomes)} outcomes for 1 items")
         outcome = outcomes[0]
         if isinstance(outcome, Exception):
-            self.stats.failed += 1
             raise outcome
         return Served(outcome, 0.0, seconds, 1)
 
@@ -255,7 +213,6 @@ class DynamicBatcher(Generic[ItemT, ResultT]):
             if pending.future.done():
                 continue
             if pending.deadline <= now:
-                self.stats.expired += 1
                 pending.future.set_exception(DeadlineExceeded.after(pending.timeout or 0.0))
                 expired = True
             elif pending.deadline < earliest:
@@ -312,7 +269,6 @@ class DynamicBatcher(Generic[ItemT, ResultT]):
             if pending.future.done():
                 continue
             if pending.gone is not None and pending.enqueued < asked_before and await pending.gone():
-                self.stats.cancelled += 1
                 pending.future.set_exception(
                     ClientGone.at(("client",), "the client went away before its request ran", "client_gone")
                 )
@@ -363,13 +319,10 @@ class DynamicBatcher(Generic[ItemT, ResultT]):
         if len(outcomes) != len(live):
             mismatch = RuntimeError(f"compute returned {len(outcomes)} outcomes for {len(live)} items")
             outcomes = [mismatch] * len(live)
-        self.stats.batches += 1
-        self.stats.items += len(live)
         for pending, outcome in zip(live, outcomes, strict=True):
             if pending.future.done():
                 continue
             if isinstance(outcome, Exception):
-                self.stats.failed += 1
                 pending.future.set_exception(outcome)
             else:
                 pending.future.set_result(Served(outcome, started - pending.enqueued, finished - started, len(live)))

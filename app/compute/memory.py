@@ -15,11 +15,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from app.core.errors import Loc, Overloaded, TooLarge
-
-
-class MemoryBusy(Overloaded):
-    code = "memory_busy"
+from app.core.errors import Loc, MemoryBusy, TooLarge
 
 
 def _mib(size: int) -> str:
@@ -131,16 +127,19 @@ class Reservation:
         self._budget = budget
         self.size = 0
 
+    def check_possible(self, size: int, loc: Loc, what: str) -> None:
+        """413 when ``size`` bytes could never be held: more than the whole budget."""
+        limit = self._budget.limit
+        if size > limit:
+            raise TooLarge.at(
+                loc, f"{what} needs about {_mib(size)}, more than the memory budget of {_mib(limit)}", "memory_limit"
+            )
+
     async def resize(self, size: int, wait: float, loc: Loc, what: str) -> None:
         """Hold ``size`` bytes for ``what``: at once when it fits, else after waiting up to
         ``wait`` seconds for others to finish (503 past that); 413 beyond the whole budget."""
         budget = self._budget
-        if size > budget.limit:
-            raise TooLarge.at(
-                loc,
-                f"{what} needs about {_mib(size)}, more than the memory budget of {_mib(budget.limit)}",
-                "memory_limit",
-            )
+        self.check_possible(size, loc, what)
         extra = size - self.size
         if extra <= 0:
             self.size = size

@@ -17,14 +17,18 @@ import threading
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 _ALWAYS: Any = ("always", None, Warning, None, 0)
+"""The filter ``warnings.simplefilter("always")`` puts first."""
 
 _lock = threading.Lock()
 _depth = 0
 _previous_hook: Any = None
+_restore_at: int | None = None
+"""Where an identical filter stood before ours took its place (``simplefilter`` moves it first)."""
 _local = threading.local()
+_SHOW_AT_IMPORT = warnings.showwarning
 
 
 def _dispatch(
@@ -41,37 +45,38 @@ def _dispatch(
         if text not in collected:
             collected.append(text)
         return
-    hook = _previous_hook
-    if hook is None or hook is warnings._showwarning_orig:  # type: ignore[attr-defined]
-        warnings._showwarnmsg_impl(  # type: ignore[attr-defined]
-            warnings.WarningMessage(message, category, filename, lineno, file, line)
-        )
-    else:
-        hook(message, category, filename, lineno, file, line)
+    hook = _previous_hook or _SHOW_AT_IMPORT
+    hook(message, category, filename, lineno, file, line)
 
 
 def _install() -> None:
-    global _depth, _previous_hook
+    global _depth, _previous_hook, _restore_at
     with _lock:
         if _depth == 0:
             _previous_hook = warnings.showwarning
             warnings.showwarning = _dispatch
-            warnings.filters.insert(0, _ALWAYS)  # type: ignore[attr-defined]
-            warnings._filters_mutated()  # type: ignore[attr-defined]
+            filters = cast(list[Any], warnings.filters)  # documented as the list itself
+            _restore_at = filters.index(_ALWAYS) if _ALWAYS in filters else None
+            warnings.simplefilter("always")  # first, and the registries of warnings shown once are reset
         _depth += 1
 
 
 def _uninstall() -> None:
-    global _depth, _previous_hook
+    """Put the filters back as they were. The registries need no reset: while ``always`` stood
+    first, no warning was recorded as shown."""
+    global _depth, _previous_hook, _restore_at
     with _lock:
         _depth -= 1
         if _depth == 0:
             if warnings.showwarning is _dispatch:
                 warnings.showwarning = _previous_hook
             _previous_hook = None
-            if _ALWAYS in warnings.filters:
-                warnings.filters.remove(_ALWAYS)  # type: ignore[attr-defined]
-            warnings._filters_mutated()  # type: ignore[attr-defined]
+            filters = cast(list[Any], warnings.filters)  # documented as the list itself
+            if _ALWAYS in filters:
+                filters.remove(_ALWAYS)
+            if _restore_at is not None:
+                filters.insert(_restore_at, _ALWAYS)
+                _restore_at = None
 
 
 @contextmanager

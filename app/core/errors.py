@@ -1,4 +1,5 @@
-"""Errors raised by the compute layer. Transport-neutral: the API layer maps them to HTTP."""
+"""Every error the service raises on purpose, in one place. Transport-neutral: each transport
+maps them to its own statuses (HTTP in ``app.transports.http.errors``)."""
 
 from __future__ import annotations
 
@@ -80,6 +81,34 @@ class Overloaded(ServiceError):
     """The service cannot take this work now; the client may retry (HTTP 503)."""
 
     code = "overloaded"
+
+
+class QueueFull(Overloaded):
+    """The compute queue holds its most requests already."""
+
+    code = "queue_full"
+
+
+class DeadlineExceeded(Overloaded):
+    """The request was not served within its deadline (its own, or the service's)."""
+
+    code = "deadline_exceeded"
+
+    @classmethod
+    def after(cls, timeout: float) -> DeadlineExceeded:
+        return cls.at(("service",), f"not served within the deadline of {timeout:.3f} s", "deadline_exceeded")
+
+
+class MemoryBusy(Overloaded):
+    """The memory budget is held by other requests for longer than this one may wait."""
+
+    code = "memory_busy"
+
+
+class ClientGone(ServiceError):
+    """The caller went away before its request was served; its work was dropped (logged as 499)."""
+
+    code = "client_gone"
 
 
 class DeviceFailure(ServiceError):

@@ -1,26 +1,14 @@
-"""What decoding a request needs, whatever its protocol: the catalogue, the limits, the default
-dtype, and the one JSON parser that decides what is valid JSON."""
+"""The one JSON parser that decides what is valid JSON, and request envelopes validated with it,
+whatever the protocol."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import orjson
 from pydantic import BaseModel, ValidationError
 
-from app.compute.catalogue import Catalogue
-from app.core.config import FloatDType
 from app.core.errors import InvalidRequest, Loc, MalformedRequest, Problem
-from app.protocols.tensors import Limits
-
-
-@dataclass(frozen=True)
-class DecodeOptions:
-    catalogue: Catalogue
-    limits: Limits
-    max_total_elements: int
-    default_dtype: FloatDType
 
 
 def parse_json(body: bytes) -> dict[str, Any]:

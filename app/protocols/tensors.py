@@ -10,12 +10,12 @@ from __future__ import annotations
 import binascii
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 
 from app.core.errors import InvalidRequest, Loc, TooLarge
+from app.core.limits import TensorLimits
 from app.protocols.scan import EVERYTHING_SUSPECT, BodyScan
 
 Encoding = Literal["json", "base64"]
@@ -36,12 +36,6 @@ WIRE_DTYPES: dict[str, np.dtype[Any]] = {
 """Element types of the object form; bfloat16 travels as its raw 16 bits."""
 
 
-@dataclass(frozen=True)
-class Limits:
-    max_elements: int
-    max_rank: int
-
-
 def _invalid(loc: Loc, msg: str, type_: str) -> InvalidRequest:
     return InvalidRequest.at(loc, msg, type_)
 
@@ -56,7 +50,7 @@ def float32_to_bfloat16_bits(values: np.ndarray) -> np.ndarray:
 
 
 def decode_tensor(
-    value: Any, loc: Loc, limits: Limits, scan: BodyScan = EVERYTHING_SUSPECT, default_dtype: str = "float32"
+    value: Any, loc: Loc, limits: TensorLimits, scan: BodyScan = EVERYTHING_SUSPECT, default_dtype: str = "float32"
 ) -> np.ndarray:
     """A wire tensor as a numpy array: float64 or int64 from JSON numbers, else the sent dtype.
 
@@ -88,7 +82,7 @@ _STRING_MESSAGE = 'strings are not tensor elements (except "NaN", "Infinity", "-
 _RAGGED_MESSAGE = "ragged nested list: every list at the same depth must have the same length"
 
 
-def _nested_shape(value: list[Any], loc: Loc, limits: Limits) -> list[int]:
+def _nested_shape(value: list[Any], loc: Loc, limits: TensorLimits) -> list[int]:
     """The shape along the first element of each level: cheap, and bounded by ``max_rank``."""
     shape: list[int] = []
     node: Any = value
@@ -102,7 +96,7 @@ def _nested_shape(value: list[Any], loc: Loc, limits: Limits) -> list[int]:
     return shape
 
 
-def check_size(shape: Sequence[int], loc: Loc, limits: Limits) -> int:
+def check_size(shape: Sequence[int], loc: Loc, limits: TensorLimits) -> int:
     count = math.prod(shape)
     if count > limits.max_elements:
         raise TooLarge.at(loc, f"{count} elements exceed the limit of {limits.max_elements}", "too_many_elements")
@@ -115,7 +109,7 @@ def check_size(shape: Sequence[int], loc: Loc, limits: Limits) -> int:
     return count
 
 
-def _decode_nested(value: list[Any], loc: Loc, limits: Limits, scan: BodyScan) -> np.ndarray:
+def _decode_nested(value: list[Any], loc: Loc, limits: TensorLimits, scan: BodyScan) -> np.ndarray:
     shape = _nested_shape(value, loc, limits)
     check_size(shape, loc, limits)
     if scan.strings_in_lists:
@@ -182,7 +176,9 @@ def _unravel(position: int, shape: tuple[int, ...]) -> tuple[int, ...]:
 _OBJECT_KEYS = frozenset({"shape", "dtype", "data"})
 
 
-def _decode_object(value: dict[str, Any], loc: Loc, limits: Limits, scan: BodyScan, default_dtype: str) -> np.ndarray:
+def _decode_object(
+    value: dict[str, Any], loc: Loc, limits: TensorLimits, scan: BodyScan, default_dtype: str
+) -> np.ndarray:
     unknown = set(value) - _OBJECT_KEYS
     if unknown:
         key = sorted(unknown)[0]
@@ -203,7 +199,7 @@ def _decode_object(value: dict[str, Any], loc: Loc, limits: Limits, scan: BodySc
     if isinstance(data, list):
         if len(data) != count:
             raise _invalid((*loc, "data"), f"holds {len(data)} values; shape {shape} needs {count}", "size_mismatch")
-        flat = _decode_nested(data, (*loc, "data"), Limits(limits.max_elements, 1), scan) if data else np.zeros(0)
+        flat = _decode_nested(data, (*loc, "data"), TensorLimits(limits.max_elements, 1), scan) if data else np.zeros(0)
         if declared is None:  # JSON numbers, as in nested lists: the engine casts them once to the request's dtype
             return flat.reshape(shape)
         return _cast_declared(flat, dtype_name, (*loc, "data")).reshape(shape)

@@ -19,10 +19,10 @@ from typing import Any, Literal, Union
 import torch
 from torch import nn
 
+from app.compute.catalogue.declarations import Function
+from app.compute.catalogue.declarations import Param as ParamInfo
 from app.compute.catalogue.plugin_calls import contained, module_call
 from app.compute.catalogue.spec import REQUIRED, Call, FunctionKind, FunctionSpec, Param, ParamKind, TensorArg
-from app.plugins import Function
-from app.plugins import Param as ParamInfo
 
 RESERVED_TENSOR_NAMES = frozenset({"input", "target", "grad_output"})
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,12 +14,17 @@ from app.compute.catalogue.spec import FunctionKind
 from app.compute.chaining import Chained, chain_activation
 from app.compute.jobs import Job, Result, build_job
 from app.compute.params import validate_params
+from app.compute.service import reply_bytes
 from app.core.config import FloatDType
-from app.core.errors import InvalidRequest, Loc, Problem, TooLarge
-from app.protocols.decoding import DecodeOptions, EnvelopeT, parse_json, validated
+from app.core.errors import InvalidRequest, Loc, Problem, TooLarge, UnsupportedMediaType
+from app.protocols.decoding import EnvelopeT, parse_json, validated
 from app.protocols.native.models import ActivateRequest, ChainedActivation, LossRequest
 from app.protocols.scan import scan_body
 from app.protocols.tensors import Encoding, decode_tensor, encode_tensor
+from app.serving.codec import Body, DecodeOptions, Encoded, RequestMeta, Subject
+
+PROTOCOL = "native"
+JSON_MEDIA_TYPE = "application/json"
 
 
 @dataclass(frozen=True)
@@ -222,3 +227,43 @@ def encode_loss(decoded: Decoded, result: Result) -> bytes:
     if result.warnings:
         reply["warnings"] = list(result.warnings)
     return orjson.dumps(reply, option=_DUMP_OPTIONS)
+
+
+def is_json(content_type: str) -> bool:
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media in ("", JSON_MEDIA_TYPE) or media.endswith("+json")
+
+
+class NativeCodec:
+    """The service's own JSON protocol of ``/activate`` and ``/loss`` on the road."""
+
+    protocol = PROTOCOL
+
+    def __init__(
+        self, decode: Callable[[bytes, DecodeOptions], Decoded], encode: Callable[[Decoded, Result], bytes]
+    ) -> None:
+        self._decode = decode
+        self._encode = encode
+
+    def subject(self, options: DecodeOptions, path: tuple[str, ...]) -> Subject:
+        return None  # the function is named in the body
+
+    def check(self, meta: RequestMeta) -> None:
+        if not is_json(meta.content_type):
+            raise UnsupportedMediaType.at(("header", "content-type"), "send the body as application/json", "media_type")
+
+    def parsed_bytes(self, body: Body, meta: RequestMeta) -> int:
+        return len(body)
+
+    def decode(self, body: Body, meta: RequestMeta, subject: Subject, options: DecodeOptions) -> Decoded:
+        return self._decode(body if isinstance(body, bytes) else bytes(body), options)
+
+    def reply_bytes(self, decoded: Decoded) -> int:
+        return reply_bytes(decoded.job)
+
+    def encode(self, decoded: Decoded, result: Result) -> Encoded:
+        return Encoded((self._encode(decoded, result),), JSON_MEDIA_TYPE)
+
+
+ACTIVATE = NativeCodec(decode_activation, encode_activation)
+LOSS = NativeCodec(decode_loss, encode_loss)

@@ -8,16 +8,11 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from starlette.responses import Response
-from starlette.types import Receive, Scope, Send
-
-from app.api.body import Body
-from app.api.headers import header_number
-from app.api.responses import EncodedJSON
 from app.core.errors import InvalidRequest, MalformedRequest
+from app.serving.codec import Body
 
 HEADER_LENGTH = "inference-header-content-length"
-"""The header naming how many leading bytes of the body are the JSON object."""
+"""The header naming how many leading bytes of a body are its JSON object (requests and replies)."""
 
 
 class SplitBody(NamedTuple):
@@ -28,19 +23,17 @@ class SplitBody(NamedTuple):
 _NO_BINARY = memoryview(b"")
 
 
-def split_body(body: Body, header_length: str | None) -> SplitBody:
+def split_body(body: Body, header_length: int | None) -> SplitBody:
     """The JSON header and the binary part of a request body (views: nothing is copied). A body
     with binary tensors is a writable buffer (they are viewed in place, as torch wants)."""
     if header_length is None:
         return SplitBody(body, _NO_BINARY)
+    if header_length > len(body):
+        raise MalformedRequest.at(
+            ("header", HEADER_LENGTH), f"is {header_length}, beyond the body's {len(body)} bytes", "invalid_header"
+        )
     view = memoryview(body)
-    loc = ("header", HEADER_LENGTH)
-    size = header_number(header_length)
-    if size is None:
-        raise MalformedRequest.at(loc, "must be a non-negative integer of ASCII digits", "invalid_header")
-    if size > len(body):
-        raise MalformedRequest.at(loc, f"is {size}, beyond the body's {len(body)} bytes", "invalid_header")
-    return SplitBody(view[:size], view[size:])
+    return SplitBody(view[:header_length], view[header_length:])
 
 
 class BinaryReader:
@@ -67,47 +60,3 @@ class BinaryReader:
                 f"{left} bytes of binary data follow the inputs' binary_data_size (check {HEADER_LENGTH})",
                 "size_mismatch",
             )
-
-
-class EncodedReply(NamedTuple):
-    """A reply: the JSON header and, when some outputs are binary, their bytes after it."""
-
-    header: bytes
-    buffers: tuple[memoryview, ...]
-
-    @property
-    def size(self) -> int:
-        return len(self.header) + sum(len(buffer) for buffer in self.buffers)
-
-
-def infer_reply(reply: EncodedReply, server_timing: str) -> Response:
-    """The inference response on the wire: JSON alone as any encoded JSON reply, else the header
-    and the binary outputs' bytes after it."""
-    if not reply.buffers:
-        return EncodedJSON(reply.header, server_timing)
-    return BinaryReply(reply, server_timing)
-
-
-class BinaryReply(Response):
-    """The JSON header, then each binary output's bytes, sent as they are (no concatenated copy
-    of a large tensor)."""
-
-    def __init__(self, reply: EncodedReply, server_timing: str) -> None:
-        """Builds its raw headers in one step, as ``EncodedJSON`` does (Starlette derives them from
-        a header mapping, ~3 µs a request)."""
-        self.status_code = 200
-        self.background = None
-        self.body = b""
-        self.reply = reply
-        self.raw_headers = [
-            (b"content-length", str(reply.size).encode("latin-1")),
-            (b"content-type", b"application/octet-stream"),
-            (b"server-timing", server_timing.encode("latin-1")),
-            (HEADER_LENGTH.encode("latin-1"), str(len(reply.header)).encode("latin-1")),
-        ]
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
-        parts = (self.reply.header, *self.reply.buffers)
-        for index, part in enumerate(parts):
-            await send({"type": "http.response.body", "body": part, "more_body": index < len(parts) - 1})

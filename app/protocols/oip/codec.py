@@ -13,8 +13,6 @@ from typing import Any, NamedTuple
 import numpy as np
 import orjson
 
-from app.api.body import Body
-from app.api.headers import ComputeHeaders
 from app.compute.catalogue import FunctionSpec
 from app.compute.chaining import Chained, chain_activation
 from app.compute.jobs import Job, Result, build_job
@@ -22,11 +20,12 @@ from app.compute.params import validate_params
 from app.compute.service import job_size
 from app.core.config import FloatDType
 from app.core.errors import InvalidRequest, Loc, MalformedRequest, ProblemList, TooLarge
-from app.protocols.decoding import DecodeOptions, parse_json, validated
-from app.protocols.oip.binary import BinaryReader, EncodedReply, SplitBody, split_body
+from app.protocols.decoding import parse_json, validated
+from app.protocols.oip.binary import BinaryReader, SplitBody, split_body
 from app.protocols.oip.metadata import (
     MODEL_VERSION,
     OPTIONAL_INPUT_GRAD_OUTPUT,
+    find_model,
     grad_output_name,
     input_names,
     output_names,
@@ -45,10 +44,14 @@ from app.protocols.oip.tensors import (
 )
 from app.protocols.scan import BodyScan, scan_body
 from app.protocols.tensors import decode_tensor
+from app.serving.codec import Body, DecodeOptions, Encoded, RequestMeta, Subject
+
+PROTOCOL = "oip"
+JSON_MEDIA_TYPE = "application/json"
+BINARY_MEDIA_TYPE = "application/octet-stream"
 
 ACTIVATION = "activation"
 """The request parameter naming an activation to apply to a loss's ``input`` first."""
-RESERVED_PARAMETERS = ("grad", "binary_data_output", ACTIVATION)
 BINARY_DATA_SIZE = "binary_data_size"
 BINARY_DATA = "binary_data"
 
@@ -230,9 +233,10 @@ def _requested(
     return tuple(chosen)
 
 
-def decode_infer(body: Body, headers: ComputeHeaders, spec: FunctionSpec, options: DecodeOptions) -> InferDecoded:
-    """A checked ``Job`` for ``spec`` from an inference request, and the outputs to send back."""
-    split = split_body(body, headers.inference_header_length)
+def decode_infer(body: Body, header_length: int | None, spec: FunctionSpec, options: DecodeOptions) -> InferDecoded:
+    """A checked ``Job`` for ``spec`` from an inference request (``header_length``: the binary
+    tensor data extension's JSON header size), and the outputs to send back."""
+    split = split_body(body, header_length)
     # the whole body for JSON tensors (as read: bytes); a small header for binary ones
     header = split.json if isinstance(split.json, bytes) else bytes(split.json)
     request = _envelope(header)
@@ -304,7 +308,7 @@ def json_reply_bytes(decoded: InferDecoded) -> int:
     return job_size(decoded.job) * decoded.json_outputs * 16 if decoded.json_outputs else 0
 
 
-def encode_infer(decoded: InferDecoded, result: Result) -> EncodedReply:
+def encode_infer(decoded: InferDecoded, result: Result) -> Encoded:
     """The inference response: JSON ``data`` or raw bytes after the header, output by output."""
     job = decoded.job
     datatype = DATATYPE_OF[job.dtype]
@@ -330,4 +334,37 @@ def encode_infer(decoded: InferDecoded, result: Result) -> EncodedReply:
     if result.warnings:
         reply["parameters"] = {"warnings": list(result.warnings)}
     reply["outputs"] = outputs
-    return EncodedReply(orjson.dumps(reply, option=orjson.OPT_SERIALIZE_NUMPY), tuple(buffers))
+    header = orjson.dumps(reply, option=orjson.OPT_SERIALIZE_NUMPY)
+    if not buffers:
+        return Encoded((header,), JSON_MEDIA_TYPE)
+    return Encoded((header, *buffers), BINARY_MEDIA_TYPE, len(header))
+
+
+class InferCodec:
+    """The protocol's inference request on the road (REST: JSON, or JSON and binary tensors)."""
+
+    protocol = PROTOCOL
+
+    def subject(self, options: DecodeOptions, path: tuple[str, ...]) -> Subject:
+        return find_model(options.catalogue, *path)
+
+    def check(self, meta: RequestMeta) -> None:
+        """Any media type: Triton's clients send binary bodies as application/octet-stream."""
+
+    def parsed_bytes(self, body: Body, meta: RequestMeta) -> int:
+        """Binary tensors are only viewed: what is parsed is the JSON header."""
+        header = meta.binary_header_length
+        return len(body) if header is None else min(header, len(body))
+
+    def decode(self, body: Body, meta: RequestMeta, subject: Subject, options: DecodeOptions) -> InferDecoded:
+        assert subject is not None  # ``subject`` resolves the model or refuses
+        return decode_infer(body, meta.binary_header_length, subject, options)
+
+    def reply_bytes(self, decoded: InferDecoded) -> int:
+        return json_reply_bytes(decoded)
+
+    def encode(self, decoded: InferDecoded, result: Result) -> Encoded:
+        return encode_infer(decoded, result)
+
+
+INFER = InferCodec()

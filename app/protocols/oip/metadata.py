@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from app.compute.catalogue import FunctionSpec, TensorArg
+from app.compute.catalogue import Catalogue, FunctionSpec, TensorArg
+from app.core.errors import UnknownFunction
 from app.protocols.oip.models import MetadataTensor, ModelMetadata
 
 MODEL_VERSION = "1"
@@ -12,6 +13,22 @@ ANY_SHAPE = [-1]
 GRAD_PREFIX = "grad_"
 OPTIONAL_INPUT_GRAD_OUTPUT = "grad_output"
 """Weights of the vector-Jacobian product: an optional input, of the value output's shape."""
+
+
+def find_model(catalogue: Catalogue, name: str, version: str | None = None) -> FunctionSpec:
+    """The function a model name (and version) names; 404 with the closest names when none."""
+    spec = catalogue.find(name)
+    if spec is None:
+        close = catalogue.suggest(name)
+        hint = f"; closest: {', '.join(close)}" if close else "; see GET /functions"
+        raise UnknownFunction.at(("model",), f"unknown model {name[:100]!r}{hint}", "unknown_model")
+    if version is not None and version != MODEL_VERSION:
+        raise UnknownFunction.at(
+            ("model", "version"),
+            f"{spec.name} has no version {version[:20]!r} (only {MODEL_VERSION!r})",
+            "unknown_model",
+        )
+    return spec
 
 
 def value_output(spec: FunctionSpec) -> str:

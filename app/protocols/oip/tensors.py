@@ -14,9 +14,9 @@ import numpy as np
 
 from app.core.config import FloatDType
 from app.core.errors import InvalidRequest, Loc
+from app.core.limits import TensorLimits
 from app.protocols.scan import BodyScan
 from app.protocols.tensors import (
-    Limits,
     bfloat16_bits_to_float32,
     check_size,
     decode_tensor,
@@ -59,7 +59,7 @@ def check_datatype(datatype: str, loc: Loc) -> None:
     raise InvalidRequest.at(loc, f"{reason}; one of {', '.join(DATATYPES)}", "invalid_datatype")
 
 
-def element_count(shape: list[int], loc: Loc, limits: Limits) -> int:
+def element_count(shape: list[int], loc: Loc, limits: TensorLimits) -> int:
     """The number of elements of ``shape``, within the rank and size limits."""
     if len(shape) > limits.max_rank:
         raise InvalidRequest.at(loc, f"rank {len(shape)} exceeds the rank limit {limits.max_rank}", "rank_limit")
@@ -84,7 +84,7 @@ def from_bytes(raw: memoryview, shape: list[int], datatype: str, loc: Loc) -> np
     return arr.astype(dtype.newbyteorder("="), copy=False)
 
 
-def from_json(data: Any, shape: list[int], datatype: str, loc: Loc, limits: Limits, scan: BodyScan) -> np.ndarray:
+def from_json(data: Any, shape: list[int], datatype: str, loc: Loc, limits: TensorLimits, scan: BodyScan) -> np.ndarray:
     """``data`` (flat or nested, row-major) as an array of ``shape`` holding ``datatype`` values;
     ``scan`` (of the JSON text) says whether the exact element-by-element path is needed."""
     if not isinstance(data, list):

@@ -7,14 +7,13 @@ from typing import TypedDict
 
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
-from starlette.routing import BaseRoute
 
-from app.api.auth import ApiKeyAuth
-from app.api.errors import ErrorPipeline
-from app.api.hot_routes import HotRoutes
-from app.api.metrics import Metrics
-from app.api.middleware import HeadAsGet, RequestObservability
 from app.core.config import Settings
+from app.telemetry.metrics import Metrics
+from app.transports.http.auth import ApiKeyAuth
+from app.transports.http.compute_routes import ComputeLane, ComputeRoute
+from app.transports.http.errors import ErrorPipeline
+from app.transports.http.middleware import HeadAsGet, RequestObservability
 
 CORS_HEADERS = ["authorization", "content-type", "x-api-key", "x-request-id", "x-request-timeout"]
 CORS_EXPOSED = ["x-request-id", "server-timing", "retry-after"]
@@ -34,10 +33,10 @@ def docs_urls(settings: Settings) -> DocsUrls:
 
 
 def middleware(
-    settings: Settings, metrics: Metrics | None, errors: ErrorPipeline, hot: Iterable[BaseRoute]
+    settings: Settings, metrics: Metrics | None, errors: ErrorPipeline, compute: Iterable[ComputeRoute]
 ) -> list[Middleware]:
     """The app's layers, outermost first: request id, metrics and access log; CORS (so preflights
-    need no key); auth; the ``hot`` compute routes' own lane past the router; ``HEAD`` served as
+    need no key); auth; the ``compute`` routes' own lane past the router; ``HEAD`` served as
     ``GET`` (logged and counted as ``HEAD``). Auth and CORS are left out entirely when off."""
     layers = [Middleware(RequestObservability, metrics=metrics, access_log=settings.access_log, errors=errors)]
     if settings.cors_origins:
@@ -53,6 +52,6 @@ def middleware(
         )
     if settings.api_keys:
         layers.append(Middleware(ApiKeyAuth, keys=settings.api_keys, open_paths=settings.open_paths, errors=errors))
-    layers.append(Middleware(HotRoutes, routes=hot, errors=errors))
+    layers.append(Middleware(ComputeLane, routes=compute))
     layers.append(Middleware(HeadAsGet))
     return layers

@@ -6,11 +6,11 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path
 
-from app.api.deps import CatalogueDep
-from app.api.responses import error_responses
 from app.compute.catalogue.registry import NOT_SERVED
 from app.core.errors import UnknownFunction
 from app.protocols.oip.examples import catalogue_entry
+from app.transports.http.deps import CatalogueDep
+from app.transports.http.responses import error_responses
 
 router = APIRouter(tags=["catalogue"])
 

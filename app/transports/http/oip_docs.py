@@ -1,16 +1,16 @@
-"""OpenAPI of the /v2 routes: error responses, the inference body in its JSON and binary forms,
-and working examples generated from the catalogue."""
+"""OpenAPI of the Open Inference Protocol's REST routes (/v2): error responses, the inference body
+in its JSON and binary forms, and working examples generated from the catalogue."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI
 
 from app.compute.catalogue import CATALOGUE
 from app.protocols.oip.examples import infer_example
-from app.protocols.oip.models import OipError
+from app.protocols.oip.metadata import MODEL_VERSION
+from app.protocols.oip.models import InferenceResponse, OipError
 
 _DESCRIPTIONS = {
     400: "A bad request: unreadable JSON, an unknown input, output or parameter, a wrong shape, datatype or "
@@ -60,45 +60,42 @@ def _examples() -> dict[str, dict[str, Any]]:
     }
 
 
-@dataclass(frozen=True)
-class InferBody:
-    request: dict[str, Any]
-    response: dict[str, Any]
+def _path_parameter(name: str, description: str, example: str) -> dict[str, Any]:
+    schema = {"type": "string", "description": description, "examples": [example], "title": name.title()}
+    return {"name": name, "in": "path", "required": True, "schema": schema, "description": description}
 
 
-def _infer_body() -> InferBody:
-    schema_ref = {"$ref": "#/components/schemas/InferenceRequest"}
-    request = {
-        "requestBody": {
-            "required": True,
-            "content": {
-                "application/json": {"schema": schema_ref, "examples": _examples()},
-                "application/octet-stream": {
-                    "schema": {"type": "string", "format": "binary"},
-                    "description": _BINARY_DESCRIPTION,
-                },
+MODEL_NAME = _path_parameter("name", "A function of the catalogue (name or alias).", "relu")
+MODEL_VERSION_PARAMETER = _path_parameter("version", f"The only version is {MODEL_VERSION!r}.", MODEL_VERSION)
+HEADER_LENGTH_PARAMETER: dict[str, Any] = {
+    "name": "Inference-Header-Content-Length",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "integer", "minimum": 0},
+    "description": "Size of the JSON object at the start of the body, when binary tensors follow it.",
+}
+
+
+def infer_request_body() -> dict[str, Any]:
+    return {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/InferenceRequest"}, "examples": _examples()},
+            "application/octet-stream": {
+                "schema": {"type": "string", "format": "binary"},
+                "description": _BINARY_DESCRIPTION,
             },
         },
-        "parameters": [
-            {
-                "name": "Inference-Header-Content-Length",
-                "in": "header",
-                "required": False,
-                "schema": {"type": "integer", "minimum": 0},
-                "description": "Size of the JSON object at the start of the body, when binary tensors follow it.",
-            }
-        ],
     }
-    response = {
-        "description": "The outputs. With binary outputs the body is `application/octet-stream`: the JSON "
-        "object (size in the `Inference-Header-Content-Length` response header), then each binary output's "
-        "bytes, in order.",
-        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
-    }
-    return InferBody(request, response)
 
 
-INFER_BODY = _infer_body()
+INFER_REPLY = {
+    "model": InferenceResponse,
+    "description": "The outputs. With binary outputs the body is `application/octet-stream`: the JSON "
+    "object (size in the `Inference-Header-Content-Length` response header), then each binary output's "
+    "bytes, in order.",
+    "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+}
 
 
 TAG = "open inference protocol"

@@ -1,4 +1,4 @@
-"""Prometheus metrics (``prometheus_client``): what the HTTP layer and the compute service report.
+"""Prometheus metrics (``prometheus_client``): what the transports and the compute service report.
 
 One ``Metrics`` per app, on its own registry. With several server processes
 (``PROMETHEUS_MULTIPROC_DIR`` set, as ``python -m app.serve`` does when ``TORCHFN_WORKERS`` > 1)
@@ -32,10 +32,10 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from prometheus_client.registry import Collector
 
-from app.compute.batching import ClientGone, Served
+from app.compute.batching import Served
 from app.compute.jobs import Job, Result
-from app.core.errors import Overloaded, ServiceError
-from app.core.request_context import current_request
+from app.core.errors import ClientGone, Overloaded, ServiceError
+from app.core.internals import add_to_histogram, histogram_bounds
 
 MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -73,7 +73,7 @@ class _Observations:
 
     def __init__(self, child: Histogram) -> None:
         self.child = child
-        self.bounds: Sequence[float] = child._upper_bounds  # ascending, ending with +Inf
+        self.bounds: Sequence[float] = histogram_bounds(child)  # ascending, ending with +Inf
         self.counts = [0] * len(self.bounds)
         self.total = 0.0
 
@@ -83,16 +83,11 @@ class _Observations:
         self.total += value
 
     def fold(self) -> None:
-        """Add the tally to the child (its buckets and sum, which ``observe`` would have updated
-        one by one) and start again."""
+        """Add the tally to the child (what ``observe`` would have done one by one) and start again."""
         if not any(self.counts):
             return
-        buckets = self.child._buckets
-        for index, count in enumerate(self.counts):
-            if count:
-                buckets[index].inc(count)
-                self.counts[index] = 0
-        self.child._sum.inc(self.total)
+        add_to_histogram(self.child, self.counts, self.total)
+        self.counts = [0] * len(self.bounds)
         self.total = 0.0
 
 
@@ -239,18 +234,10 @@ class Metrics:
 
 
 class MetricsObserver:
-    """The compute service's observer: records how each job was served, and names its function
-    for the request's access log and request counter."""
+    """The compute service's observer: records how each job was served."""
 
     def __init__(self, metrics: Metrics) -> None:
         self._metrics = metrics
-
-    @staticmethod
-    def _name(job: Job) -> str:
-        context = current_request.get()
-        if context is not None:
-            context.function = job.spec.name
-        return job.spec.name
 
     def computed(self, jobs: Sequence[Job], seconds: float) -> None:
         """Once per compute call, as Triton counts executions: its size, and its time under each
@@ -261,11 +248,9 @@ class MetricsObserver:
             metrics.function_children(function)[1].observe(seconds)
 
     def served(self, job: Job, served: Served[Result]) -> None:
-        metrics = self._metrics
-        metrics.function_children(self._name(job))[0].observe(served.queue_wait)
+        self._metrics.function_children(job.spec.name)[0].observe(served.queue_wait)
 
     def refused(self, job: Job, error: ServiceError) -> None:
-        self._name(job)
         if isinstance(error, ClientGone):
             self._metrics.cancelled.labels(error.code).inc()
         elif isinstance(error, Overloaded):
@@ -273,5 +258,4 @@ class MetricsObserver:
             self._metrics.rejected.labels(reason).inc()
 
     def cancelled(self, job: Job) -> None:
-        self._name(job)
         self._metrics.cancelled.labels("cancelled").inc()

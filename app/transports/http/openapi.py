@@ -1,10 +1,10 @@
-"""OpenAPI for the routes that read their body themselves (to decode tensors in bulk), and the
-pages that show it, served with no network: Swagger UI's and ReDoc's files come from the pinned
-``fastapi-offline`` package, not from a CDN."""
+"""OpenAPI for the compute routes (plain ASGI endpoints: FastAPI documents only its own routes),
+and the pages that show it, served with no network: Swagger UI's and ReDoc's files come from the
+pinned ``fastapi-offline`` package, not from a CDN."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import cache
 from importlib.resources import files
 from typing import Any
@@ -36,32 +36,51 @@ def redoc_script() -> bytes:
 
 
 def request_body(model: type[BaseModel], specs: Sequence[FunctionSpec], first: str) -> dict[str, Any]:
-    """A documented JSON request body with one working example per function, ``first`` first."""
+    """A documented JSON request body (OpenAPI's Request Body Object) with one working example per
+    function, ``first`` first."""
     ordered = sorted(specs, key=lambda spec: spec.name != first)
     examples = {spec.name: {"summary": spec.summary, "value": dict(spec.example)} for spec in ordered}
     return {
-        "requestBody": {
-            "required": True,
-            "content": {
-                "application/json": {"schema": {"$ref": _REF.format(model=model.__name__)}, "examples": examples}
-            },
-        }
+        "required": True,
+        "content": {"application/json": {"schema": {"$ref": _REF.format(model=model.__name__)}, "examples": examples}},
     }
 
 
-def timeout_header() -> dict[str, Any]:
-    """The optional per-request deadline header of the compute routes (see ``app.api.timing``)."""
+TIMEOUT_HEADER: dict[str, Any] = {
+    "name": "X-Request-Timeout",
+    "in": "header",
+    "required": False,
+    "description": "Seconds this request may wait for compute; 503 with Retry-After when it is not served "
+    "in time. The server's own limit applies when it is shorter.",
+    "schema": {"type": "number", "exclusiveMinimum": 0},
+}
+"""The optional per-request deadline header of every compute route (``app.transports.http.headers``)."""
+
+
+def compute_operation(
+    operation_id: str,
+    summary: str,
+    tag: str,
+    request_body: dict[str, Any],
+    responses: Mapping[int | str, dict[str, Any]],
+    parameters: Sequence[dict[str, Any]] = (),
+) -> dict[str, Any]:
+    """A compute route's OpenAPI operation. ``responses``: by status, a ``model`` (a pydantic
+    model, referenced from the components) and a ``description``, and any further ``content``."""
+    documented: dict[str, Any] = {}
+    for status, response in responses.items():
+        content: dict[str, Any] = {
+            "application/json": {"schema": {"$ref": _REF.format(model=response["model"].__name__)}}
+        }
+        content.update(response.get("content", {}))
+        documented[str(status)] = {"description": response["description"], "content": content}
     return {
-        "parameters": [
-            {
-                "name": "X-Request-Timeout",
-                "in": "header",
-                "required": False,
-                "description": "Seconds this request may wait for compute; 503 with Retry-After when it is not served "
-                "in time. The server's own limit applies when it is shorter.",
-                "schema": {"type": "number", "exclusiveMinimum": 0},
-            }
-        ]
+        "tags": [tag],
+        "summary": summary,
+        "operationId": operation_id,
+        "parameters": [*parameters, TIMEOUT_HEADER],
+        "requestBody": request_body,
+        "responses": documented,
     }
 
 
@@ -91,9 +110,14 @@ def _add_plugin_examples(schema: dict[str, Any], catalogue: Catalogue) -> None:
                 examples["sigmoid_then_binary_cross_entropy"] = CHAINED_EXAMPLE
 
 
-def install_openapi(app: FastAPI, models: Sequence[type[BaseModel]], catalogue: Catalogue) -> None:
-    """Generate the schema once, adding the request models the routes reference and the
-    examples of ``catalogue``'s plugins."""
+def install_openapi(
+    app: FastAPI,
+    operations: Sequence[tuple[str, dict[str, Any]]],
+    models: Sequence[type[BaseModel]],
+    catalogue: Catalogue,
+) -> None:
+    """Generate the schema once: FastAPI's routes, then the compute routes' ``operations`` (path,
+    POST operation), with the ``models`` they reference and the examples of ``catalogue``'s plugins."""
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
@@ -104,6 +128,10 @@ def install_openapi(app: FastAPI, models: Sequence[type[BaseModel]], catalogue: 
                 routes=app.routes,
                 tags=app.openapi_tags,
             )
+            generated = schema.get("paths", {})
+            paths: dict[str, Any] = {path: {"post": operation} for path, operation in operations}
+            paths.update((path, item) for path, item in generated.items() if path not in paths)
+            schema["paths"] = paths
             components = schema.setdefault("components", {}).setdefault("schemas", {})
             for model in models:
                 model_schema = model.model_json_schema(ref_template=_REF)

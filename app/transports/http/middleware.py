@@ -14,19 +14,18 @@ from collections.abc import Iterable
 from starlette.routing import BaseRoute, compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.api.errors import ErrorPipeline, Refusal
-from app.api.metrics import Metrics
 from app.core.errors import Problem
 from app.core.lifecycle import is_draining
-from app.core.logs import ACCESS_LOGGER
 from app.core.request_context import RequestContext, current_request
+from app.telemetry.access_log import access_logger, log_access
+from app.telemetry.metrics import Metrics
+from app.transports.http.errors import ErrorPipeline, Refusal
 
 REQUEST_ID_HEADER = b"x-request-id"
 _VALID_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:/+=@-]{1,128}$")
 UNMATCHED = "unmatched"
 """The ``endpoint`` label of requests no route matched (so unknown paths cannot grow the label set)."""
 
-access_logger = logging.getLogger(ACCESS_LOGGER)
 CUT_OFF = Refusal(
     503,
     "overloaded",
@@ -124,33 +123,10 @@ class RequestObservability:
                 metrics.in_flight_now -= 1
                 metrics.observe_request(endpoint, context.function, status, seconds)
             if self.access_log and access_logger.isEnabledFor(logging.INFO):
-                log_access(scope, status, seconds, context)
+                client = scope.get("client")
+                address = f"{client[0]}:{client[1]}" if client else None
+                log_access(scope["method"], scope["path"], status, seconds, context, address)
             current_request.reset(token)
-
-
-def log_access(scope: Scope, status: int, seconds: float, context: RequestContext) -> None:
-    """One access-log record. Built with ``makeRecord`` and handed to the handlers directly:
-    ``logger.info`` would also walk the stack for the caller's file and line, a third of the cost."""
-    client = scope.get("client")
-    method, path, milliseconds = scope["method"], scope["path"], seconds * 1000
-    record = access_logger.makeRecord(
-        ACCESS_LOGGER,
-        logging.INFO,
-        __file__,
-        0,
-        "%s %s %d %.2f ms",
-        (method, path, status, milliseconds),
-        None,
-        extra={
-            "method": method,
-            "path": path,
-            "status": status,
-            "duration_ms": round(milliseconds, 3),
-            "function": context.function or None,
-            "client": f"{client[0]}:{client[1]}" if client else None,
-        },
-    )
-    access_logger.handle(record)
 
 
 _END = {"type": "http.response.body", "body": b"", "more_body": False}

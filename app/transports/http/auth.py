@@ -8,8 +8,8 @@ from collections.abc import Iterable
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app.api.errors import ErrorPipeline, Refusal
 from app.core.errors import Problem
+from app.transports.http.errors import ErrorPipeline, Refusal
 
 UNAUTHORIZED = Refusal(
     401,

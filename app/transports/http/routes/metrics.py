@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from app.api.metrics import CONTENT_TYPE, Metrics
+from app.telemetry.metrics import CONTENT_TYPE, Metrics
 
 router = APIRouter(tags=["operations"])
 

@@ -1,6 +1,6 @@
-"""One error pipeline: every refusal (validation, limits, auth, 404/405, health, anything
-unexpected) becomes one ``Refusal`` (status, code, problems, headers), and the route's protocol
-picks the body it is written in. Never a traceback."""
+"""One error pipeline for HTTP: every refusal (a domain error, validation, limits, auth, 404/405,
+health, anything unexpected) becomes one ``Refusal`` (status, code, problems, headers), and the
+protocol the path belongs to writes its body. Never a traceback."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from app.compute.batching import ClientGone
 from app.core.errors import (
     BodyTimeout,
+    ClientGone,
     DeviceFailure,
     InvalidRequest,
     MalformedRequest,
@@ -28,6 +28,9 @@ from app.core.errors import (
     UnknownFunction,
     UnsupportedMediaType,
 )
+from app.protocols.native.errors import error_document
+from app.protocols.oip.errors import PREFIX as OIP_PREFIX
+from app.protocols.oip.errors import problems_message
 
 logger = logging.getLogger(__name__)
 
@@ -43,9 +46,7 @@ STATUS_BY_ERROR: dict[type[ServiceError], int] = {
     DeviceFailure: 500,
     PluginFailure: 500,
 }
-_MAX_MESSAGE = 500
-_MAX_NAME = 64
-_MAX_LOC_PARTS = 12
+JSON = "application/json"
 
 
 @dataclass(frozen=True)
@@ -76,27 +77,18 @@ def status_headers(status: int) -> dict[str, str] | None:
     return {"Connection": "close"} if status == 408 else None
 
 
-def _short(part: str | int) -> str | int:
-    """Field names come from the client: never echo a huge one back."""
-    return part if isinstance(part, int) or len(part) <= _MAX_NAME else part[:_MAX_NAME] + "..."
-
-
 def service_format(refusal: Refusal, max_details: int) -> Response:
-    """The service's own error body: ``{"error", "message", "details", "truncated"}``."""
-    shown = [
-        Problem(tuple(_short(part) for part in p.loc[:_MAX_LOC_PARTS]), p.msg[:_MAX_MESSAGE], p.type[:_MAX_NAME])
-        for p in refusal.problems[:max_details]
-    ]
-    message = "; ".join(f"{'.'.join(map(str, p.loc))}: {p.msg}" for p in shown) or refusal.code
-    body = {
-        "error": refusal.code,
-        "message": message[:_MAX_MESSAGE],
-        "details": [{"loc": list(p.loc), "msg": p.msg, "type": p.type} for p in shown],
-        "truncated": len(refusal.problems) > len(shown),
-    }
-    return Response(
-        orjson.dumps(body), status_code=refusal.status, media_type="application/json", headers=refusal.headers
-    )
+    """The service's own error document (``app.protocols.native.errors``)."""
+    body = error_document(refusal.code, refusal.problems, max_details)
+    return Response(body, status_code=refusal.status, media_type=JSON, headers=refusal.headers)
+
+
+def oip_format(refusal: Refusal, max_details: int) -> Response:
+    """The Open Inference Protocol's ``{"error": "..."}``. The protocol has no 422: a request wrong
+    in content is a 400."""
+    status = 400 if refusal.status == 422 else refusal.status
+    body = orjson.dumps({"error": problems_message(refusal.problems, max_details)})
+    return Response(body, status_code=status, media_type=JSON, headers=refusal.headers)
 
 
 def refusal_of(error: Exception) -> Refusal:
@@ -127,10 +119,10 @@ def refusal_of(error: Exception) -> Refusal:
 class ErrorPipeline:
     """Renders every refusal in the format of the protocol whose routes the path belongs to."""
 
-    def __init__(self, protocol_formats: Sequence[tuple[str, ErrorFormat]], max_details: int) -> None:
-        """``protocol_formats``: (path prefix, format) for each protocol with an error body of its
-        own; every other path gets the service's."""
-        self.protocol_formats = tuple(protocol_formats)
+    def __init__(self, max_details: int) -> None:
+        self.protocol_formats: tuple[tuple[str, ErrorFormat], ...] = ((OIP_PREFIX, oip_format),)
+        """(path prefix, format) of each protocol with an error body of its own; every other path
+        gets the service's."""
         self.max_details = max_details
 
     def format_for(self, path: str) -> ErrorFormat:
