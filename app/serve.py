@@ -83,10 +83,15 @@ def _multiprocess_metrics(workers: int) -> Iterator[None]:
         shutil.rmtree(directory, ignore_errors=True)
 
 
-def main() -> int:
+def start_with_allocator_tunables() -> None:
+    """glibc reads its allocator's tunables when a process starts: start again with them, as the
+    same process (``execve``), when they are not set (``app.core.runtime.ALLOCATOR_TUNABLES``)."""
     environment = allocator_environment(os.environ)
-    if environment is not None:  # glibc reads its tunables at start: start again with them
+    if environment is not None:
         os.execve(sys.executable, sys.orig_argv, environment)
+
+
+def main() -> int:
     try:
         settings = Settings()
     except ValidationError as error:
@@ -123,4 +128,5 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    start_with_allocator_tunables()
     sys.exit(main())

@@ -22,11 +22,11 @@ from app.compute.engine import Engine, resolve_device
 from app.compute.fusion import fusion_key
 from app.compute.jobs import Job
 from app.core.config import Settings
-from app.protocols.decoding import DecodeOptions
+from app.core.limits import TensorLimits
 from app.protocols.native.codec import decode_activation, decode_loss
-from app.protocols.tensors import Limits
+from app.serving.codec import DecodeOptions
 
-OPTIONS = DecodeOptions(CATALOGUE, Limits(4_000_000, 8), 16_000_000, "float32")
+OPTIONS = DecodeOptions(CATALOGUE, TensorLimits(4_000_000, 8), 16_000_000, "float32")
 
 
 def jobs_for(payload: str, count: int, grad: bool) -> list[Job]:

@@ -33,10 +33,10 @@ from app.compute.jobs import Job, build_job
 from app.core.cgroup_limits import BUDGET_SHARE, PROCESS_BASELINE, threads_per_worker
 from app.core.config import FloatDType, Settings
 from app.core.errors import ServiceError
+from app.core.limits import TensorLimits
 from app.core.runtime import trim_memory
-from app.protocols.decoding import DecodeOptions
 from app.protocols.native.codec import decode_activation, decode_loss
-from app.protocols.tensors import Limits
+from app.serving.codec import DecodeOptions
 
 DTYPES: tuple[FloatDType, ...] = ("float32", "float64", "float16", "bfloat16")
 CONTAINER_LIMIT = 2 * 1024**3
@@ -203,7 +203,7 @@ def main() -> None:
     torch.set_num_threads(threads_per_worker(settings.workers, settings.torch_threads))
     engine = Engine(resolve_device(settings.device))
     options = DecodeOptions(
-        CATALOGUE, Limits(settings.max_tensor_elements, settings.max_rank), settings.max_total_elements, "float32"
+        CATALOGUE, TensorLimits(settings.max_tensor_elements, settings.max_rank), settings.max_total_elements, "float32"
     )
     print(
         f"device {engine.device}, {torch.get_num_threads()} torch threads, max_request_cost "

@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from app.compute.engine import resolve_device
 from app.core.config import Settings
 from app.main import create_app
-from tests.engine_gate import Gate
+from tests.support.engine_gate import Gate
 
 
 @pytest.fixture(scope="session")

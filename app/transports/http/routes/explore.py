@@ -6,6 +6,7 @@ origin only, so no request can leave it."""
 
 from __future__ import annotations
 
+from importlib.resources import files
 from pathlib import Path
 
 from fastapi import APIRouter, FastAPI
@@ -13,7 +14,7 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
 ASSETS = "/static/explore"
-PAGE = Path(__file__).resolve().parents[2] / "static" / "explore" / "index.html"
+PAGE = Path(str(files("app"))) / "static" / "explore" / "index.html"
 
 # uPlot sets inline styles on the elements it creates, hence 'unsafe-inline' for styles only.
 CONTENT_SECURITY_POLICY = (

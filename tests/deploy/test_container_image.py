@@ -1,0 +1,273 @@
+"""The image built from the Dockerfile with buildah and run with podman, hardened and limited as in
+production: health, readiness and the HEALTHCHECK, an activation and a /v2 inference equal to
+torch's, metrics, the user, the read-only root, the limits, and SIGTERM under a running request.
+
+No registry serves images here, so the base image is a local stand-in (tests/debian_base.py, Debian
+bookworm's Python 3.11 passed through the ``PYTHON_IMAGE`` build argument): this tests the
+Dockerfile's logic and the app inside the image, not the official base image. pip inside the build
+reaches the indexes this machine's pip reaches, with its CA bundle as the ``pip_ca`` secret; torch
+is the wheel this machine's pip installs, served as a one-package ``file://`` index on a build
+volume through ``TORCH_INDEX_URL`` (tests/host_sources.py). Run by ``make container-test``."""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import httpx
+import orjson
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tests.support.debian_base import base_tarball
+from tests.support.exposition import metric
+from tests.support.host_sources import pip_sources, torch_index
+from tests.support.paths import ROOT
+from tests.support.private_containers import LIMITS, Containers, private_containers, why_containers_cannot_run
+from tests.support.reference import assert_same
+from tests.support.server_process import free_port
+
+pytestmark = pytest.mark.container
+
+BASE = "localhost/torchfn-test-base:bookworm"
+IMAGE = "localhost/torchfn-test:cpu"
+MEMORY_BYTES = 1024**3
+CPUS = 1.5
+IMAGE_BUDGET_BYTES = 950 * 1000**2  # 874 MB measured: torch 561 MB (libtorch_cpu 415), Debian and Python 124
+UID = 10001
+
+
+@pytest.fixture(scope="module")
+def containers() -> Iterator[Containers]:
+    reason = why_containers_cannot_run()
+    if reason:
+        pytest.skip(reason)
+    with private_containers() as made:
+        yield made
+
+
+def _torch_version() -> str:
+    (line,) = [line for line in (ROOT / "requirements.txt").read_text().splitlines() if line.startswith("torch==")]
+    return line.removeprefix("torch==")
+
+
+@pytest.fixture(scope="module")
+def image(containers: Containers, tmp_path_factory: pytest.TempPathFactory) -> str:
+    started = time.monotonic()
+    containers.podman("import", str(base_tarball()), BASE, timeout=300)
+    based = time.monotonic()
+    wheels = tmp_path_factory.mktemp("torch-index")
+    torch_index(_torch_version(), wheels)
+    sources = pip_sources()
+    arguments = {
+        "PYTHON_IMAGE": BASE,
+        "TORCH_VARIANT": "cpu",
+        "TORCH_INDEX_URL": "file:///torch-index/simple",
+        "PIP_INDEX_URL": sources.index_url,
+        "PIP_EXTRA_INDEX_URL": " ".join(sources.extra_index_urls),
+    }
+    secret = ["--secret", f"id=pip_ca,src={sources.ca_bundle}"] if sources.ca_bundle else []
+    containers.buildah(
+        "bud",
+        "--format=docker",  # the OCI format drops HEALTHCHECK and SHELL
+        "--isolation=chroot",
+        "--network=host",
+        *[f"--build-arg={key}={value}" for key, value in arguments.items()],
+        *secret,
+        f"--volume={wheels}:/torch-index:ro",
+        f"--tag={IMAGE}",
+        str(ROOT),
+        timeout=900,
+    )
+    print(f"base image {based - started:.0f} s, image build {time.monotonic() - based:.0f} s")
+    return IMAGE
+
+
+@dataclass
+class Running:
+    name: str
+    url: str
+    containers: Containers
+
+    def exec(self, *command: str) -> str:
+        return self.containers.podman("exec", self.name, *command).stdout
+
+    def log(self) -> str:
+        result = self.containers.podman("logs", self.name, check=False)
+        return result.stdout + result.stderr
+
+
+def start(containers: Containers, image: str, name: str, env: dict[str, str] | None = None) -> Running:
+    port = free_port()
+    settings = {"TORCHFN_HOST": "127.0.0.1", "TORCHFN_PORT": str(port), **(env or {})}
+    containers.podman(
+        "run",
+        "--detach",
+        f"--name={name}",
+        *LIMITS,
+        "--network=host",  # listening on the loopback only; no bridge, no firewall rules on the machine
+        *[f"--env={key}={value}" for key, value in settings.items()],
+        "--read-only",
+        "--tmpfs=/tmp",
+        "--cap-drop=ALL",
+        "--security-opt=no-new-privileges",
+        f"--memory={MEMORY_BYTES}",
+        f"--cpus={CPUS}",
+        image,
+    )
+    running = Running(name, f"http://127.0.0.1:{port}", containers)
+    deadline = time.monotonic() + 90
+    while True:
+        state = containers.podman("inspect", "--format={{.State.Status}}", name).stdout.strip()
+        assert state == "running", f"the container is {state}:\n{running.log()[-3000:]}"
+        try:
+            if httpx.get(f"{running.url}/readyz", timeout=1).status_code == 200:
+                return running
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, f"never ready:\n{running.log()[-3000:]}"
+        time.sleep(0.2)
+
+
+@pytest.fixture(scope="module")
+def server(containers: Containers, image: str) -> Iterator[Running]:
+    running = start(containers, image, "torchfn-smoke")
+    yield running
+    containers.podman("rm", "--force", "--time=0", running.name)
+
+
+def test_health_readiness_and_the_image_healthcheck(server: Running) -> None:
+    assert httpx.get(f"{server.url}/healthz").status_code == 200
+    assert httpx.get(f"{server.url}/readyz").json()["status"] == "ready"
+    healthcheck = server.containers.podman("healthcheck", "run", server.name, check=False)
+    assert healthcheck.returncode == 0, healthcheck.stdout + healthcheck.stderr
+    status = server.containers.podman("inspect", "--format={{.State.Health.Status}}", server.name).stdout
+    assert status.strip() == "healthy"
+
+
+def test_an_activation_and_its_gradient_equal_torchs(server: Running) -> None:
+    values = [[-3.0, -0.5, 0.0], [0.25, 1.5, 7.0]]
+    grad_output = [[1.0, -2.0, 0.5], [3.0, 0.125, -1.0]]
+    body = {"function": "gelu", "input": values, "params": {"approximate": "tanh"}, "grad": True}
+    reply = httpx.post(f"{server.url}/activate", json={**body, "grad_output": grad_output})
+    assert reply.status_code == 200, reply.text
+    x = torch.tensor(values, requires_grad=True)
+    expected = F.gelu(x, approximate="tanh")
+    (expected_grad,) = torch.autograd.grad(expected, x, torch.tensor(grad_output))
+    assert_same(torch.tensor(reply.json()["output"], dtype=torch.float32), expected)
+    assert_same(torch.tensor(reply.json()["grad"], dtype=torch.float32), expected_grad)
+
+
+def test_an_open_inference_protocol_request_equals_torchs(server: Running) -> None:
+    values = [-1.5, 0.2, 3.0, -0.1]
+    body = {
+        "inputs": [{"name": "input", "shape": [2, 2], "datatype": "FP32", "data": values}],
+        "parameters": {"negative_slope": 0.1, "grad": True},
+    }
+    reply = httpx.post(f"{server.url}/v2/models/leaky_relu/infer", json=body)
+    assert reply.status_code == 200, reply.text
+    outputs = {output["name"]: output for output in reply.json()["outputs"]}
+    x = torch.tensor(values, requires_grad=True)
+    expected = F.leaky_relu(x, 0.1)
+    (expected_grad,) = torch.autograd.grad(expected, x, torch.ones_like(x))
+    assert outputs["output"]["shape"] == [2, 2]
+    assert_same(torch.tensor(outputs["output"]["data"], dtype=torch.float32), expected.detach())
+    assert_same(torch.tensor(outputs["grad_input"]["data"], dtype=torch.float32), expected_grad)
+
+
+def test_metrics_count_the_requests(server: Running) -> None:
+    for _ in range(3):
+        assert httpx.post(f"{server.url}/activate", json={"function": "tanh", "input": [0.5]}).status_code == 200
+    text = httpx.get(f"{server.url}/metrics").text
+    assert metric(text, "torchfn_requests_total", endpoint="/activate", function="tanh", status="200") == 3
+    assert "# TYPE torchfn_queue_depth gauge" in text
+
+
+def test_runs_as_the_image_user_on_a_read_only_root_with_a_writable_tmp(server: Running) -> None:
+    uids = re.search(r"^Uid:\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)$", server.exec("cat", "/proc/1/status"), re.M)
+    assert uids is not None
+    assert {int(uid) for uid in uids.groups()} == {UID}, "the server process runs as 10001, real and effective"
+    refused = server.containers.podman("exec", server.name, "touch", "/srv/app/written", check=False)
+    assert refused.returncode != 0
+    assert "Read-only file system" in refused.stderr
+    server.exec("touch", "/tmp/written")
+    capabilities = re.search(r"^CapEff:\s+(\w+)$", server.exec("cat", "/proc/1/status"), re.M)
+    assert capabilities is not None
+    assert int(capabilities.group(1), 16) == 0, "no capabilities"
+
+
+# memory limit, CPU quota and period, from cgroup v2 or v1, as the container sees its own cgroup
+CGROUP_LIMITS = (
+    "if [ -f /sys/fs/cgroup/cpu.max ]; then cat /sys/fs/cgroup/memory.max /sys/fs/cgroup/cpu.max;"
+    " else cd /sys/fs/cgroup && cat memory/memory.limit_in_bytes cpu/cpu.cfs_quota_us cpu/cpu.cfs_period_us; fi"
+)
+
+
+def test_memory_and_cpu_limits_apply_inside_the_container(server: Running) -> None:
+    memory, quota, period = (int(value) for value in server.exec("sh", "-c", CGROUP_LIMITS).split())
+    assert memory == MEMORY_BYTES
+    assert quota / period == CPUS
+
+
+def test_sigterm_while_a_request_is_running_finishes_it_and_exits_0(containers: Containers, image: str) -> None:
+    running = start(containers, image, "torchfn-sigterm")
+    body = orjson.dumps({"function": "relu", "input": [-1.0, 2.0, -3.0, 4.0]})
+    rest_of_body = threading.Event()
+
+    def chunks() -> Iterator[bytes]:  # the request stays running until the test sends the rest
+        yield body[:20]
+        rest_of_body.wait(60)
+        yield body[20:]
+
+    replies: list[httpx.Response] = []
+
+    def send() -> None:
+        headers = {"content-type": "application/json"}
+        replies.append(httpx.post(f"{running.url}/activate", content=chunks(), headers=headers, timeout=60))
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    deadline = time.monotonic() + 20
+    while metric(httpx.get(f"{running.url}/metrics").text, "torchfn_requests_in_flight") < 2:  # it and this scrape
+        assert time.monotonic() < deadline, "the request never reached the app"
+        time.sleep(0.01)
+    containers.podman("kill", "--signal=TERM", running.name)
+    deadline = time.monotonic() + 10
+    while True:  # readiness fails (503, then the listener closes) while the request still runs
+        try:
+            if httpx.get(f"{running.url}/readyz", timeout=1).status_code == 503:
+                break
+        except httpx.TransportError:
+            break
+        assert time.monotonic() < deadline, "still ready after SIGTERM"
+        time.sleep(0.05)
+    assert not replies
+    rest_of_body.set()
+    sender.join(60)
+    assert [reply.status_code for reply in replies] == [200]
+    assert replies[0].json()["output"] == [0.0, 2.0, 0.0, 4.0]
+    assert containers.podman("wait", running.name, timeout=60).stdout.strip() == "0"
+    log = running.log()
+    assert "Application shutdown complete" in log
+    assert "Traceback" not in log
+    containers.podman("rm", running.name)
+
+
+def test_the_image_stays_small(containers: Containers, image: str) -> None:
+    size = int(containers.podman("image", "inspect", "--format={{.Size}}", image).stdout)
+    du = containers.podman(
+        "run",
+        "--rm",
+        *LIMITS,
+        "--network=none",
+        "--entrypoint=sh",
+        image,
+        "-c",
+        "du -sm /usr /opt/venv; cd /opt/venv/lib/python3*/site-packages && du -sm torch/lib * | sort -rn | head -8",
+    ).stdout
+    print(f"image {size / 1000**2:.0f} MB; MB by directory:\n{du}")
+    assert size < IMAGE_BUDGET_BYTES, f"{size / 1000**2:.0f} MB:\n{du}"

@@ -1,0 +1,82 @@
+"""Plugin modules written by the tests: each test gets a fresh module (its own name) on sys.path."""
+
+from __future__ import annotations
+
+import importlib
+import itertools
+import sys
+import textwrap
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from tests.support.paths import ROOT
+
+EXAMPLES = ROOT / "examples" / "torchfn_examples"
+
+FRESH = '''
+from typing import Literal
+
+import torch
+from torch import nn
+
+
+class CustomActivation(nn.Module):
+    """A gated activation written for the test."""
+
+    def __init__(self, beta: float = 1.0, clip: bool = False, power: int = 1):
+        super().__init__()
+        self.beta, self.clip, self.power = beta, clip, power
+
+    def forward(self, x):
+        y = x * torch.sigmoid(self.beta * x) ** self.power
+        return y.clamp(max=1.0) if self.clip else y
+
+
+class CustomLoss(nn.Module):
+    def __init__(self, delta: float = 0.5, reduction: Literal["mean", "sum", "none"] = "mean"):
+        super().__init__()
+        self.delta, self.reduction = delta, reduction
+
+    def forward(self, y_pred, y_true, mask=None):
+        error = torch.nn.functional.huber_loss(y_pred, y_true, reduction="none", delta=self.delta)
+        if mask is not None:
+            error = error * mask
+        return {"mean": error.mean, "sum": error.sum, "none": lambda: error}[self.reduction]()
+
+
+class Fragile(nn.Module):
+    def forward(self, x):
+        if bool((x == 13).any()):
+            raise KeyError("unlucky number")
+        if x.ndim > 2:
+            raise ValueError(f"expected at most 2 dimensions, got size {list(x.shape)}")
+        return x * 2
+
+
+def soft_clip(x, *, limit: float = 3.0):
+    return limit * torch.tanh(x / limit)
+'''
+
+_counter = itertools.count()
+
+
+def write_module(directory: Path, source: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A new importable module holding ``source``; returns its name."""
+    name = f"fresh_plugins_{next(_counter)}"
+    (directory / f"{name}.py").write_text(textwrap.dedent(source))
+    monkeypatch.syspath_prepend(str(directory))
+    importlib.invalidate_caches()
+    return name
+
+
+def examples(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    """The shipped example package, importable."""
+    monkeypatch.syspath_prepend(str(EXAMPLES))
+    return importlib.import_module("torchfn_examples")
+
+
+def forget(prefix: str) -> None:
+    for name in [n for n in sys.modules if n.startswith(prefix)]:
+        del sys.modules[name]

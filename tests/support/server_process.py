@@ -1,0 +1,96 @@
+"""Start the real server the way the container does: the Dockerfile's CMD with its ENV (its
+``python`` is this interpreter, and it listens on a free loopback port)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from tests.support.container import container
+from tests.support.paths import ROOT
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class RunningServer:
+    process: subprocess.Popen[bytes]
+    url: str
+    log_path: Path
+
+    def log(self) -> str:
+        """What the server has written to stderr so far (its logs)."""
+        return self.log_path.read_text(errors="replace")
+
+    def cpu_seconds(self) -> float:
+        """CPU time the server process has used so far, all its threads (what a loaded machine
+        does not stretch, unlike wall-clock time; to the kernel's tick, 10 ms)."""
+        return process_cpu_seconds(self.process.pid)
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User and system CPU time of a process, from ``/proc/<pid>/stat``."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2 :].split()  # after the command name, which may hold spaces
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def container_command_and_env(port: int, env: Mapping[str, str] | None = None) -> tuple[list[str], dict[str, str]]:
+    image = container()
+    command = [sys.executable if image.command[0] == "python" else image.command[0], *image.command[1:]]
+    image_env = {key: value for key, value in image.env.items() if key != "PATH"}  # PATH names the image's venv
+    return command, {
+        **os.environ,
+        **image_env,
+        "TORCHFN_HOST": "127.0.0.1",
+        "TORCHFN_PORT": str(port),
+        **(env or {}),
+    }
+
+
+@contextmanager
+def running_server(env: Mapping[str, str] | None = None, timeout: float = 60.0) -> Iterator[RunningServer]:
+    port = free_port()
+    command, full_env = container_command_and_env(port, env)
+    with tempfile.TemporaryDirectory(prefix="torchfn-test-") as scratch:
+        log_path = Path(scratch) / "server.log"
+        with log_path.open("wb") as log:
+            process = subprocess.Popen(command, cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT)
+        server = RunningServer(process, f"http://127.0.0.1:{port}", log_path)
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                if process.poll() is not None:
+                    raise RuntimeError(f"server exited with {process.returncode}: {server.log()[-2000:]}")
+                try:
+                    if httpx.get(f"{server.url}/readyz", timeout=1).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise TimeoutError("server did not become ready")
+                time.sleep(0.1)
+            yield server
+        finally:
+            if process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(30)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
