@@ -278,16 +278,10 @@ KNATIVE_POD_FIELDS = {
     "imagePullSecrets",
     "enableServiceLinks",
     "automountServiceAccountToken",
-    "affinity",
-    "topologySpreadConstraints",
-    "nodeSelector",
-    "tolerations",
-    "runtimeClassName",
-    "priorityClassName",
-    "schedulerName",
 }
-"""The PodSpec fields Knative admits by default (no ``terminationGracePeriodSeconds``: the
-revision's ``timeoutSeconds`` sets it; no ``securityContext`` unless enabled)."""
+"""The PodSpec fields Knative admits with its default features (never
+``terminationGracePeriodSeconds``: the revision's ``timeoutSeconds`` sets it; the others, such as
+``securityContext``, ``nodeSelector`` or ``affinity``, only once its operator enables them)."""
 
 
 def knative_refusals(pod: dict[str, Any]) -> list[str]:
