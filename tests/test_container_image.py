@@ -301,7 +301,7 @@ def call(method, path, body=None):
     except urllib.error.HTTPError as error:
         return error.code, error.read().decode()
 
-deadline = time.monotonic() + 120  # the startup probe's periodSeconds x failureThreshold
+deadline = time.monotonic() + 90  # inside the podman exec call's own 120 s
 while True:
     try:
         if call("GET", wait_path)[0] == 200:
