@@ -31,8 +31,14 @@ KNATIVE_DRAIN_S = 30
 container gets SIGTERM (``drainSleepDuration`` in knative/serving's ``pkg/queue/sharedmain``)."""
 MODEL_FIELDS = {"modelFormat", "runtime", "runtimeVersion", "protocolVersion", "storageUri", "storage"}
 """What a predictor's ``model`` says that is not a container field."""
-# Kubernetes' strategic merge keys of a Container's lists (patchMergeKey).
-MERGE_KEYS = {"env": "name", "ports": "containerPort", "volumeMounts": "mountPath", "volumeDevices": "devicePath"}
+# Kubernetes' strategic merge keys (patchMergeKey) of the lists of a Container and a PodSpec.
+MERGE_KEYS = {
+    "env": "name",
+    "ports": "containerPort",
+    "volumeMounts": "mountPath",
+    "volumeDevices": "devicePath",
+    "volumes": "name",
+}
 
 
 @cache
@@ -120,8 +126,6 @@ def pod_spec(runtime: Mapping[str, Any], isvc: Mapping[str, Any]) -> dict[str, A
     runtime_pod = {k: v for k, v in runtime["spec"].items() if k in pod_spec_fields() and k != "containers"}
     predictor = {k: v for k, v in isvc["spec"]["predictor"].items() if k in pod_spec_fields() and k != "containers"}
     pod: dict[str, Any] = _merged(copy.deepcopy(runtime_pod), predictor)
-    if "volumes" in runtime_pod and "volumes" in predictor:
-        pod["volumes"] = [*runtime_pod["volumes"], *predictor["volumes"]]
     pod["containers"] = [kserve_container(runtime, isvc)]
     return pod
 
