@@ -144,6 +144,10 @@ class Server:
         self.log.seek(0)
         return self.log.read()[-5000:]
 
+    def cpu_s(self) -> float:
+        """CPU seconds the server has used: its process and its workers'."""
+        return process_tree_cpu_s(self.pid)
+
     def check_alive(self) -> None:
         if self.process.poll() is not None:
             raise RuntimeError(
@@ -258,6 +262,18 @@ def process_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def process_tree_cpu_s(pid: int) -> float:
+    """CPU seconds a process and its living descendants have used (a supervisor and its workers)."""
+    total, pending = 0.0, [pid]
+    while pending:
+        current = pending.pop()
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            total += process_cpu_s(current)
+            for task in Path(f"/proc/{current}/task").iterdir():
+                pending.extend(int(child) for child in (task / "children").read_text().split())
+    return total
+
+
 def system_busy_s() -> float:
     """CPU seconds all cores spent busy since boot (user, nice, system, steal; not irq/softirq)."""
     with open("/proc/stat", encoding="ascii") as stat:
@@ -294,14 +310,14 @@ def wrk(server: Server, payload: Payload, connections: int, duration_s: int, cpu
     )
     env = {**os.environ, "BENCH_BODY_FILE": str(body_file), "BENCH_RESULT_FILE": str(result_file)}
     server.check_alive()
-    server_before, wrk_before, busy_before = process_cpu_s(server.pid), children_cpu_s(), system_busy_s()
+    server_before, wrk_before, busy_before = server.cpu_s(), children_cpu_s(), system_busy_s()
     started = time.monotonic()
     completed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=duration_s + 120)
     wall = time.monotonic() - started
     busy = system_busy_s() - busy_before
     wrk_cpu = children_cpu_s() - wrk_before
     server.check_alive()
-    server_cpu = process_cpu_s(server.pid) - server_before
+    server_cpu = server.cpu_s() - server_before
     if completed.returncode != 0 or not result_file.exists():
         raise RuntimeError(
             f"wrk failed ({completed.returncode}) on {server.config.name} {payload.name}:\n"

@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 import orjson
@@ -26,6 +27,16 @@ import torch.nn.functional as F
 from tests.support.debian_base import base_tarball
 from tests.support.exposition import metric
 from tests.support.host_sources import pip_sources, torch_index
+from tests.support.kserve import (
+    MODEL_MOUNT,
+    env,
+    http_port,
+    http_probes,
+    inference_services,
+    kserve_container,
+    runtime_for,
+    runtimes,
+)
 from tests.support.paths import ROOT
 from tests.support.private_containers import LIMITS, Containers, private_containers, why_containers_cannot_run
 from tests.support.reference import assert_same
@@ -271,3 +282,97 @@ def test_the_image_stays_small(containers: Containers, image: str) -> None:
     ).stdout
     print(f"image {size / 1000**2:.0f} MB; MB by directory:\n{du}")
     assert size < IMAGE_BUDGET_BYTES, f"{size / 1000**2:.0f} MB:\n{du}"
+
+
+# KServe: the image run as the serving runtime runs it
+
+IN_POD_CLIENT = """
+import json, sys, time, urllib.error, urllib.request
+
+port, wait_path, requests = int(sys.argv[1]), sys.argv[2], json.loads(sys.argv[3])
+
+def call(method, path, body=None):
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data, method=method,
+                                     headers={"content-type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=5) as reply:
+            return reply.status, reply.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+deadline = time.monotonic() + 90  # inside the podman exec call's own 120 s
+while True:
+    try:
+        if call("GET", wait_path)[0] == 200:
+            break
+    except OSError:
+        pass
+    if time.monotonic() > deadline:
+        sys.exit("never started")
+    time.sleep(0.5)
+print(json.dumps([call(*request) for request in requests]))
+"""
+"""A client inside the pod's network namespace: waits for the startup probe's path, then makes
+each request and prints the statuses and bodies."""
+
+
+def test_the_kserve_runtime_container_starts_and_answers_kserves_probes(containers: Containers, image: str) -> None:
+    """The Standard runtime's container, merged with the InferenceService as KServe merges them, run
+    with its exact command and environment (port 8000 on every interface) and its security context
+    and limits, in a network namespace of its own (as a pod's): the probes KServe's pods get, the
+    Open Inference Protocol's readiness of a model, an inference equal to torch's, and the
+    listener on the declared port."""
+    isvc = inference_services()["torchfn-scaled"]
+    runtime = runtime_for(isvc, runtimes())
+    main = kserve_container(runtime, isvc)
+    security = main["securityContext"]
+    (tmp,) = [volume for volume in runtime["spec"]["volumes"] if volume["name"] == "tmp"]
+    limits = main["resources"]["limits"]
+    assert limits["memory"].endswith("Gi")
+    name = "torchfn-kserve"
+    containers.podman(
+        "run",
+        "--detach",
+        f"--name={name}",
+        *LIMITS,
+        "--network=none",
+        *[f"--env={key}={value}" for key, value in env(main).items()],
+        f"--user={security['runAsUser']}:{security['runAsGroup']}",
+        "--read-only",
+        f"--tmpfs=/tmp:size={tmp['emptyDir']['sizeLimit'].removesuffix('Mi')}m",
+        "--cap-drop=ALL",
+        "--security-opt=no-new-privileges",
+        f"--memory={int(limits['memory'].removesuffix('Gi')) * 1024**3}",
+        f"--cpus={limits['cpu']}",
+        image,
+        *main["command"],
+    )
+    running = Running(name, "", containers)
+    try:
+        port = http_port(main)["containerPort"]
+        probes = http_probes(main)
+        values = [-1.5, 0.2, 3.0, -0.1]
+        infer = {"inputs": [{"name": "input", "shape": [4], "datatype": "FP32", "data": values}]}
+        requests: list[list[Any]] = [
+            *[["GET", probe.path] for probe in probes],
+            ["GET", "/v2/health/ready"],
+            ["GET", "/v2/models/relu/ready"],
+            ["POST", "/v2/models/relu/infer", infer],
+        ]
+        startup = next(probe for probe in probes if probe.kind == "startupProbe")
+        assert {probe.port for probe in probes} == {port}
+        replies = orjson.loads(
+            running.exec("python", "-c", IN_POD_CLIENT, str(port), startup.path, orjson.dumps(requests).decode())
+        )
+        for request, (status, body) in zip(requests, replies, strict=True):
+            assert status == 200, (request[:2], status, body)
+        assert orjson.loads(replies[-2][1]) == {"name": "relu", "ready": True}
+        (output,) = orjson.loads(replies[-1][1])["outputs"]
+        assert_same(torch.tensor(output["data"], dtype=torch.float32), F.relu(torch.tensor(values)))
+        listening = running.exec("cat", "/proc/net/tcp")
+        assert re.search(rf"^\s*\d+: 00000000:{port:04X} 00000000:0000 0A ", listening, re.M), listening
+        assert running.exec("sh", "-c", f"test -d {MODEL_MOUNT} || echo absent").strip() == "absent"
+    finally:
+        print(running.log()[-3000:])
+        containers.podman("rm", "--force", "--time=0", name)

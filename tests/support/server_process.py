@@ -9,7 +9,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,9 +50,14 @@ def process_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def container_command_and_env(port: int, env: Mapping[str, str] | None = None) -> tuple[list[str], dict[str, str]]:
+def container_command_and_env(
+    port: int, env: Mapping[str, str] | None = None, command: Sequence[str] | None = None
+) -> tuple[list[str], dict[str, str]]:
+    """The image's command (or ``command``, as a runtime's manifest gives it) and environment,
+    ``python`` being this interpreter, on a loopback port."""
     image = container()
-    command = [sys.executable if image.command[0] == "python" else image.command[0], *image.command[1:]]
+    given = list(command or image.command)
+    command = [sys.executable if given[0] == "python" else given[0], *given[1:]]
     image_env = {key: value for key, value in image.env.items() if key != "PATH"}  # PATH names the image's venv
     return command, {
         **os.environ,
@@ -64,9 +69,11 @@ def container_command_and_env(port: int, env: Mapping[str, str] | None = None) -
 
 
 @contextmanager
-def running_server(env: Mapping[str, str] | None = None, timeout: float = 60.0) -> Iterator[RunningServer]:
+def running_server(
+    env: Mapping[str, str] | None = None, timeout: float = 60.0, command: Sequence[str] | None = None
+) -> Iterator[RunningServer]:
     port = free_port()
-    command, full_env = container_command_and_env(port, env)
+    command, full_env = container_command_and_env(port, env, command)
     with tempfile.TemporaryDirectory(prefix="torchfn-test-") as scratch:
         log_path = Path(scratch) / "server.log"
         with log_path.open("wb") as log:
