@@ -272,7 +272,11 @@ def test_undocumented_methods_answer_405(client: TestClient, method: str, path: 
 
 @pytest.mark.parametrize(
     ("method", "path", "there"),
-    [("POST", "/activate/", "/activate"), ("POST", "/activate//", "/activate"), ("GET", "/functions/relu/", "/functions/relu")],
+    [
+        ("POST", "/activate/", "/activate"),
+        ("POST", "/activate//", "/activate"),
+        ("GET", "/functions/relu/", "/functions/relu"),
+    ],
 )
 def test_a_trailing_slash_is_a_307_that_says_where(client: TestClient, method: str, path: str, there: str) -> None:
     reply = client.request(method, path, json=RELU, follow_redirects=False)
