@@ -12,7 +12,7 @@ from app.api.errors import ErrorPipeline
 from app.api.metrics import Metrics, MetricsObserver
 from app.api.openapi import install_docs_pages, install_openapi
 from app.api.operations import docs_urls, middleware
-from app.api.routes import explore, functions, health
+from app.api.routes import explore, functions, health, landing
 from app.api.routes import metrics as metrics_route
 from app.compute.catalogue.plugins import build_catalogue
 from app.compute.service import ComputeService
@@ -102,6 +102,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(metrics_route.router)
     if settings.explorer:
         explore.install(app)
+    landing.install(app, settings)
     install_openapi(app, [ActivateRequest, LossRequest, InferenceRequest], catalogue)
     install_oip_openapi(app)
     if app.openapi_url is not None:
