@@ -142,6 +142,36 @@ def test_loss_with_files_of_every_kind(server: RunningServer, device: torch.devi
     assert nll["loss"] == pytest.approx(reference.item(), rel=1e-6)
 
 
+def test_loss_chained_after_an_activation_with_its_params(
+    server: RunningServer, device: torch.device, tmp_path: Path
+) -> None:
+    x = np.array([[-2.0, -0.5, 0.25, 1.5]], dtype=np.float32)
+    target = np.array([[0.5, -1.0, 0.0, 2.0]], dtype=np.float32)
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "target.npy", target)
+    (tmp_path / "weight.json").write_text("[0.3]")
+    for activation, given, reference in (
+        ("leaky_relu", ["--activation-param", "negative_slope=0.2"], lambda z: F.leaky_relu(z, negative_slope=0.2)),
+        (
+            "PReLU",
+            ["--activation-param", "weight=@weight.json"],
+            lambda z: F.prelu(z, torch.tensor([0.3], device=device)),
+        ),
+    ):
+        chained = output_json(
+            torchfn(
+                "loss", "mse_loss", "--input", "x.npy", "--target", "target.npy", "--param", "reduction=sum",
+                "--activation", activation, *given, "--grad",
+                url=server.url, cwd=tmp_path,
+            )
+        )  # fmt: skip
+        leaf = torch.from_numpy(x).to(device).requires_grad_(True)
+        expected = F.mse_loss(reference(leaf), torch.from_numpy(target).to(device), reduction="sum")
+        (grad,) = torch.autograd.grad(expected, leaf)
+        assert np.float32(chained["loss"]) == expected.item(), activation
+        assert np.array_equal(np.asarray(chained["grad"]["input"], dtype=np.float32), grad.cpu().numpy()), activation
+
+
 def test_a_table_on_a_terminal(server: RunningServer) -> None:
     leader, follower = pty.openpty()
     env = {**os.environ, "TORCHFN_URL": server.url}
@@ -195,6 +225,8 @@ def test_exit_status_and_the_servers_message(server: RunningServer, tmp_path: Pa
         (["activate", "relu", "--input", "-", "--grad-output", "-"], "only one tensor can be read from stdin"),
         (["activate", "relu", "--input", "-", "--grad", "--out", "result.npy"], "an .npy file holds one array"),
         (["loss", "mse_loss", "--input", "-", "--tensor", "target"], "expected NAME=FILE"),
+        (["loss", "mse_loss", "--input", "-", "--activation-param", "negative_slope=0.1"], "needs --activation NAME"),
+        (["loss", "mse_loss", "--input", "-", "--activation", "elu", "--activation-param", "alpha"], "expected K=V"),
     ],
 )
 def test_usage_errors_exit_2(
