@@ -22,7 +22,7 @@ from app.transports.http.errors import ErrorPipeline
 from app.transports.http.oip_docs import install_oip_openapi
 from app.transports.http.openapi import install_docs_pages, install_openapi
 from app.transports.http.operations import docs_urls, middleware
-from app.transports.http.routes import explore, functions, health, native, oip
+from app.transports.http.routes import explore, functions, health, landing, native, oip
 from app.transports.http.routes import metrics as metrics_route
 
 STOP_SLACK_S = 0.5
@@ -96,6 +96,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(metrics_route.router)
     if settings.explorer:
         explore.install(app)
+    landing.install(app, settings)
     operations = [(route.path, route.operation) for route in compute_routes]
     install_openapi(app, operations, [*native.MODELS, *oip.MODELS], catalogue)
     install_oip_openapi(app)

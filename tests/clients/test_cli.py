@@ -10,7 +10,7 @@ import os
 import pty
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -142,6 +142,45 @@ def test_loss_with_files_of_every_kind(server: RunningServer, device: torch.devi
     assert nll["loss"] == pytest.approx(reference.item(), rel=1e-6)
 
 
+def _prelu(z: torch.Tensor) -> torch.Tensor:
+    return F.prelu(z, torch.tensor([0.3], device=z.device))
+
+
+def _leaky_relu(z: torch.Tensor) -> torch.Tensor:
+    return F.leaky_relu(z, negative_slope=0.2)
+
+
+@pytest.mark.parametrize(
+    ("activation", "param", "reference"),
+    [("leaky_relu", "negative_slope=0.2", _leaky_relu), ("PReLU", "weight=@weight.json", _prelu)],
+)
+def test_loss_chained_after_an_activation_with_its_params(
+    server: RunningServer,
+    device: torch.device,
+    tmp_path: Path,
+    activation: str,
+    param: str,
+    reference: Callable[[torch.Tensor], torch.Tensor],
+) -> None:
+    x = np.array([[-2.0, -0.5, 0.25, 1.5]], dtype=np.float32)
+    target = np.array([[0.5, -1.0, 0.0, 2.0]], dtype=np.float32)
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "target.npy", target)
+    (tmp_path / "weight.json").write_text("[0.3]")
+    chained = output_json(
+        torchfn(
+            "loss", "mse_loss", "--input", "x.npy", "--target", "target.npy", "--param", "reduction=sum",
+            "--activation", activation, "--activation-param", param, "--grad",
+            url=server.url, cwd=tmp_path,
+        )
+    )  # fmt: skip
+    leaf = torch.from_numpy(x).to(device).requires_grad_(True)
+    expected = F.mse_loss(reference(leaf), torch.from_numpy(target).to(device), reduction="sum")
+    (grad,) = torch.autograd.grad(expected, leaf)
+    assert np.float32(chained["loss"]) == expected.item()
+    assert np.array_equal(np.asarray(chained["grad"]["input"], dtype=np.float32), grad.cpu().numpy())
+
+
 def test_a_table_on_a_terminal(server: RunningServer) -> None:
     leader, follower = pty.openpty()
     env = {**os.environ, "TORCHFN_URL": server.url}
@@ -195,6 +234,8 @@ def test_exit_status_and_the_servers_message(server: RunningServer, tmp_path: Pa
         (["activate", "relu", "--input", "-", "--grad-output", "-"], "only one tensor can be read from stdin"),
         (["activate", "relu", "--input", "-", "--grad", "--out", "result.npy"], "an .npy file holds one array"),
         (["loss", "mse_loss", "--input", "-", "--tensor", "target"], "expected NAME=FILE"),
+        (["loss", "mse_loss", "--input", "-", "--activation-param", "negative_slope=0.1"], "needs --activation NAME"),
+        (["loss", "mse_loss", "--input", "-", "--activation", "elu", "--activation-param", "alpha"], "expected K=V"),
     ],
 )
 def test_usage_errors_exit_2(

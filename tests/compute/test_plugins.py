@@ -298,7 +298,8 @@ BROKEN = {
     "clash": ("{module}:ReLU", "is already 'relu', a built-in function"),
     "no_tensor": ("{module}:NoTensor", "takes no tensor argument"),
     "not_callable": ("{module}:NUMBER", "is not an nn.Module subclass"),
-    "bad_example": ("{module}:NeedsMatrix", "its example"),
+    "bad_example": ("{module}:NeedsMatrix", "it failed on its example"),
+    "fails_always": ("{module}:AlwaysFails", "plugin always_fails failed: KeyError. Check that its forward"),
     "import_error": ("{broken}:Anything", "cannot import"),
 }
 
@@ -341,6 +342,11 @@ class NoTensor(nn.Module):
 class NeedsMatrix(nn.Module):
     def forward(self, x):
         return x @ torch.ones(7, 7)
+
+
+class AlwaysFails(nn.Module):
+    def forward(self, x):
+        return {}["scale"] * x
 
 
 NUMBER = 3

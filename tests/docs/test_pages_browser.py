@@ -7,7 +7,9 @@ in-process. Screenshots go to ``artifacts/screenshots/``."""
 from __future__ import annotations
 
 import ast
+import importlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -15,6 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -28,6 +31,7 @@ from playwright.sync_api import Browser, ConsoleMessage, Page, Playwright, Reque
 from torch.nn import functional as F
 
 from tests.support.paths import ROOT
+from tests.support.plugin_modules import TUTORIAL, write_module
 from tests.support.server_process import RunningServer, running_server
 
 pytestmark = pytest.mark.server
@@ -41,6 +45,26 @@ PHONE = {"width": 390, "height": 844}
 def server() -> Iterator[RunningServer]:
     with running_server() as running:
         yield running
+
+
+@dataclass
+class PluginServer:
+    running: RunningServer
+    module: ModuleType
+    """The same plugin module, imported in this process: the reference numbers."""
+
+
+@pytest.fixture(scope="module")
+def plugin_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PluginServer]:
+    """The server with the tutorial's plugins (``tests/plugin_modules.py``: ``TUTORIAL``)."""
+    directory = tmp_path_factory.mktemp("plugins")
+    with pytest.MonkeyPatch.context() as patch:
+        name = write_module(directory, TUTORIAL, patch)
+        module = importlib.import_module(name)
+    entries = ",".join(f"{name}:{cls}" for cls in ("ScaledSwish", "HuberishLoss", "PickyLoss"))
+    path = os.pathsep.join([str(directory), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    with running_server({"TORCHFN_PLUGINS": entries, "PYTHONPATH": path}) as running:
+        yield PluginServer(running, module)
 
 
 @pytest.fixture(scope="module")
@@ -113,11 +137,11 @@ class Visit:
 def visit(browser: Browser, server: RunningServer) -> Iterator[Callable[..., Visit]]:
     contexts = []
 
-    def open_page(path: str, viewport: dict[str, int] = DESKTOP) -> Visit:
+    def open_page(path: str, viewport: dict[str, int] = DESKTOP, at: RunningServer = server) -> Visit:
         context = browser.new_context(viewport=viewport)  # type: ignore[arg-type]
         contexts.append(context)
         page = context.new_page()
-        seen = Visit(page, server.url)
+        seen = Visit(page, at.url)
 
         def on_request(request: Request) -> None:
             seen.requests.append(request.url)
@@ -127,7 +151,7 @@ def visit(browser: Browser, server: RunningServer) -> Iterator[Callable[..., Vis
                 seen.errors.append(message.text)
 
         def keep_on_origin(route: Route) -> None:
-            if route.request.url.startswith(server.url + "/"):
+            if route.request.url.startswith(at.url + "/"):
                 route.continue_()
             else:
                 route.abort()
@@ -136,7 +160,7 @@ def visit(browser: Browser, server: RunningServer) -> Iterator[Callable[..., Vis
         page.on("console", on_console)
         page.on("pageerror", lambda error: seen.errors.append(f"uncaught: {error}"))
         context.route("**/*", keep_on_origin)
-        page.goto(server.url + path)
+        page.goto(at.url + path)
         return seen
 
     yield open_page
@@ -385,3 +409,110 @@ def test_explorer_plots_every_sweepable_loss_as_torch_computes_it(
             loss.flatten().tolist(),
             read.tolist(),
         )
+
+
+def test_the_landing_page_leads_everywhere_with_no_network(
+    visit: Callable[..., Visit], server: RunningServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    landing = visit("/")
+    names = landing.page.get_by_role("navigation").get_by_role("link").all_inner_texts()
+    assert names == ["API docs", "API reference", "Explorer", "Catalogue", "Metrics", "Open Inference Protocol"]
+    # its one inline style is allowed by its policy (a blocked one would be a console error)
+    assert landing.evaluate("getComputedStyle(document.body).maxWidth") == "736px"
+    landing.screenshot("landing", capsys)
+    landing.check_clean()
+    landing.page.get_by_role("link", name="Explorer").click()
+    landing.wait_until("document.documentElement.dataset.redraws === '1'")
+    assert landing.page.url == f"{server.url}/explore#activations=sigmoid,gelu,leaky_relu"
+    landing.check_clean()
+
+
+def point_by_point(
+    module: ModuleType, name: str, x: list[float], target: float, **params: Any
+) -> tuple[list[float], list[float]]:
+    """The plugin's loss and its gradient at each x alone (a batch of one), computed here."""
+    loss_fn = getattr(module, name)(**params)
+    values, grads = [], []
+    for point in x:
+        given = torch.tensor([[point]], dtype=torch.float32, requires_grad=True)
+        loss = loss_fn(given, torch.tensor([[target]], dtype=torch.float32))
+        (grad,) = torch.autograd.grad(loss, given)
+        values.append(loss.item())
+        grads.append(grad.item())
+    return values, grads
+
+
+def test_explorer_plots_a_plugin_loss_without_reduction_point_by_point(
+    visit: Callable[..., Visit], plugin_server: PluginServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    explorer = visit("/explore#losses=huberish_loss,HuberLoss", at=plugin_server.running)
+    explorer.wait_until("document.documentElement.dataset.redraws === '1'")
+    data = explorer.evaluate("window.explorer.lastData")
+    assert [c["function"] for c in data["curves"]] == ["huberish_loss", "huber_loss"]
+    assert data["notices"] == []
+    huberish = curve_of(data, "huberish_loss")
+    assert huberish["requests"] == len(data["x"]) == 401
+    assert huberish["request"] == {
+        "function": "huberish_loss", "input": [[-3]], "target": [[1]], "params": {"delta": 1.0}, "grad": True
+    }  # fmt: skip
+    assert curve_of(data, "huber_loss")["requests"] == 1
+    assert_curve(huberish, *point_by_point(plugin_server.module, "HuberishLoss", data["x"], 1.0))
+    # the tutorial's loss is Huber's: the same curve as torch's, asked in one request
+    assert_curve(huberish, curve_of(data, "huber_loss")["y"], curve_of(data, "huber_loss")["dy"])
+    posted = sum(url.endswith("/loss") for url in explorer.requests)
+    assert posted == 401 + 1
+    with capsys.disabled():
+        print(
+            f"\nhuberish_loss point by point and huber_loss at once: {posted} requests, {data['milliseconds']:.0f} ms"
+        )
+
+    delta = explorer.page.locator("fieldset[data-function=huberish_loss] input[name=delta]")
+    delta.fill("0.5")
+    delta.press("Tab")
+    explorer.wait_until("document.documentElement.dataset.redraws === '2'")
+    data = explorer.evaluate("window.explorer.lastData")
+    huberish = curve_of(data, "huberish_loss")
+    assert huberish["request"]["params"] == {"delta": 0.5}
+    assert_curve(huberish, *point_by_point(plugin_server.module, "HuberishLoss", data["x"], 1.0, delta=0.5))
+    note = explorer.page.locator("fieldset[data-function=huberish_loss] .sweep-note").inner_text()
+    assert "each point is its own request" in note
+    explorer.screenshot("explore-plugin-loss", capsys, full_page=True)
+    explorer.check_clean()
+
+
+def test_explorer_names_what_it_cannot_plot_and_why(visit: Callable[..., Visit], plugin_server: PluginServer) -> None:
+    explorer = visit("/explore#activations=scaled_swish,nosuchfn,mse_loss,GELU", at=plugin_server.running)
+    explorer.wait_until("document.documentElement.dataset.redraws === '1'")
+    data = explorer.evaluate("window.explorer.lastData")
+    assert [c["function"] for c in data["curves"]] == ["scaled_swish", "gelu"]
+    x = torch.tensor(data["x"], dtype=torch.float32).requires_grad_(True)
+    swish = plugin_server.module.ScaledSwish()(x)
+    (grad,) = torch.autograd.grad(swish, x, torch.ones_like(swish))
+    assert_curve(curve_of(data, "scaled_swish"), swish.tolist(), grad.tolist())
+    shown = [line for line in explorer.page.locator("#errors").inner_text().splitlines() if line]
+    expected = [
+        "nosuchfn: not plotted: no activation of that name in this service's catalogue (GET /functions lists them).",
+        "mse_loss: not plotted: mse_loss is a loss: open #losses=mse_loss.",
+    ]
+    assert data["notices"] == expected
+    assert shown == expected
+
+    explorer = visit("/explore#losses=ctc_loss,picky_loss,mse_loss", at=plugin_server.running)
+    explorer.wait_until("document.documentElement.dataset.redraws === '1'")
+    data = explorer.evaluate("window.explorer.lastData")
+    assert [c["function"] for c in data["curves"]] == ["picky_loss", "mse_loss"]
+    picky = curve_of(data, "picky_loss")
+    assert picky["error"].startswith("422: ")
+    assert "prediction out of range [-1, 1]" in picky["error"]
+    assert picky["error"].endswith("asked point by point)")
+    # the first refusal stops the sweep: the six first points were in flight, no more are sent
+    assert sum(url.endswith("/loss") for url in explorer.requests) <= 6 + 1
+    lines = [line for line in explorer.page.locator("#errors").inner_text().splitlines() if line]
+    assert lines[0] == "ctc_loss: not plotted: its tensors are vectors or sequences, not one prediction."
+    assert lines[1] == f"picky_loss: not plotted: {picky['error']}"
+    unplottable = explorer.page.locator("#unplottable").inner_text()
+    assert unplottable.startswith("Not plotted here: ctc_loss, cosine_embedding_loss, triplet_margin_loss")
+    assert explorer.off_origin() == []
+    # Chromium logs each refused request; nothing else went wrong
+    assert {error.split(":")[0] for error in explorer.errors} == {"Failed to load resource"}
+    assert all("status of 422" in error for error in explorer.errors)

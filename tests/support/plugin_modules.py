@@ -59,13 +59,59 @@ def soft_clip(x, *, limit: float = 3.0):
     return limit * torch.tanh(x / limit)
 '''
 
+TUTORIAL = '''
+import torch
+from torch import nn
+
+
+class ScaledSwish(nn.Module):
+    """x * sigmoid(beta * x), scaled."""
+
+    def __init__(self, beta: float = 1.0, scale: float = 1.0):
+        super().__init__()
+        self.beta, self.scale = beta, scale
+
+    def forward(self, x):
+        return self.scale * x * torch.sigmoid(self.beta * x)
+
+
+class HuberishLoss(nn.Module):
+    """Huber's loss as a tutorial writes one: a typed delta, no reduction, the batch's mean."""
+
+    def __init__(self, delta: float = 1.0):
+        super().__init__()
+        self.delta = delta
+
+    def forward(self, y_pred, y_true):
+        error = (y_pred - y_true).abs()
+        quadratic = torch.clamp(error, max=self.delta)
+        return (0.5 * quadratic**2 + self.delta * (error - quadratic)).mean()
+
+
+class PickyLoss(nn.Module):
+    """Refuses predictions outside [-1, 1] (a 422 naming the range)."""
+
+    def forward(self, y_pred, y_true):
+        if bool((y_pred.abs() > 1).any()):
+            raise ValueError("prediction out of range [-1, 1]")
+        return ((y_pred - y_true) ** 2).mean()
+'''
+"""Plugins as the tutorial in docs/plugins.md writes them (no ``reduction``), for the explorer."""
+
 _counter = itertools.count()
+
+
+def module_file(directory: Path, source: str) -> str:
+    """A new module holding ``source`` in ``directory``; returns its name (importable once the
+    directory is on the path)."""
+    name = f"fresh_plugins_{next(_counter)}"
+    (directory / f"{name}.py").write_text(textwrap.dedent(source))
+    return name
 
 
 def write_module(directory: Path, source: str, monkeypatch: pytest.MonkeyPatch) -> str:
     """A new importable module holding ``source``; returns its name."""
-    name = f"fresh_plugins_{next(_counter)}"
-    (directory / f"{name}.py").write_text(textwrap.dedent(source))
+    name = module_file(directory, source)
     monkeypatch.syspath_prepend(str(directory))
     importlib.invalidate_caches()
     return name

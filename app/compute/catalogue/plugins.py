@@ -91,8 +91,9 @@ def _try_example(spec: FunctionSpec, entry: str) -> None:
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise PluginError(
             entry,
-            f"its example {dict(example)} fails ({message[:300]}); declare a working one with "
-            "app.plugins.Function(..., example={...})",
+            f"it failed on its example {dict(example)}: {message[:300]}. Check that its forward computes "
+            "this input; if the example does not suit it (a shape or range it refuses), declare one that "
+            "does with app.plugins.Function(..., example={...})",
         ) from None
 
 

@@ -112,8 +112,30 @@ def _parse_envelope(body: bytes, model: type[EnvelopeT]) -> EnvelopeT:
     return validated(model, parse_json(body), ("body",))
 
 
+_LOSS_FIELDS = {
+    "inputs": "/activate takes one tensor, 'input'; 'inputs' (a loss's other tensors) belongs to /loss",
+    "target": "/activate takes one tensor, 'input'; 'target' belongs to /loss",
+    "activation": "'activation' chains an activation into a loss on /loss; here, name the activation in 'function'",
+}
+"""What a /loss field sent to /activate is told instead of pydantic's "Extra inputs are not permitted"."""
+
+
+def _meant_for_loss(problem: Problem) -> Problem:
+    field = problem.loc[1] if len(problem.loc) == 2 else None
+    if problem.type == "extra_forbidden" and isinstance(field, str) and field in _LOSS_FIELDS:
+        return Problem(problem.loc, _LOSS_FIELDS[field], problem.type)
+    return problem
+
+
+def _parse_activate(body: bytes) -> ActivateRequest:
+    try:
+        return _parse_envelope(body, ActivateRequest)
+    except InvalidRequest as error:
+        raise InvalidRequest([_meant_for_loss(p) for p in error.problems]) from None
+
+
 def decode_activation(body: bytes, options: DecodeOptions) -> Decoded:
-    request = _parse_envelope(body, ActivateRequest)
+    request = _parse_activate(body)
     spec = _find_function(request.function, "activation", options.catalogue)
     decoder = _Decoder(body, options, request.dtype)
     decoder.tensor("input", request.input, ("body", "input"))

@@ -7,12 +7,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from starlette.datastructures import URL
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.routing import Match
 
 from app.core.errors import (
     BodyTimeout,
@@ -105,9 +108,11 @@ def refusal_of(error: Exception) -> Refusal:
         return Refusal(422, "invalid_request", problems)
     if isinstance(error, StarletteHTTPException):
         code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")
-        return Refusal(
-            error.status_code, code, [Problem(("request",), str(error.detail), code)], dict(error.headers or {})
-        )
+        headers = dict(error.headers or {})
+        message = str(error.detail)
+        if error.status_code == 405 and headers.get("Allow"):
+            message += f": use {' or '.join(headers['Allow'].split(', '))} for this path"
+        return Refusal(error.status_code, code, [Problem(("request",), message, code)], headers)
     if isinstance(error, MemoryError):  # the host ran out outside the compute layer (decoding, encoding)
         logger.warning("out of memory while serving a request")
         problem = Problem(("service",), "the server ran out of memory; retry later or send less", "out_of_memory")
@@ -139,11 +144,45 @@ class ErrorPipeline:
 
     async def handle(self, request: Request, error: Exception) -> Response:
         """The app's one exception handler."""
+        if isinstance(error, StarletteHTTPException) and error.status_code == 404:
+            twin = slash_twin(request)
+            if twin is not None:
+                return self.render(request.url.path, _redirect_to(twin))
         return self.response_to(request.url.path, error)
 
     def install(self, app: FastAPI) -> None:
         for error_class in (ServiceError, RequestValidationError, StarletteHTTPException, MemoryError, Exception):
             app.add_exception_handler(error_class, self.handle)
+        # The router's own answer to a path with a trailing slash too many or too few is an empty
+        # 307; the 404 it raises instead comes here, and ``handle`` answers a 307 that says why.
+        app.router.redirect_slashes = False
+
+
+def slash_twin(request: Request) -> dict[str, Any] | None:
+    """For a path no route matched (a matched route leaves its ``endpoint`` in the scope), the
+    scope of the same path with its trailing slash removed (or added) where a route takes that
+    one; the test Starlette's router makes before its redirect."""
+    scope = request.scope
+    path: str = scope["path"]
+    if "endpoint" in scope or path.rstrip("/") == scope.get("root_path", "").rstrip("/"):
+        return None  # a route's own 404, or the root
+    path = path.rstrip("/") if path.endswith("/") else path + "/"
+    twin = {**scope, "path": path}
+    if any(route.matches(twin)[0] != Match.NONE for route in request.app.router.routes):
+        return twin
+    return None
+
+
+def _redirect_to(twin: dict[str, Any]) -> Refusal:
+    path = twin["path"]
+    slash = "without" if not path.endswith("/") else "with"
+    problem = Problem(
+        ("request",),
+        f"use {path}, {slash} the trailing slash (this answer redirects there; a client that follows "
+        "redirects sends the request again)",
+        "trailing_slash",
+    )
+    return Refusal(307, "trailing_slash", [problem], {"Location": str(URL(scope=twin))})
 
 
 def error_pipeline(request: Request) -> ErrorPipeline:

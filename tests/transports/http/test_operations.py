@@ -258,6 +258,37 @@ def test_undocumented_methods_answer_405(client: TestClient, method: str, path: 
     reply = client.request(method, path)
     assert reply.status_code == 405
     assert reply.json()["error"] == "method_not_allowed"
+    allowed = reply.headers["allow"]
+    assert method not in allowed.split(", ")
+    assert reply.json()["message"].endswith(f"use {' or '.join(allowed.split(', '))} for this path")
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "there"),
+    [
+        ("POST", "/activate/", "/activate"),
+        ("POST", "/activate//", "/activate"),
+        ("GET", "/functions/relu/", "/functions/relu"),
+    ],
+)
+def test_a_trailing_slash_is_a_307_that_says_where(client: TestClient, method: str, path: str, there: str) -> None:
+    reply = client.request(method, path, json=RELU, follow_redirects=False)
+    assert reply.status_code == 307
+    assert reply.headers["location"] == f"http://testserver{there}"
+    body = reply.json()
+    assert body["error"] == "trailing_slash"
+    assert body["details"][0]["msg"].startswith(f"use {there}, without the trailing slash")
+    followed = client.request(method, path, json=RELU)
+    assert followed.status_code == 200
+
+
+def test_a_trailing_slash_keeps_the_path_prefix_and_an_unknown_path_stays_a_404() -> None:
+    with TestClient(create_app(Settings()), root_path="/fn") as mounted:
+        reply = mounted.post("/fn/activate/", json=RELU, follow_redirects=False)
+        assert reply.status_code == 307
+        assert reply.headers["location"] == "http://testserver/fn/activate"
+        for path in ("/fn/nothing/", "/fn/static/explore/js/none.js/"):
+            assert mounted.get(path, follow_redirects=False).status_code == 404, path
 
 
 def test_an_unexpected_error_answers_500_without_a_traceback(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -26,6 +26,26 @@ export async function post(path, body, signal) {
   return { ok: reply.ok, status: reply.status, body: parsed };
 }
 
+/**
+ * POST each body, at most `limit` in flight; resolves to the replies in order, or stops at the
+ * first refusal and resolves to {failed: index, reply}.
+ */
+export async function postEach(path, bodies, limit, signal) {
+  const replies = new Array(bodies.length);
+  let next = 0;
+  let failed = null;
+  async function worker() {
+    while (failed === null && next < bodies.length) {
+      const index = next++;
+      const reply = await post(path, bodies[index], signal);
+      if (!reply.ok && failed === null) failed = { failed: index, reply };
+      replies[index] = reply;
+    }
+  }
+  await Promise.all(Array.from({ length: Math.min(limit, bodies.length) }, worker));
+  return failed ?? { replies };
+}
+
 /** A number as the service sent it: non-finite values travel as the strings "NaN", "Infinity"... */
 export const number = (value) => (typeof value === "string" ? Number(value) : value);
 

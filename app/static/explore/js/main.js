@@ -1,13 +1,18 @@
 // The explorer: pick functions from the catalogue, set their parameters, and plot what the
-// service answers. Each redraw is one POST per function over the whole x grid.
+// service answers. Each redraw is one POST per function over the whole x grid, or, for a loss
+// without reduction "none", one small POST per point (POINT_REQUESTS at a time).
 // `window.explorer.lastData` holds exactly what was sent and plotted (for tests and the curious).
 
-import { curl, getJSON, number, post, pythonSnippet } from "./api.js";
+import { curl, getJSON, number, post, postEach, pythonSnippet } from "./api.js";
 import { Chart, PALETTE, saturated } from "./chart.js";
 import { adjustable, control, initialValue, wireValue } from "./controls.js";
-import { activationSweep, lossSweep } from "./sweeps.js";
+import { activationSweep, lossSweep, oneRequest } from "./sweeps.js";
 
 const $ = (id) => document.getElementById(id);
+
+// Requests in flight at once for a loss asked point by point: a browser opens at most six
+// connections to one origin, so more would only wait in its queue.
+const POINT_REQUESTS = 6;
 
 const MODES = {
   activation: {
@@ -34,6 +39,7 @@ const state = {
   mode: "activation",
   catalogue: {}, // mode -> [entry]
   chosen: { activation: new Map(), loss: new Map() }, // mode -> name -> {params, sweep, color}
+  notices: { activation: [], loss: [] }, // mode -> what the address asked for and is not plotted, and why
   results: [],
   x: [],
 };
@@ -48,6 +54,15 @@ const charts = { value: new Chart($("value-chart"), "f(x)"), grad: new Chart($("
 function entryOf(name) {
   return state.catalogue[state.mode].find((e) => e.name === name);
 }
+
+/** The entry a name from the address stands for: its name or an alias, in any case. */
+function lookUp(mode, name) {
+  const wanted = name.toLowerCase();
+  const named = (e) => e.name === wanted || (e.aliases ?? []).some((a) => a.toLowerCase() === wanted);
+  return state.catalogue[mode].find(named);
+}
+
+const perPoint = (entry) => state.mode === "loss" && !oneRequest(entry);
 
 function nextColor(chosen) {
   const used = new Set([...chosen.values()].map((c) => c.color));
@@ -97,6 +112,7 @@ function renderList() {
     box.addEventListener("change", () => {
       if (box.checked) choose(entry.name);
       else chosen.delete(entry.name);
+      state.notices[state.mode] = [];
       writeHash();
       renderList();
       renderParams();
@@ -106,6 +122,19 @@ function renderList() {
     list.append(label);
   }
   applyFilter();
+  renderUnplottable();
+}
+
+// The functions of this mode with no sweep, named under the list with the reason.
+function renderUnplottable() {
+  const byReason = new Map();
+  for (const entry of state.catalogue[state.mode]) {
+    const sweep = MODES[state.mode].sweep(entry);
+    if (typeof sweep === "string") byReason.set(sweep, [...(byReason.get(sweep) ?? []), entry.name]);
+  }
+  $("unplottable").textContent = [...byReason]
+    .map(([why, names]) => `Not plotted here: ${names.join(", ")} (${why}).`)
+    .join(" ");
 }
 
 function applyFilter() {
@@ -149,10 +178,14 @@ function renderParams() {
     }
     const note = document.createElement("p");
     note.className = "sweep-note";
-    const fixed = sweep.fixed.filter((f) => entry.params.some((p) => p.name === f));
+    const fixed = sweep.fixed.filter((f) => entry.params.some((p) => p.name === f) && !perPoint(entry));
     const hidden = entry.params.filter((p) => !adjustable(p)).map((p) => p.name);
     note.textContent = [
       sweep.note,
+      perPoint(entry)
+        ? "It takes no reduction \"none\", so each point is its own request (a batch of one), " +
+          `${POINT_REQUESTS} at a time; the request shown below is the first point's.`
+        : "",
       fixed.length ? `Fixed: ${fixed.map((f) => (f === "reduction" ? "reduction = none" : `${f} = -1`)).join(", ")}.` : "",
       hidden.length ? `Left at their defaults: ${hidden.join(", ")}.` : "",
     ]
@@ -174,7 +207,7 @@ function grid() {
   return Array.from({ length: points }, (_, i) => Number(((min * (points - 1 - i) + max * i) / (points - 1)).toPrecision(7)));
 }
 
-function requestBody(name, chosen, sweep, xs) {
+function requestBody(name, chosen, sweep, xs, reduce) {
   const entry = entryOf(name);
   const tensors = sweep.body(xs, chosen.sweep);
   const params = {};
@@ -185,7 +218,7 @@ function requestBody(name, chosen, sweep, xs) {
     }
   }
   Object.assign(params, tensors.params ?? {});
-  if (state.mode === "loss") params.reduction = "none";
+  if (reduce) params.reduction = "none";
   const { params: _ignored, ...rest } = tensors;
   const body = { function: name, ...rest };
   if (Object.keys(params).length) body.params = params;
@@ -193,23 +226,55 @@ function requestBody(name, chosen, sweep, xs) {
   return body;
 }
 
+const refusal = (reply) => `${reply.status}: ${reply.body?.message ?? JSON.stringify(reply.body)}`;
+
+// The whole grid in one request; the values read back, or null with result.error set.
+async function whole(result, chosen, sweep, xs, signal) {
+  result.request = requestBody(result.function, chosen, sweep, xs, state.mode === "loss");
+  result.requests = 1;
+  const reply = await post(result.path, result.request, signal);
+  if (!reply.ok) {
+    result.error = refusal(reply);
+    return null;
+  }
+  return sweep.read(reply.body);
+}
+
+// One request per point, each a batch of one: its loss is the loss at that point whatever the
+// loss reduces to. Stops at the first refusal.
+async function pointByPoint(result, chosen, sweep, xs, signal) {
+  const bodies = xs.map((x) => requestBody(result.function, chosen, sweep, [x], false));
+  result.request = bodies[0];
+  result.requests = bodies.length;
+  const answer = await postEach(result.path, bodies, POINT_REQUESTS, signal);
+  if (answer.reply) {
+    result.error = `${refusal(answer.reply)} (at x = ${xs[answer.failed]}, asked point by point)`;
+    return null;
+  }
+  const y = [];
+  const dy = [];
+  for (const reply of answer.replies) {
+    const read = sweep.read({ ...reply.body, loss: [reply.body.loss].flat(Infinity) });
+    y.push(read.y[0]);
+    dy.push(read.dy[0]);
+  }
+  return { y, dy };
+}
+
 async function curve(name, chosen, x, signal) {
-  const sweep = MODES[state.mode].sweep(entryOf(name));
+  const entry = entryOf(name);
+  const sweep = MODES[state.mode].sweep(entry);
   const path = MODES[state.mode].path;
   const inside = sweep.domain ? x.map((v) => v >= sweep.domain[0] && v <= sweep.domain[1]) : x.map(() => true);
   const xs = x.filter((_, i) => inside[i]);
-  const result = { function: name, color: chosen.color, path, request: null, y: [], dy: [], error: null };
+  const result = { function: name, color: chosen.color, path, request: null, requests: 0, y: [], dy: [], error: null };
   if (!xs.length) {
     result.error = `needs x within [${sweep.domain.join(", ")}]`;
     return result;
   }
-  result.request = requestBody(name, chosen, sweep, xs);
-  const reply = await post(path, result.request, signal);
-  if (!reply.ok) {
-    result.error = `${reply.status}: ${reply.body?.message ?? JSON.stringify(reply.body)}`;
-    return result;
-  }
-  const read = sweep.read(reply.body);
+  const ask = perPoint(entry) ? pointByPoint : whole;
+  const read = await ask(result, chosen, sweep, xs, signal);
+  if (!read) return result;
   let k = 0;
   result.y = x.map((_, i) => (inside[i] ? number(read.y[k++]) : null));
   k = 0;
@@ -247,7 +312,7 @@ async function redraw() {
     results = await Promise.all(chosen.map(([name, c]) => curve(name, c, x, inflight.signal)));
   } catch (error) {
     if (error.name === "AbortError") return;
-    results = chosen.map(([name, c]) => ({ function: name, color: c.color, y: [], dy: [], error: String(error) }));
+    results = chosen.map(([name, c]) => ({ function: name, color: c.color, requests: 0, y: [], dy: [], error: String(error) }));
   }
   if (mine !== generation) return;
   state.x = x;
@@ -275,27 +340,31 @@ function render(milliseconds) {
   $("value-summary").textContent = summary(drawn, "y", x);
   $("grad-summary").textContent = summary(drawn, "dy", x, shade ? threshold : null);
 
-  const errors = $("errors");
-  errors.replaceChildren(
-    ...state.results
-      .filter((r) => r.error)
-      .map((r) => {
-        const p = document.createElement("p");
-        p.textContent = `${r.function}: ${r.error}`;
-        return p;
-      }),
+  const problems = [
+    ...state.notices[state.mode],
+    ...state.results.filter((r) => r.error).map((r) => `${r.function}: not plotted: ${r.error}`),
+  ];
+  $("errors").replaceChildren(
+    ...problems.map((text) => {
+      const p = document.createElement("p");
+      p.textContent = text;
+      return p;
+    }),
   );
   const names = drawn.map((r) => r.function).join(", ") || "nothing";
+  const requests = state.results.reduce((sum, r) => sum + r.requests, 0);
   $("status").textContent =
     milliseconds === undefined
       ? $("status").textContent
-      : `Plotted ${names} at ${x.length} points from ${x[0]} to ${x[x.length - 1]}: ${state.results.length} requests, ${Math.round(milliseconds)} ms.`;
+      : `Plotted ${names} at ${x.length} points from ${x[0]} to ${x[x.length - 1]}: ${requests} requests, ${Math.round(milliseconds)} ms.`;
   renderRequestChoices();
 
   explorer.lastData = {
     mode: state.mode,
     x,
     threshold,
+    milliseconds,
+    notices: [...state.notices[state.mode]],
     curves: state.results.map(({ color, ...r }) => r),
   };
   if (milliseconds !== undefined) explorer.redraws += 1;
@@ -394,6 +463,15 @@ function setMode(mode, first = false) {
   schedule(0);
 }
 
+// Why a name the address gives is not in this mode's list.
+function unknown(mode, name) {
+  const other = mode === "loss" ? "activation" : "loss";
+  const there = lookUp(other, name);
+  const kind = other === "loss" ? "a loss" : "an activation";
+  if (there) return `${there.name} is ${kind}: open #${HASH[other]}=${there.name}`;
+  return `no ${mode} of that name in this service's catalogue (GET /functions lists them)`;
+}
+
 async function start() {
   const [activations, losses] = await Promise.all([
     getJSON("functions?kind=activation"),
@@ -403,10 +481,15 @@ async function start() {
   const wanted = readHash();
   for (const mode of Object.keys(MODES)) {
     state.mode = mode;
-    const names = mode === wanted.mode && wanted.names ? wanted.names : MODES[mode].start;
-    for (const name of names) {
-      const entry = entryOf(name);
-      if (entry && typeof MODES[mode].sweep(entry) !== "string" && !state.chosen[mode].has(name)) choose(name);
+    const fromAddress = mode === wanted.mode && wanted.names;
+    for (const name of fromAddress ? wanted.names : MODES[mode].start) {
+      const entry = lookUp(mode, name);
+      const why = entry ? MODES[mode].sweep(entry) : unknown(mode, name);
+      if (typeof why === "string") {
+        if (fromAddress) state.notices[mode].push(`${name}: not plotted: ${why}.`);
+      } else if (!state.chosen[mode].has(entry.name)) {
+        choose(entry.name);
+      }
     }
   }
   for (const radio of document.querySelectorAll('input[name="mode"]')) {

@@ -52,7 +52,18 @@ export function activationSweep(entry) {
   return elementwise;
 }
 
-// ----- losses (reduction "none": one loss per point) -----
+// ----- losses (reduction "none": one loss per point; without it, one request per point) -----
+
+/**
+ * Whether one request gives the loss at every point: the loss takes reduction "none". A loss
+ * without it (a plugin written as a tutorial writes one) is asked point by point instead: one
+ * small request per x, each answering the loss at that point, so nothing is needed of it but
+ * its forward.
+ */
+export function oneRequest(entry) {
+  const reduction = entry.params.find((p) => p.name === "reduction");
+  return Boolean(reduction?.choices?.includes("none"));
+}
 
 const CLASSES = { name: "classes", type: "int", doc: "number of classes (logits per point)", default: 3, ge: 2, le: 10 };
 

@@ -117,7 +117,10 @@ def loss_call(
     if nested:
         body["inputs"] = {key: encoder.encode(given) for key, given in nested.items()}
     if activation is not None:
-        body["activation"] = {"function": activation} if isinstance(activation, str) else dict(activation)
+        chained: dict[str, Any] = {"function": activation} if isinstance(activation, str) else dict(activation)
+        if chained.get("params"):  # tensor parameters (PReLU's weight) as wire tensors, as a loss's own
+            chained["params"] = _params(chained["params"], encoder)
+        body["activation"] = chained
     every = [*named.values(), *nested.values()]
     if grad_output is not None:
         every.append(as_given(grad_output, "grad_output"))

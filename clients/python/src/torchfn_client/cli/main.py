@@ -93,14 +93,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--tensor", action="append", default=[], metavar="NAME=FILE", help="another tensor argument (var, anchor...)"
     )
     loss.add_argument("--activation", metavar="NAME", help="an activation applied to the input first")
+    loss.add_argument(
+        "--activation-param",
+        action="append",
+        default=[],
+        metavar="K=V",
+        help="a parameter of the --activation (V as JSON, else text)",
+    )
     _tensor_options(loss)
     return parser
 
 
-def _parse_param(text: str) -> tuple[str, Any]:
+def _parse_param(text: str, option: str = "--param") -> tuple[str, Any]:
     key, sep, value = text.partition("=")
     if not sep or not key:
-        raise UsageError(f"--param {text!r}: expected K=V")
+        raise UsageError(f"{option} {text!r}: expected K=V")
     if value.startswith("@"):
         return key, read_tensor(value[1:], key)
     try:
@@ -159,6 +166,10 @@ def _loss(client: Client, args: argparse.Namespace, as_json: bool) -> None:
     named = [_split_tensor(spec) for spec in args.tensor]
     _stdin_once([args.input, args.target, args.grad_output, *(path for _, path in named)])
     params = dict(_parse_param(p) for p in args.param)
+    activation_params = dict(_parse_param(p, "--activation-param") for p in args.activation_param)
+    if activation_params and not args.activation:
+        raise UsageError("--activation-param needs --activation NAME")
+    activation = {"function": args.activation, "params": activation_params} if activation_params else args.activation
     result = client.loss(
         args.name,
         read_tensor(args.input, "input") if args.input else None,
@@ -166,7 +177,7 @@ def _loss(client: Client, args: argparse.Namespace, as_json: bool) -> None:
         grad=args.grad,
         params=params,
         inputs={name: read_tensor(path, name) for name, path in named} or None,
-        activation=args.activation,
+        activation=activation,
         grad_output=read_tensor(args.grad_output, "grad_output") if args.grad_output else None,
         dtype=args.dtype,
     )
