@@ -87,10 +87,10 @@ def test_observer_counts_rejections_and_cancellations_and_names_the_function() -
     context = RequestContext("r1")
     token = current_request.set(context)
     try:
-        observer.refused(_job(), QueueFull.at(("service",), "full", "queue_full"))
-        observer.refused(_job(), ClientGone.at(("client",), "gone", "client_gone"))
-        observer.cancelled(_job())
-        observer.served(_job(), Served(Result(output=None, grads=None), 0.25, 0.5, 8))  # type: ignore[arg-type]
+        observer.refused(_job(), QueueFull.at(("service",), "full", "queue_full"), 0.0)
+        observer.refused(_job(), ClientGone.at(("client",), "gone", "client_gone"), 0.5)
+        observer.cancelled(_job(), 0.5)
+        observer.served(_job(), Served(Result(output=None, grads=None), 0.25, 0.5, 8), 0.75)  # type: ignore[arg-type]
     finally:
         current_request.reset(token)
     assert context.function == "relu"

@@ -260,11 +260,11 @@ class MetricsObserver:
         for function in {job.spec.name for job in jobs}:
             metrics.function_children(function)[1].observe(seconds)
 
-    def served(self, job: Job, served: Served[Result]) -> None:
+    def served(self, job: Job, served: Served[Result], seconds: float) -> None:
         metrics = self._metrics
         metrics.function_children(self._name(job))[0].observe(served.queue_wait)
 
-    def refused(self, job: Job, error: ServiceError) -> None:
+    def refused(self, job: Job, error: ServiceError, seconds: float) -> None:
         self._name(job)
         if isinstance(error, ClientGone):
             self._metrics.cancelled.labels(error.code).inc()
@@ -272,6 +272,6 @@ class MetricsObserver:
             reason = error.problems[0].type if error.problems else error.code
             self._metrics.rejected.labels(reason).inc()
 
-    def cancelled(self, job: Job) -> None:
+    def cancelled(self, job: Job, seconds: float) -> None:
         self._name(job)
         self._metrics.cancelled.labels("cancelled").inc()

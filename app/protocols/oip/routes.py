@@ -9,7 +9,7 @@ from fastapi import APIRouter, Path, Request
 from fastapi.responses import JSONResponse, Response
 
 from app.api.body import Body
-from app.api.deps import CatalogueDep, hot_path_resources
+from app.api.deps import CatalogueDep, ComputeDep, hot_path_resources
 from app.api.headers import ComputeHeaders, header_number
 from app.api.hot_routes import RequestHandlerRoute
 from app.api.raw_body import read_raw_body
@@ -18,6 +18,7 @@ from app.compute.catalogue import Catalogue, FunctionSpec
 from app.core.errors import UnknownFunction
 from app.protocols.oip.binary import EncodedReply, infer_reply
 from app.protocols.oip.codec import InferDecoded, decode_infer, encode_infer, json_reply_bytes
+from app.protocols.oip.configuration import CONFIGURATION_EXTENSION, ModelConfig, model_config
 from app.protocols.oip.docs import INFER_BODY, TAG, oip_responses
 from app.protocols.oip.errors import PREFIX
 from app.protocols.oip.metadata import MODEL_VERSION, model_metadata
@@ -29,12 +30,13 @@ from app.protocols.oip.models import (
     ServerMetadata,
     ServerReady,
 )
+from app.protocols.oip.statistics import STATISTICS_EXTENSION, ModelStatsResponse, statistics_response
 
 router = APIRouter(prefix=PREFIX, tags=[TAG])
 infer_router = APIRouter(prefix=PREFIX, tags=[TAG], route_class=RequestHandlerRoute)
 """The inference routes: request handlers on the compute routes' own lane (``HotRoutes``)."""
 
-EXTENSIONS = ["binary_tensor_data"]
+EXTENSIONS = ["binary_tensor_data", STATISTICS_EXTENSION, CONFIGURATION_EXTENSION]
 ModelName = Annotated[str, Path(description="A function of the catalogue (name or alias).", examples=["relu"])]
 ModelVersion = Annotated[str, Path(description=f"The only version is {MODEL_VERSION!r}.", examples=[MODEL_VERSION])]
 
@@ -88,14 +90,57 @@ async def server_ready(request: Request) -> JSONResponse:
     return _ready_or_503(ServerReady(ready=compute.ready))
 
 
-@router.get("/models/{name}", summary="Model metadata", responses=oip_responses(404))
+# Before ``/models/{name}``, which would take ``stats`` for a model's name.
+@router.get("/models/stats", summary="Every model's statistics (Triton's statistics extension)")
+async def all_statistics(catalogue: CatalogueDep, compute: ComputeDep) -> ModelStatsResponse:
+    return statistics_response(list(catalogue), compute.statistics)
+
+
+@router.get("/models/{name}", summary="Model metadata", responses=oip_responses(404), response_model_exclude_none=True)
 async def model_metadata_route(name: ModelName, catalogue: CatalogueDep) -> ModelMetadata:
     return model_metadata(_model(catalogue, name))
 
 
-@router.get("/models/{name}/versions/{version}", summary="Model metadata of a version", responses=oip_responses(404))
+@router.get(
+    "/models/{name}/versions/{version}",
+    summary="Model metadata of a version",
+    responses=oip_responses(404),
+    response_model_exclude_none=True,
+)
 async def model_version_metadata(name: ModelName, version: ModelVersion, catalogue: CatalogueDep) -> ModelMetadata:
     return model_metadata(_model(catalogue, name, version))
+
+
+@router.get("/models/{name}/stats", summary="A model's statistics", responses=oip_responses(404))
+async def model_statistics(name: ModelName, catalogue: CatalogueDep, compute: ComputeDep) -> ModelStatsResponse:
+    return statistics_response([_model(catalogue, name)], compute.statistics)
+
+
+@router.get(
+    "/models/{name}/versions/{version}/stats", summary="A model version's statistics", responses=oip_responses(404)
+)
+async def model_version_statistics(
+    name: ModelName, version: ModelVersion, catalogue: CatalogueDep, compute: ComputeDep
+) -> ModelStatsResponse:
+    return statistics_response([_model(catalogue, name, version)], compute.statistics)
+
+
+@router.get(
+    "/models/{name}/config",
+    summary="Model configuration (Triton's model configuration extension)",
+    responses=oip_responses(404),
+)
+async def model_configuration(name: ModelName, catalogue: CatalogueDep) -> ModelConfig:
+    return model_config(_model(catalogue, name))
+
+
+@router.get(
+    "/models/{name}/versions/{version}/config",
+    summary="Model configuration of a version",
+    responses=oip_responses(404),
+)
+async def model_version_configuration(name: ModelName, version: ModelVersion, catalogue: CatalogueDep) -> ModelConfig:
+    return model_config(_model(catalogue, name, version))
 
 
 @router.get(
