@@ -42,6 +42,7 @@ from app.api.middleware import incoming_request_id, log_access
 from app.compute.batching import Served
 from app.compute.catalogue import CATALOGUE
 from app.compute.jobs import Job
+from app.compute.statistics import InferenceStatistics
 from app.core.config import Settings
 from app.core.logs import logging_config
 from app.core.request_context import RequestContext, current_request
@@ -155,6 +156,7 @@ def component_costs(number: int = 20_000) -> dict[str, float]:
     """Microseconds per call of each piece the middleware and the observer add to a request."""
     metrics = Metrics()
     observer = MetricsObserver(metrics)
+    tallies = InferenceStatistics()
     spec = CATALOGUE.find("relu")
     assert spec is not None
     job = Job(spec=spec, arrays={}, params={}, locs={}, dtype="float32", grad=False)
@@ -166,7 +168,8 @@ def component_costs(number: int = 20_000) -> dict[str, float]:
         "request metrics (counter + latency histogram)": lambda: metrics.observe_request(
             "/activate", "relu", 200, 0.001
         ),
-        "compute observer (queue wait)": lambda: observer.served(job, served),
+        "compute observer (queue wait)": lambda: observer.served(job, served, 0.001),
+        "inference statistics (a request served)": lambda: tallies.served(job, served, 0.001),
         "in-flight gauge (inc + dec)": lambda: _in_and_out(metrics),
         "access-log line (JSON, to /dev/null)": lambda: log_access(scope, 200, 0.001, context),
         "request id": lambda: incoming_request_id({"headers": []}),

