@@ -256,7 +256,7 @@ def decode_infer(body: Body, headers: ComputeHeaders, spec: FunctionSpec, option
     """A checked ``Job`` for ``spec`` from an inference request, and the outputs to send back."""
     split = split_body(body, headers.inference_header_length)
     if headers.inference_header_length is not None and not split.json:
-        request = _raw_request(spec, split.binary)
+        request = _raw_request(spec, split.binary, headers.content_type)
         header = b""
     else:
         # the whole body for JSON tensors (as read: bytes); a small header for binary ones
@@ -346,10 +346,17 @@ def _check_model(request: InferenceRequest, spec: FunctionSpec, catalogue: Catal
         )
 
 
-def _raw_request(spec: FunctionSpec, binary: memoryview) -> InferenceRequest:
+def _raw_request(spec: FunctionSpec, binary: memoryview, content_type: str) -> InferenceRequest:
     """Triton's raw binary request (``Inference-Header-Content-Length: 0``): the body is the one
     required input's raw bytes, of its metadata datatype, in one dimension; every output produced
-    comes back as binary data."""
+    comes back as binary data. A body declared JSON is not taken for raw bytes."""
+    if content_type.split(";", 1)[0].strip().lower() == "application/json":
+        raise InvalidRequest.at(
+            ("header", "content-type"),
+            f"is application/json, but {HEADER_LENGTH} 0 says the body is a raw tensor's bytes "
+            "(application/octet-stream)",
+            "raw_binary",
+        )
     required = [entry for entry in model_inputs(spec) if not entry.optional]
     loc = ("header", HEADER_LENGTH)
     if len(required) != 1:
