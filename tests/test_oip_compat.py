@@ -284,13 +284,6 @@ def test_a_compressed_raw_binary_request(client: TestClient) -> None:
     assert_same(outputs["output"], torch.tanh(x))
 
 
-@pytest.mark.parametrize(
-    ("model", "content", "named"),
-    [
-        ("mse_loss", raw_bytes(X), ["2", "input, target", HEADER_LENGTH.lower()]),
-        ("relu", b"\x00" * 6, ["FP32", "multiple of 4", "6"]),
-    ],
-)
 def test_a_raw_binary_request_declared_json_is_a_400(client: TestClient) -> None:
     """Twelve bytes of JSON are not three floats."""
     response = _raw(client, "relu", b"[null, null]", **{"content-type": "application/json"})
@@ -298,6 +291,13 @@ def test_a_raw_binary_request_declared_json_is_a_400(client: TestClient) -> None
     assert "content-type" in response.json()["error"]
 
 
+@pytest.mark.parametrize(
+    ("model", "content", "named"),
+    [
+        ("mse_loss", raw_bytes(X), ["2", "input, target", HEADER_LENGTH.lower()]),
+        ("relu", b"\x00" * 6, ["FP32", "multiple of 4", "6"]),
+    ],
+)
 def test_a_raw_binary_request_that_cannot_be_deduced_is_a_400(
     client: TestClient, model: str, content: bytes, named: list[str]
 ) -> None:
