@@ -40,6 +40,7 @@ from fastapi import FastAPI
 from app.compute.batching import Served
 from app.compute.catalogue import CATALOGUE
 from app.compute.jobs import Job
+from app.compute.statistics import InferenceStatistics
 from app.core.config import Settings
 from app.core.logs import logging_config
 from app.core.request_context import RequestContext, current_request
@@ -157,6 +158,7 @@ def component_costs(number: int = 20_000) -> dict[str, float]:
     """Microseconds per call of each piece the middleware and the observer add to a request."""
     metrics = Metrics()
     observer = MetricsObserver(metrics)
+    tallies = InferenceStatistics()
     spec = CATALOGUE.find("relu")
     assert spec is not None
     job = Job(spec=spec, arrays={}, params={}, locs={}, dtype="float32", grad=False)
@@ -167,7 +169,8 @@ def component_costs(number: int = 20_000) -> dict[str, float]:
         "request metrics (counter + latency histogram)": lambda: metrics.observe_request(
             "/activate", "relu", 200, 0.001
         ),
-        "compute observer (queue wait)": lambda: observer.served(job, served),
+        "compute observer (queue wait)": lambda: observer.served(job, served, 0.001),
+        "inference statistics (a request served)": lambda: tallies.served(job, served, 0.001),
         "in-flight gauge (inc + dec)": lambda: _in_and_out(metrics),
         "access-log line (JSON, to /dev/null)": lambda: log_access(
             "POST", "/activate", 200, 0.001, context, "127.0.0.1:5000"

@@ -36,6 +36,9 @@ class Job:
     """What computing it takes, from the function's cost model (``build_job`` works it out)."""
     activation: Chained | None = None
     """The activation applied to ``input`` before the loss, when the request chains one."""
+    timeout: float | None = None
+    """Seconds the request itself allows for its queueing and compute (the Open Inference
+    Protocol's ``timeout`` parameter), if it names a limit; the shortest limit wins."""
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,7 @@ def build_job(
     grad: bool,
     grad_output: np.ndarray | None,
     activation: Chained | None = None,
+    timeout: float | None = None,
 ) -> Job:
     """Check element types and the function's own host-side rules; raise ``InvalidRequest``.
 
@@ -91,7 +95,7 @@ def build_job(
     sized = arrays if grad_output is None else {**arrays, "grad_output": grad_output}
     sized = sized if activation is None else {**sized, **{f"activation.{n}": a for n, a in activation.arrays.items()}}
     cost = estimate(work, sized, ITEMSIZE[dtype], grad)
-    return Job(spec, arrays, params, locs, dtype, grad, grad_output, cost, activation)
+    return Job(spec, arrays, params, locs, dtype, grad, grad_output, cost, activation, timeout)
 
 
 def run_checks(

@@ -16,7 +16,8 @@ from app.compute.engine import Engine, resolve_device
 from app.compute.fusion import fusion_key
 from app.compute.jobs import Job, Result
 from app.compute.memory import MemoryBudget, Reservation
-from app.compute.observer import ComputeObserver
+from app.compute.observer import ComputeObserver, Observers
+from app.compute.statistics import InferenceStatistics
 from app.compute.threads import DaemonThreadPool
 from app.core.cgroup_limits import default_memory_budget, threads_per_worker
 from app.core.config import Settings
@@ -53,7 +54,9 @@ class ComputeService:
 
     def __init__(self, settings: Settings, observer: ComputeObserver | None = None) -> None:
         self.settings = settings
-        self._observer = observer
+        self.statistics = InferenceStatistics()
+        """Each function's inference statistics, kept whether or not ``observer`` is given."""
+        self._observer: ComputeObserver = Observers([self.statistics, *([observer] if observer is not None else [])])
         self._executor: DaemonThreadPool | None = None
         self._engine: Engine | None = None
         self._batcher: DynamicBatcher[Job, Result] | None = None
@@ -124,7 +127,7 @@ class ComputeService:
             max_queue_size=settings.max_queue_size,
             consumers=settings.compute_workers,
             probe_after=_PROBE_AFTER,
-            on_computed=self._observer.computed if self._observer is not None else None,
+            on_computed=self._observer.computed,
         )
         self._batcher.start()
         self._accepting = True
@@ -174,9 +177,11 @@ class ComputeService:
         gone: GoneProbe | None = None,
         memory: Reservation | None = None,
     ) -> Served[Result]:
-        """Compute ``job`` within ``timeout`` (and the service's own limit). ``memory``: the
-        request's reservation, grown to what computing and encoding the job take first."""
+        """Compute ``job`` within the shortest of ``timeout``, the job's own ``Job.timeout`` and the
+        service's limit. ``memory``: the request's reservation, grown to what computing and
+        encoding the job take first."""
         observer = self._observer
+        started = time.monotonic()
         try:
             if not self._accepting or self._batcher is None:
                 raise Overloaded.at(("service",), "not accepting work (starting or shutting down)", "not_ready")
@@ -184,20 +189,19 @@ class ComputeService:
             limit = self.settings.request_timeout_s
             if timeout is not None:
                 limit = min(timeout, limit)
+            if job.timeout is not None:
+                limit = min(job.timeout, limit)
             if memory is not None:
                 wait = min(self.settings.memory_wait_s, limit)
                 await memory.resize(job.cost.memory_bytes + reply_bytes(job), wait, ("body",), "computing it")
             served = await self._batcher.submit(job, limit, gone)
         except ServiceError as error:
-            if observer is not None:
-                observer.refused(job, error)
+            observer.refused(job, error, time.monotonic() - started)
             raise
         except asyncio.CancelledError:
-            if observer is not None:
-                observer.cancelled(job)
+            observer.cancelled(job, time.monotonic() - started)
             raise
-        if observer is not None:
-            observer.served(job, served)
+        observer.served(job, served, time.monotonic() - started)
         return served
 
     def _compute_batch(self, jobs: Sequence[Job], key: Hashable | None) -> list[Result | Exception]:

@@ -247,15 +247,15 @@ class MetricsObserver:
         for function in {job.spec.name for job in jobs}:
             metrics.function_children(function)[1].observe(seconds)
 
-    def served(self, job: Job, served: Served[Result]) -> None:
+    def served(self, job: Job, served: Served[Result], seconds: float) -> None:
         self._metrics.function_children(job.spec.name)[0].observe(served.queue_wait)
 
-    def refused(self, job: Job, error: ServiceError) -> None:
+    def refused(self, job: Job, error: ServiceError, seconds: float) -> None:
         if isinstance(error, ClientGone):
             self._metrics.cancelled.labels(error.code).inc()
         elif isinstance(error, Overloaded):
             reason = error.problems[0].type if error.problems else error.code
             self._metrics.rejected.labels(reason).inc()
 
-    def cancelled(self, job: Job) -> None:
+    def cancelled(self, job: Job, seconds: float) -> None:
         self._metrics.cancelled.labels("cancelled").inc()

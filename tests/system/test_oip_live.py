@@ -95,6 +95,7 @@ def test_tritonclient_model_metadata(triton_client: triton.InferenceServerClient
         ("targets", "INT64", [-1]),
         ("input_lengths", "INT64", [-1]),
         ("target_lengths", "INT64", [-1]),
+        ("grad_output", "FP32", [-1]),
     ]
     assert [o["name"] for o in metadata["outputs"]] == ["loss", "grad_log_probs"]
     with pytest.raises(InferenceServerException) as raised:

@@ -8,12 +8,13 @@ tensor parameters, and ``grad_output``); its parameters travel in the request's 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from typing import Any, NamedTuple
 
 import numpy as np
 import orjson
 
-from app.compute.catalogue import FunctionSpec
+from app.compute.catalogue import Catalogue, FunctionSpec
 from app.compute.chaining import Chained, chain_activation
 from app.compute.jobs import Job, Result, build_job
 from app.compute.params import validate_params
@@ -21,17 +22,27 @@ from app.compute.service import job_size
 from app.core.config import FloatDType
 from app.core.errors import InvalidRequest, Loc, MalformedRequest, ProblemList, TooLarge
 from app.protocols.decoding import parse_json, validated
-from app.protocols.oip.binary import BinaryReader, SplitBody, split_body
+from app.protocols.oip.binary import HEADER_LENGTH, BinaryReader, SplitBody, split_body
 from app.protocols.oip.metadata import (
     MODEL_VERSION,
     OPTIONAL_INPUT_GRAD_OUTPUT,
     find_model,
     grad_output_name,
     input_names,
+    model_inputs,
     output_names,
     value_output,
 )
 from app.protocols.oip.models import InferenceRequest, RequestInput
+from app.protocols.oip.parameters import (
+    IGNORED,
+    PRIORITY,
+    TIMEOUT,
+    check_priority,
+    listed,
+    microseconds_timeout,
+    sort_parameters,
+)
 from app.protocols.oip.tensors import (
     DATATYPE_OF,
     FLOAT_DATATYPES,
@@ -39,6 +50,7 @@ from app.protocols.oip.tensors import (
     element_count,
     from_bytes,
     from_json,
+    item_size,
     to_bytes,
     to_json_data,
 )
@@ -52,8 +64,12 @@ BINARY_MEDIA_TYPE = "application/octet-stream"
 
 ACTIVATION = "activation"
 """The request parameter naming an activation to apply to a loss's ``input`` first."""
+RESERVED_PARAMETERS = ("grad", "binary_data_output", ACTIVATION, PRIORITY, TIMEOUT)
+"""The request's own parameters besides the function's."""
 BINARY_DATA_SIZE = "binary_data_size"
 BINARY_DATA = "binary_data"
+_INPUT_PARAMETERS = frozenset((BINARY_DATA_SIZE,))
+_OUTPUT_PARAMETERS = frozenset((BINARY_DATA,))
 
 
 class Requested(NamedTuple):
@@ -69,6 +85,8 @@ class InferDecoded(NamedTuple):
     outputs: tuple[Requested, ...]
     json_outputs: int
     """How many of the outputs travel as JSON ``data``."""
+    ignored: list[str]
+    """Where the request's ignored parameters were (``parameters.sort_parameters``)."""
 
 
 _BARE_NON_FINITE = (b"NaN", b"Infinity")
@@ -113,8 +131,11 @@ def _accepts(spec: FunctionSpec, name: str) -> bool:
 class _Inputs:
     """Decodes the request's input tensors into arrays, checking names, sizes and datatypes."""
 
-    def __init__(self, spec: FunctionSpec, split: SplitBody, scan: BodyScan, options: DecodeOptions) -> None:
+    def __init__(
+        self, spec: FunctionSpec, split: SplitBody, scan: BodyScan, options: DecodeOptions, ignored: list[str]
+    ) -> None:
         self.spec = spec
+        self.ignored = ignored
         self.scan = scan
         self.options = options
         self.reader = BinaryReader(split.binary)
@@ -144,11 +165,8 @@ class _Inputs:
             )
         size = None
         if entry.parameters:
-            parameters = dict(entry.parameters)
-            size = parameters.pop(BINARY_DATA_SIZE, None)
-            if parameters:
-                name = sorted(parameters)[0]
-                raise InvalidRequest.at((*loc, "parameters", name), "unknown input parameter", "unknown_param")
+            own = sort_parameters(entry.parameters, _INPUT_PARAMETERS, (*loc, "parameters"), self.ignored)
+            size = own.get(BINARY_DATA_SIZE)
         if size is not None:
             size_loc = (*loc, "parameters", BINARY_DATA_SIZE)
             if isinstance(size, bool) or not isinstance(size, int) or size < 0:
@@ -204,7 +222,12 @@ def _gradients_produced(spec: FunctionSpec, arrays: dict[str, np.ndarray]) -> tu
 
 
 def _requested(
-    request: InferenceRequest, spec: FunctionSpec, grad: bool, grads: tuple[str, ...], binary_default: bool
+    request: InferenceRequest,
+    spec: FunctionSpec,
+    grad: bool,
+    grads: tuple[str, ...],
+    binary_default: bool,
+    ignored: list[str],
 ) -> tuple[Requested, ...]:
     produced = [value_output(spec), *(grad_output_name(name) for name in grads)]  # no grads without grad
     if request.outputs is None:
@@ -224,28 +247,40 @@ def _requested(
             raise InvalidRequest.at(loc, f"not produced by this request: {why}", "output_not_produced")
         if any(c.name == entry.name for c in chosen):
             raise InvalidRequest.at(loc, f"output {entry.name!r} is requested twice", "duplicate_output")
-        parameters = dict(entry.parameters or {})
-        binary = _flag(parameters, BINARY_DATA, (*loc, "parameters")) if BINARY_DATA in parameters else binary_default
-        if parameters:
-            name = sorted(parameters)[0]
-            raise InvalidRequest.at((*loc, "parameters", name), "unknown output parameter", "unknown_param")
+        binary = binary_default
+        if entry.parameters:
+            own = sort_parameters(entry.parameters, _OUTPUT_PARAMETERS, (*loc, "parameters"), ignored)
+            if BINARY_DATA in own:
+                binary = _flag(own, BINARY_DATA, (*loc, "parameters"))
         chosen.append(Requested(entry.name, binary))
     return tuple(chosen)
 
 
-def decode_infer(body: Body, header_length: int | None, spec: FunctionSpec, options: DecodeOptions) -> InferDecoded:
-    """A checked ``Job`` for ``spec`` from an inference request (``header_length``: the binary
-    tensor data extension's JSON header size), and the outputs to send back."""
-    split = split_body(body, header_length)
-    # the whole body for JSON tensors (as read: bytes); a small header for binary ones
-    header = split.json if isinstance(split.json, bytes) else bytes(split.json)
-    request = _envelope(header)
-    parameters: dict[str, Any] = dict(request.parameters or {})
+def decode_infer(body: Body, meta: RequestMeta, spec: FunctionSpec, options: DecodeOptions) -> InferDecoded:
+    """A checked ``Job`` for ``spec`` from an inference request (``meta.binary_header_length``: the
+    binary tensor data extension's JSON header size), and the outputs to send back."""
+    split = split_body(body, meta.binary_header_length)
+    if meta.binary_header_length is not None and not split.json:
+        request = _raw_request(spec, split.binary, meta.content_type)
+        header = b""
+    else:
+        # the whole body for JSON tensors (as read: bytes); a small header for binary ones
+        header = split.json if isinstance(split.json, bytes) else bytes(split.json)
+        request = _envelope(header)
+        _check_model(request, spec, options.catalogue)
+    ignored: list[str] = []
     grad = binary_default = False
     chained = None
-    if parameters:
+    timeout = None
+    parameters: dict[str, Any] = {}
+    if request.parameters:
+        parameters = sort_parameters(request.parameters, _RequestParameters(spec), ("parameters",), ignored)
         grad = _flag(parameters, "grad", ("parameters",))
         binary_default = _flag(parameters, "binary_data_output", ("parameters",))
+        if PRIORITY in parameters:
+            check_priority(parameters.pop(PRIORITY), ("parameters", PRIORITY))
+        if TIMEOUT in parameters:
+            timeout = microseconds_timeout(parameters.pop(TIMEOUT), ("parameters", TIMEOUT))
         for param in spec.tensor_params:
             if param.name in parameters:
                 raise InvalidRequest.at(
@@ -253,7 +288,7 @@ def decode_infer(body: Body, header_length: int | None, spec: FunctionSpec, opti
                 )
         chained = _chained(parameters, spec, options)
     scalars, tensor_defaults = validate_params(spec, parameters, ("parameters",))
-    inputs = _Inputs(spec, split, scan_body(header), options)
+    inputs = _Inputs(spec, split, scan_body(header), options, ignored)
     for entry in request.inputs:
         inputs.add(entry)
     inputs.finish(tensor_defaults)
@@ -264,9 +299,95 @@ def decode_infer(body: Body, header_length: int | None, spec: FunctionSpec, opti
     grad_weights = arrays.pop(OPTIONAL_INPUT_GRAD_OUTPUT, None)
     if grad_weights is not None and not grad:
         raise InvalidRequest.at(("inputs", OPTIONAL_INPUT_GRAD_OUTPUT), "needs the parameter grad", "unused_tensor")
-    outputs = _requested(request, spec, grad, _gradients_produced(spec, arrays) if grad else (), binary_default)
-    job = build_job(spec, arrays, scalars, locs, inputs.compute_dtype(), grad, grad_weights, chained)
-    return InferDecoded(job, request.id, outputs, sum(not output.binary for output in outputs))
+    produced = _gradients_produced(spec, arrays) if grad else ()
+    outputs = _requested(request, spec, grad, produced, binary_default, ignored)
+    dtype = inputs.compute_dtype()
+    job = build_job(spec, arrays, scalars, locs, dtype, grad, grad_weights, chained, timeout)
+    return InferDecoded(job, request.id, outputs, sum(not output.binary for output in outputs), ignored)
+
+
+class _RequestParameters:
+    """The names a request's ``parameters`` may hold for ``spec``: the function's (a torch keyword
+    argument it refuses included, so that its refusal says why), the protocol's, and a chained
+    activation's ``activation.<name>``. Iterated: the names a misspelling is looked for among."""
+
+    def __init__(self, spec: FunctionSpec) -> None:
+        self.spec = spec
+
+    def __contains__(self, name: object) -> bool:
+        if not isinstance(name, str):
+            return False
+        spec = self.spec
+        return (
+            name in RESERVED_PARAMETERS
+            or spec.param(name) is not None
+            or name.startswith(ACTIVATION + ".")
+            or Catalogue.refusal(spec, name) is not None
+        )
+
+    def __iter__(self) -> Iterator[str]:
+        yield from RESERVED_PARAMETERS
+        yield from (param.name for param in self.spec.params)
+
+    def __len__(self) -> int:
+        return len(RESERVED_PARAMETERS) + len(self.spec.params)
+
+
+def _check_model(request: InferenceRequest, spec: FunctionSpec, catalogue: Catalogue) -> None:
+    """A body's ``model_name`` and ``model_version`` must agree with the path's."""
+    if request.model_name is not None:
+        named = catalogue.find(request.model_name)
+        if named is None or named.name != spec.name:
+            raise InvalidRequest.at(
+                ("model_name",),
+                f"{request.model_name[:100]!r} is not the path's model {spec.name!r}",
+                "model_mismatch",
+            )
+    if request.model_version is not None and request.model_version != MODEL_VERSION:
+        raise InvalidRequest.at(
+            ("model_version",),
+            f"{request.model_version[:20]!r} is not the path's version {MODEL_VERSION!r} of {spec.name}",
+            "model_mismatch",
+        )
+
+
+def _raw_request(spec: FunctionSpec, binary: memoryview, content_type: str) -> InferenceRequest:
+    """Triton's raw binary request (``Inference-Header-Content-Length: 0``): the body is the one
+    required input's raw bytes, of its metadata datatype, in one dimension; every output produced
+    comes back as binary data. A body declared JSON is not taken for raw bytes."""
+    if content_type.split(";", 1)[0].strip().lower() == "application/json":
+        raise InvalidRequest.at(
+            ("header", "content-type"),
+            f"is application/json, but {HEADER_LENGTH} 0 says the body is a raw tensor's bytes "
+            "(application/octet-stream)",
+            "raw_binary",
+        )
+    required = [entry for entry in model_inputs(spec) if not entry.optional]
+    loc = ("header", HEADER_LENGTH)
+    if len(required) != 1:
+        names = ", ".join(entry.name for entry in required)
+        raise InvalidRequest.at(
+            loc,
+            f"is 0: a raw binary request, whose input is deduced for a model with 1 required input; "
+            f"{spec.name} has {len(required)} ({names}): send a JSON header",
+            "raw_binary",
+        )
+    entry = required[0]
+    size = item_size(entry.datatype)
+    if len(binary) % size:
+        raise InvalidRequest.at(
+            loc,
+            f"is 0: the body is the raw {entry.datatype} input {entry.name!r}, a multiple of {size} bytes, "
+            f"not {len(binary)}",
+            "size_mismatch",
+        )
+    raw = RequestInput(
+        name=entry.name,
+        shape=[len(binary) // size],
+        datatype=entry.datatype,
+        parameters={BINARY_DATA_SIZE: len(binary)},
+    )
+    return InferenceRequest(inputs=[raw], parameters={"binary_data_output": True})
 
 
 def _chained(parameters: dict[str, Any], spec: FunctionSpec, options: DecodeOptions) -> Chained | None:
@@ -331,8 +452,13 @@ def encode_infer(decoded: InferDecoded, result: Result) -> Encoded:
     reply: dict[str, Any] = {"model_name": job.spec.name, "model_version": MODEL_VERSION}
     if decoded.request_id is not None:
         reply["id"] = decoded.request_id
-    if result.warnings:
-        reply["parameters"] = {"warnings": list(result.warnings)}
+    if result.warnings or decoded.ignored:
+        parameters: dict[str, Any] = {}
+        reply["parameters"] = parameters
+        if result.warnings:
+            parameters["warnings"] = list(result.warnings)
+        if decoded.ignored:
+            parameters[IGNORED] = listed(decoded.ignored)
     reply["outputs"] = outputs
     header = orjson.dumps(reply, option=orjson.OPT_SERIALIZE_NUMPY)
     if not buffers:
@@ -358,7 +484,7 @@ class InferCodec:
 
     def decode(self, body: Body, meta: RequestMeta, subject: Subject, options: DecodeOptions) -> InferDecoded:
         assert subject is not None  # ``subject`` resolves the model or refuses
-        return decode_infer(body, meta.binary_header_length, subject, options)
+        return decode_infer(body, meta, subject, options)
 
     def reply_bytes(self, decoded: InferDecoded) -> int:
         return json_reply_bytes(decoded)

@@ -1,10 +1,20 @@
-"""Each function of the catalogue as an Open Inference Protocol model: its inputs and outputs."""
+"""Each function of the catalogue as an Open Inference Protocol model: its inputs and outputs.
+
+Every input the model accepts is listed, the optional ones with ``parameters.optional: true`` (as
+Triton's model configuration marks them). A datatype stands for its kind: ``FP32`` for every
+floating-point datatype (FP16, FP32, FP64, BF16: a request's floating-point inputs share one, and
+its outputs have it), ``INT64`` for every integer one (INT8 to UINT64). A tensor whose elements may
+be of either kind, with different meanings (cross_entropy's ``target``: class indices or class
+probabilities), lists both in ``parameters.datatypes`` (``"INT64,FP32"``), ``datatype`` being the
+first."""
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from app.compute.catalogue import Catalogue, FunctionSpec, TensorArg
 from app.core.errors import UnknownFunction
-from app.protocols.oip.models import MetadataTensor, ModelMetadata
+from app.protocols.oip.models import MetadataTensor, ModelMetadata, Parameter
 
 MODEL_VERSION = "1"
 """The one version of every model: a function of torch never changes under its name."""
@@ -13,6 +23,21 @@ ANY_SHAPE = [-1]
 GRAD_PREFIX = "grad_"
 OPTIONAL_INPUT_GRAD_OUTPUT = "grad_output"
 """Weights of the vector-Jacobian product: an optional input, of the value output's shape."""
+FLOAT = "FP32"
+INTEGER = "INT64"
+OPTIONAL = "optional"
+DATATYPES = "datatypes"
+
+
+class ModelInput(NamedTuple):
+    name: str
+    datatypes: tuple[str, ...]
+    """The kinds it accepts, as ``FLOAT`` and ``INTEGER``: its metadata datatype is the first."""
+    optional: bool
+
+    @property
+    def datatype(self) -> str:
+        return self.datatypes[0]
 
 
 def find_model(catalogue: Catalogue, name: str, version: str | None = None) -> FunctionSpec:
@@ -45,34 +70,46 @@ def output_names(spec: FunctionSpec) -> tuple[str, ...]:
     return (value_output(spec), *(grad_output_name(name) for name in spec.differentiable))
 
 
-def input_names(spec: FunctionSpec) -> tuple[str, ...]:
+def _datatypes(arg: TensorArg) -> tuple[str, ...]:
+    return {"float": (FLOAT,), "index": (INTEGER,), "float_or_index": (INTEGER, FLOAT)}[arg.kind]
+
+
+def model_inputs(spec: FunctionSpec) -> tuple[ModelInput, ...]:
     """Every input the model accepts: tensor arguments, tensor parameters, ``grad_output``."""
     return (
-        *(arg.name for arg in spec.tensors),
-        *(param.name for param in spec.tensor_params),
-        OPTIONAL_INPUT_GRAD_OUTPUT,
+        *(ModelInput(arg.name, _datatypes(arg), arg.optional) for arg in spec.tensors),
+        *(ModelInput(param.name, (FLOAT,), not param.required) for param in spec.tensor_params),
+        ModelInput(OPTIONAL_INPUT_GRAD_OUTPUT, (FLOAT,), True),
     )
 
 
+def input_names(spec: FunctionSpec) -> tuple[str, ...]:
+    return tuple(entry.name for entry in model_inputs(spec))
+
+
 def required_inputs(spec: FunctionSpec) -> tuple[str, ...]:
-    return tuple(arg.name for arg in spec.tensors if not arg.optional)
+    return tuple(entry.name for entry in model_inputs(spec) if not entry.optional)
 
 
-def _datatype(arg: TensorArg) -> str:
-    return "INT64" if arg.kind == "index" else "FP32"
+def _input_parameters(entry: ModelInput) -> dict[str, Parameter] | None:
+    parameters: dict[str, Parameter] = {}
+    if entry.optional:
+        parameters[OPTIONAL] = True
+    if len(entry.datatypes) > 1:
+        parameters[DATATYPES] = ",".join(entry.datatypes)
+    return parameters or None
 
 
 def model_metadata(spec: FunctionSpec) -> ModelMetadata:
-    """Required inputs only: optional ones (tensor parameters, ``grad_output``) are listed by
-    ``GET /functions/{name}``. Float tensors may be FP16, FP32, FP64 or BF16: FP32 is listed."""
     return ModelMetadata(
         name=spec.name,
         versions=[MODEL_VERSION],
         platform=PLATFORM,
         inputs=[
-            MetadataTensor(name=arg.name, datatype=_datatype(arg), shape=ANY_SHAPE)
-            for arg in spec.tensors
-            if not arg.optional
+            MetadataTensor(
+                name=entry.name, datatype=entry.datatype, shape=ANY_SHAPE, parameters=_input_parameters(entry)
+            )
+            for entry in model_inputs(spec)
         ],
-        outputs=[MetadataTensor(name=name, datatype="FP32", shape=ANY_SHAPE) for name in output_names(spec)],
+        outputs=[MetadataTensor(name=name, datatype=FLOAT, shape=ANY_SHAPE) for name in output_names(spec)],
     )

@@ -48,6 +48,10 @@ class RequestOutput(_Object):
 
 
 class InferenceRequest(_Object):
+    model_name: StrictStr | None = Field(
+        default=None, max_length=128, description="When given, the path's model (its name or an alias)."
+    )
+    model_version: StrictStr | None = Field(default=None, max_length=128, description="When given, `1`.")
     id: StrictStr | None = Field(default=None, max_length=256, description="Echoed in the response.")
     parameters: Parameters | None = Field(
         default=None,
@@ -72,7 +76,10 @@ class InferenceResponse(BaseModel):
     model_version: str | None = None
     id: str | None = Field(default=None, description="The request's `id`, when it had one.")
     parameters: dict[str, Any] | None = Field(
-        default=None, description="`warnings`: what torch warned while computing (its text), when it did."
+        default=None,
+        description="`warnings`: what torch warned while computing (its text), when it did; "
+        "`ignored_parameters`: the request's parameters that were ignored (not the function's, nor "
+        "close to one of its names), by location, when there were some.",
     )
     outputs: list[ResponseOutput]
 
@@ -81,6 +88,11 @@ class MetadataTensor(BaseModel):
     name: str
     datatype: str
     shape: list[int] = Field(description="-1 for a variable dimension; `[-1]` for a tensor of any shape.")
+    parameters: Parameters | None = Field(
+        default=None,
+        description="`optional`: true for an input that may be left out; `datatypes`: the kinds of element "
+        'an input accepts when it accepts two (`"INT64,FP32"`), `datatype` being the first.',
+    )
 
 
 class ModelMetadata(BaseModel):

@@ -59,6 +59,11 @@ def check_datatype(datatype: str, loc: Loc) -> None:
     raise InvalidRequest.at(loc, f"{reason}; one of {', '.join(DATATYPES)}", "invalid_datatype")
 
 
+def item_size(datatype: str) -> int:
+    """Bytes of one element of ``datatype`` in the binary data."""
+    return _WIRE[datatype].itemsize
+
+
 def element_count(shape: list[int], loc: Loc, limits: TensorLimits) -> int:
     """The number of elements of ``shape``, within the rank and size limits."""
     if len(shape) > limits.max_rank:

@@ -9,7 +9,16 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from app.compute.catalogue import Catalogue
+from app.compute.service import ComputeService
 from app.serving.health import Health
+
+
+async def get_compute(request: Request) -> ComputeService:
+    compute: ComputeService = request.app.state.compute
+    return compute
+
+
+ComputeDep = Annotated[ComputeService, Depends(get_compute)]
 
 
 async def get_catalogue(request: Request) -> Catalogue:

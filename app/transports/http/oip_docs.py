@@ -31,7 +31,8 @@ def oip_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
 _BINARY_DESCRIPTION = (
     "Binary tensor data extension: the JSON object, then the raw little-endian bytes of each input that "
     "declares `parameters.binary_data_size`, in order. The `Inference-Header-Content-Length` header gives "
-    "the JSON object's size."
+    "the JSON object's size. With `Inference-Header-Content-Length: 0` (Triton's raw binary request, for a "
+    "model with one required input) the body is that input's bytes alone, in its metadata datatype."
 )
 
 

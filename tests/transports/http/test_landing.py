@@ -8,11 +8,11 @@ import hashlib
 import re
 
 import pytest
-from app.transports.http.routes.landing import PAGE
 from fastapi.testclient import TestClient
 
 from app.core.config import Settings
 from app.main import create_app
+from app.transports.http.routes.landing import PAGE
 
 EVERY_LINK = ["/docs", "/redoc", "/explore", "/functions", "/metrics", "/v2"]
 

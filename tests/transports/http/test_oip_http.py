@@ -52,14 +52,14 @@ def relu_with_grad(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 # ----------------------------------------------------------------------------- health and metadata
 
 
-def test_server_metadata_lists_the_binary_extension(client: TestClient) -> None:
+def test_server_metadata_lists_the_extensions(client: TestClient) -> None:
     response = client.get("/v2")
     assert response.status_code == 200
     body = response.json()
     assert set(body) == {"name", "version", "extensions"}
     assert isinstance(body["name"], str)
     assert isinstance(body["version"], str)
-    assert "binary_tensor_data" in body["extensions"]
+    assert {"binary_tensor_data", "statistics", "model_configuration"} <= set(body["extensions"])
 
 
 def test_server_live_and_ready(client: TestClient) -> None:
@@ -83,12 +83,21 @@ def test_model_metadata_describes_every_function(client: TestClient, spec: Funct
     assert body["name"] == spec.name
     assert body["versions"] == ["1"]
     assert isinstance(body["platform"], str)
-    assert [i["name"] for i in body["inputs"]] == [arg.name for arg in spec.tensors if not arg.optional]
+    inputs = {i["name"]: i for i in body["inputs"]}
+    tensor_params = [param.name for param in spec.tensor_params]
+    assert list(inputs) == [*(arg.name for arg in spec.tensors), *tensor_params, "grad_output"]
+    optional = {name for name, i in inputs.items() if (i.get("parameters") or {}).get("optional") is True}
+    assert optional == {arg.name for arg in spec.tensors if arg.optional} | set(tensor_params) | {"grad_output"}
     value = "output" if spec.kind == "activation" else "loss"
     assert [o["name"] for o in body["outputs"]] == [value, *(f"grad_{name}" for name in spec.differentiable)]
     for tensor in body["inputs"] + body["outputs"]:
         assert tensor["shape"] == [-1]
         assert tensor["datatype"] in ("FP32", "INT64")
+    # the example request's every input has a datatype the metadata lists for it
+    for given in infer_example(spec)["inputs"]:
+        listed = inputs[given["name"]]
+        accepted = (listed.get("parameters") or {}).get("datatypes", listed["datatype"]).split(",")
+        assert given["datatype"] in accepted, (given["name"], given["datatype"], accepted)
     assert client.get(f"/v2/models/{spec.name}/versions/1").json() == body
 
 
@@ -342,7 +351,7 @@ BAD_REQUESTS: list[tuple[str, dict[str, Any], str]] = [
     ("fp16-overflow", {"inputs": [_json([1], "FP16", [1e6])]}, "inputs.input"),
     ("int-overflow", {"inputs": [_json([1], "INT8", [300])]}, "inputs.input.data"),
     ("float-in-int-datatype", {"inputs": [_json([1], "INT32", [1.5])]}, "inputs.input.data"),
-    ("unknown-parameter", {"parameters": {"alpha": 1.0}, "inputs": [ONE]}, "parameters.alpha"),
+    ("misspelled-parameter", {"parameters": {"gard": True}, "inputs": [ONE]}, "parameters.gard"),
     ("grad-not-boolean", {"parameters": {"grad": "yes"}, "inputs": [ONE]}, "parameters.grad"),
     ("null-parameter", {"parameters": {"grad": None}, "inputs": [ONE]}, "parameters.grad"),
     ("unknown-output", {"inputs": [ONE], "outputs": [{"name": "y"}]}, "outputs.y"),
@@ -469,6 +478,11 @@ def test_openapi_declares_every_v2_route_with_its_status_codes(client: TestClien
         "/v2/models/{name}/versions/{version}": {"get"},
         "/v2/models/{name}/versions/{version}/ready": {"get"},
         "/v2/models/{name}/versions/{version}/infer": {"post"},
+        "/v2/models/stats": {"get"},
+        "/v2/models/{name}/stats": {"get"},
+        "/v2/models/{name}/versions/{version}/stats": {"get"},
+        "/v2/models/{name}/config": {"get"},
+        "/v2/models/{name}/versions/{version}/config": {"get"},
     }
     for path, methods in expected.items():
         assert set(paths[path]) == methods

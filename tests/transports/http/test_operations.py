@@ -83,10 +83,10 @@ def _job(function: str = "relu") -> Job:
 def test_observer_counts_rejections_and_cancellations() -> None:
     metrics = Metrics()
     observer = MetricsObserver(metrics)
-    observer.refused(_job(), QueueFull.at(("service",), "full", "queue_full"))
-    observer.refused(_job(), ClientGone.at(("client",), "gone", "client_gone"))
-    observer.cancelled(_job())
-    observer.served(_job(), Served(Result(output=None, grads=None), 0.25, 0.5, 8))  # type: ignore[arg-type]
+    observer.refused(_job(), QueueFull.at(("service",), "full", "queue_full"), 0.0)
+    observer.refused(_job(), ClientGone.at(("client",), "gone", "client_gone"), 0.5)
+    observer.cancelled(_job(), 0.5)
+    observer.served(_job(), Served(Result(output=None, grads=None), 0.25, 0.5, 8), 0.75)  # type: ignore[arg-type]
     text = metrics.render().decode()
     assert metric(text, "torchfn_rejected_total", reason="queue_full") == 1
     assert metric(text, "torchfn_cancelled_total", reason="client_gone") == 1

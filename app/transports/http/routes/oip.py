@@ -10,6 +10,7 @@ from fastapi import APIRouter, Path, Request
 from fastapi.responses import JSONResponse
 
 from app.protocols.oip.codec import INFER
+from app.protocols.oip.configuration import CONFIGURATION_EXTENSION, ModelConfig, model_config
 from app.protocols.oip.errors import PREFIX
 from app.protocols.oip.metadata import MODEL_VERSION, find_model, model_metadata
 from app.protocols.oip.models import (
@@ -22,9 +23,10 @@ from app.protocols.oip.models import (
     ServerMetadata,
     ServerReady,
 )
+from app.protocols.oip.statistics import STATISTICS_EXTENSION, ModelStatsResponse, statistics_response
 from app.serving.health import Verdict
 from app.transports.http.compute_routes import ComputeRoute
-from app.transports.http.deps import CatalogueDep, HealthDep
+from app.transports.http.deps import CatalogueDep, ComputeDep, HealthDep
 from app.transports.http.oip_docs import (
     HEADER_LENGTH_PARAMETER,
     INFER_REPLY,
@@ -38,7 +40,7 @@ from app.transports.http.openapi import compute_operation
 
 router = APIRouter(prefix=PREFIX, tags=[TAG])
 
-EXTENSIONS = ["binary_tensor_data"]
+EXTENSIONS = ["binary_tensor_data", STATISTICS_EXTENSION, CONFIGURATION_EXTENSION]
 MODELS = (InferenceRequest, InferenceResponse, OipError)
 """Every model the inference routes' documentation references."""
 ModelName = Annotated[str, Path(description="A function of the catalogue (name or alias).", examples=["relu"])]
@@ -77,14 +79,57 @@ async def server_ready(health: HealthDep) -> JSONResponse:
     return _answer(ServerReady(ready=verdict.ok), verdict)
 
 
-@router.get("/models/{name}", summary="Model metadata", responses=oip_responses(404))
+# Before ``/models/{name}``, which would take ``stats`` for a model's name.
+@router.get("/models/stats", summary="Every model's statistics (Triton's statistics extension)")
+async def all_statistics(catalogue: CatalogueDep, compute: ComputeDep) -> ModelStatsResponse:
+    return statistics_response(list(catalogue), compute.statistics)
+
+
+@router.get("/models/{name}", summary="Model metadata", responses=oip_responses(404), response_model_exclude_none=True)
 async def model_metadata_route(name: ModelName, catalogue: CatalogueDep) -> ModelMetadata:
     return model_metadata(find_model(catalogue, name))
 
 
-@router.get("/models/{name}/versions/{version}", summary="Model metadata of a version", responses=oip_responses(404))
+@router.get(
+    "/models/{name}/versions/{version}",
+    summary="Model metadata of a version",
+    responses=oip_responses(404),
+    response_model_exclude_none=True,
+)
 async def model_version_metadata(name: ModelName, version: ModelVersion, catalogue: CatalogueDep) -> ModelMetadata:
     return model_metadata(find_model(catalogue, name, version))
+
+
+@router.get("/models/{name}/stats", summary="A model's statistics", responses=oip_responses(404))
+async def model_statistics(name: ModelName, catalogue: CatalogueDep, compute: ComputeDep) -> ModelStatsResponse:
+    return statistics_response([find_model(catalogue, name)], compute.statistics)
+
+
+@router.get(
+    "/models/{name}/versions/{version}/stats", summary="A model version's statistics", responses=oip_responses(404)
+)
+async def model_version_statistics(
+    name: ModelName, version: ModelVersion, catalogue: CatalogueDep, compute: ComputeDep
+) -> ModelStatsResponse:
+    return statistics_response([find_model(catalogue, name, version)], compute.statistics)
+
+
+@router.get(
+    "/models/{name}/config",
+    summary="Model configuration (Triton's model configuration extension)",
+    responses=oip_responses(404),
+)
+async def model_configuration(name: ModelName, catalogue: CatalogueDep) -> ModelConfig:
+    return model_config(find_model(catalogue, name))
+
+
+@router.get(
+    "/models/{name}/versions/{version}/config",
+    summary="Model configuration of a version",
+    responses=oip_responses(404),
+)
+async def model_version_configuration(name: ModelName, version: ModelVersion, catalogue: CatalogueDep) -> ModelConfig:
+    return model_config(find_model(catalogue, name, version))
 
 
 @router.get(
