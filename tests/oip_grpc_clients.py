@@ -1,0 +1,199 @@
+"""The service's protocol messages beside a real client's own: ``python -m tests.oip_grpc_clients
+triton`` (``tritonclient.grpc``) or ``... kserve`` (KServe's gRPC client). Each runs in a process of
+its own: the two clients register the same protobuf symbols in the default descriptor pool and
+cannot be imported together (kserve/kserve#3099); the service's messages, in a pool of their own,
+go beside either. Exits non-zero on the first difference.
+
+For each client: its messages and ours have the same fields (number, type, cardinality, oneof)
+wherever both define one, and the same six methods; a request its API builds decodes to its
+arrays bit for bit; a response we encode reads back through its API bit for bit.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+
+from app.protocols.oip.grpc import messages
+from app.protocols.oip.grpc.infer import InferRequest, OutputTensor, decode_infer_request, encode_infer_response
+from app.protocols.tensors import Limits
+
+METHODS = ("ServerLive", "ServerReady", "ModelReady", "ServerMetadata", "ModelMetadata", "ModelInfer")
+ONLY_OURS = {"inference.ModelMetadataResponse": {6}}
+"""Fields the pinned protocol has and the clients' copies lack (``properties``: they skip it)."""
+LIMITS = Limits(max_elements=1_000_000, max_rank=8)
+
+
+def _descriptors(descriptor: Any) -> Iterator[Any]:
+    yield descriptor
+    for nested in descriptor.nested_types:
+        yield from _descriptors(nested)
+
+
+def _field_key(field: Any) -> tuple[Any, ...]:
+    message = field.message_type.full_name if field.message_type else None
+    oneof = field.containing_oneof.name if field.containing_oneof else None
+    return field.name, field.type, field.is_repeated, message, oneof
+
+
+def check_wire_compatible(theirs: Any, missing_in_theirs: dict[str, set[int]]) -> None:
+    """Every message of ours against the client's same-named one, field by field."""
+    for top in messages.DESCRIPTOR.message_types_by_name.values():
+        for ours in _descriptors(top):
+            if ours.GetOptions().map_entry and ours.containing_type.full_name in missing_in_theirs:
+                continue
+            other = theirs.pool.FindMessageTypeByName(ours.full_name)
+            our_fields = {field.number: _field_key(field) for field in ours.fields}
+            their_fields = {field.number: _field_key(field) for field in other.fields}
+            absent = missing_in_theirs.get(ours.full_name, set())
+            for number, key in their_fields.items():
+                assert our_fields.get(number) == key, (
+                    f"{ours.full_name} field {number}: {key} vs {our_fields.get(number)}"
+                )
+            assert set(our_fields) - set(their_fields) == absent, f"{ours.full_name}: fields only in ours"
+    our_service = messages.DESCRIPTOR.services_by_name["GRPCInferenceService"]
+    their_service = theirs.services_by_name["GRPCInferenceService"]
+    assert [method.name for method in our_service.methods] == list(METHODS)
+    for method in our_service.methods:
+        other = their_service.methods_by_name[method.name]
+        assert method.full_name == other.full_name
+        assert method.input_type.full_name == other.input_type.full_name
+        assert method.output_type.full_name == other.output_type.full_name
+
+
+def sample_arrays() -> dict[str, np.ndarray]:
+    """One input per datatype both clients send from numpy, with edge values."""
+    rng = np.random.default_rng(7)
+    floats = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 1e-45, -3.5, 65504.0], dtype=np.float64)
+    return {
+        "fp32": floats.astype(np.float32).reshape(2, 4),
+        "fp64": np.concatenate([floats, rng.standard_normal(4)]).reshape(3, 4),
+        "fp16": floats.astype(np.float16).reshape(4, 2),
+        "int8": np.array([-128, 0, 127], dtype=np.int8),
+        "int32": np.array([[-(2**31), 2**31 - 1]], dtype=np.int32),
+        "int64": np.array([-(2**63), 2**63 - 1, 5], dtype=np.int64),
+        "uint8": np.array([0, 255], dtype=np.uint8),
+        "uint32": np.array([0, 2**32 - 1], dtype=np.uint32),
+    }
+
+
+def check_request(request_bytes: bytes, arrays: dict[str, np.ndarray], raw: bool) -> InferRequest:
+    decoded = decode_infer_request(messages.ModelInferRequest.FromString(request_bytes), LIMITS, 10_000_000)
+    assert decoded.raw is raw
+    assert [tensor.name for tensor in decoded.inputs] == list(arrays)
+    for tensor in decoded.inputs:
+        sent = arrays[tensor.name]
+        assert tensor.shape == list(sent.shape)
+        expected = sent.astype(np.int64) if sent.dtype.kind == "u" and sent.itemsize > 1 else sent
+        assert tensor.array.dtype == expected.dtype, (tensor.name, tensor.array.dtype)
+        assert tensor.array.tobytes() == expected.tobytes(), tensor.name
+    return decoded
+
+
+def sample_outputs() -> list[OutputTensor]:
+    values = np.array([[0.0, -0.0, np.inf, np.nan], [1.5, -2.25, 1e-40, 3.0]])
+    return [
+        OutputTensor("output", "FP32", values.astype(np.float32)),
+        OutputTensor("grad_input", "FP64", values),
+        OutputTensor("loss", "FP32", np.array(0.25, dtype=np.float32)),
+    ]
+
+
+def check_response(read: Callable[[bytes], dict[str, np.ndarray]], raw: bool) -> None:
+    outputs = sample_outputs()
+    response = encode_infer_response("relu", "1", "call-1", outputs, {}, raw)
+    assert (len(response.raw_output_contents) > 0) is raw
+    received = read(response.SerializeToString())
+    for output in outputs:
+        got = received[output.name]
+        assert got.shape == output.array.shape, (output.name, got.shape)
+        assert got.tobytes() == output.array.tobytes(), output.name
+
+
+def run_triton() -> None:
+    import tritonclient.grpc as triton
+    from tritonclient.grpc import service_pb2
+    from tritonclient.grpc._utils import _get_inference_request
+
+    check_wire_compatible(service_pb2.DESCRIPTOR, ONLY_OURS)
+    arrays = sample_arrays()
+    inputs = []
+    for name, array in arrays.items():
+        tensor = triton.InferInput(name, list(array.shape), triton.np_to_triton_dtype(array.dtype))
+        tensor.set_data_from_numpy(array)
+        inputs.append(tensor)
+    outputs = [triton.InferRequestedOutput("output")]
+    request = _get_inference_request(
+        model_name="relu",
+        inputs=inputs,
+        model_version="1",
+        request_id="call-1",
+        outputs=outputs,
+        sequence_id=0,
+        sequence_start=False,
+        sequence_end=False,
+        priority=0,
+        timeout=None,
+        parameters={"grad": True, "negative_slope": 0.25, "reduction": "sum", "big": 2**40},
+    )
+    decoded = check_request(request.SerializeToString(), arrays, raw=True)
+    assert decoded.parameters == {"big": 2**40, "grad": True, "negative_slope": 0.25, "reduction": "sum"}
+    assert decoded.id == "call-1"
+    assert decoded.model_name == "relu"
+    assert decoded.model_version == "1"
+    assert decoded.outputs is not None
+    assert [output.name for output in decoded.outputs] == ["output"]
+
+    def read(response: bytes) -> dict[str, np.ndarray]:
+        result = triton.InferResult(service_pb2.ModelInferResponse.FromString(response))
+        return {output.name: result.as_numpy(output.name) for output in sample_outputs()}
+
+    check_response(read, raw=True)  # tritonclient reads raw_output_contents only
+
+
+def run_kserve() -> None:
+    from kserve import InferenceGRPCClient  # noqa: F401  (the client the tests use imports beside ours)
+    from kserve.protocol.grpc import grpc_predict_v2_pb2
+    from kserve.protocol.infer_type import InferInput, InferRequest, InferResponse, RequestedOutput
+
+    check_wire_compatible(grpc_predict_v2_pb2.DESCRIPTOR, {**ONLY_OURS, "inference.InferParameter": {4, 5}})
+    arrays = sample_arrays()
+    for binary in (True, False):
+        typed = arrays if binary else {name: a for name, a in arrays.items() if name != "fp16"}  # FP16: raw only
+        inputs = []
+        for name, array in typed.items():
+            tensor = InferInput(name, list(array.shape), _kserve_datatype(array))
+            tensor.set_data_from_numpy(array, binary_data=binary)
+            inputs.append(tensor)
+        request = InferRequest(
+            model_name="relu",
+            infer_inputs=inputs,
+            request_id="call-2",
+            parameters={"grad": True, "reduction": "sum"},
+            request_outputs=[RequestedOutput("output")],
+        )
+        decoded = check_request(request.to_grpc().SerializeToString(), typed, raw=binary)
+        assert decoded.parameters == {"grad": True, "reduction": "sum"}
+        assert decoded.id == "call-2"
+
+    def read(response: bytes) -> dict[str, np.ndarray]:
+        result = InferResponse.from_grpc(grpc_predict_v2_pb2.ModelInferResponse.FromString(response))
+        return {output.name: output.as_numpy() for output in result.outputs}
+
+    check_response(read, raw=True)
+    check_response(read, raw=False)
+
+
+def _kserve_datatype(array: np.ndarray) -> str:
+    from kserve.utils.numpy_codec import from_np_dtype
+
+    datatype: str = from_np_dtype(array.dtype)
+    return datatype
+
+
+if __name__ == "__main__":
+    {"triton": run_triton, "kserve": run_kserve}[sys.argv[1]]()
+    print("ok")
