@@ -75,45 +75,64 @@ class OutputTensor(NamedTuple):
     array: np.ndarray
 
 
+class _Checked(NamedTuple):
+    """One input whose name, datatype, shape, parameters and contents' size are checked."""
+
+    entry: ModelInferRequest.InferInputTensor
+    name: str
+    datatype: str
+    shape: list[int]
+    elements: int
+    loc: Loc
+
+
 def decode_infer_request(request: ModelInferRequest, limits: Limits, max_total_elements: int) -> InferRequest:
     """The request's plain values and input arrays, every size checked before any tensor is copied."""
     if len(request.id) > MAX_ID_LENGTH:
         raise InvalidRequest.at(("id",), f"at most {MAX_ID_LENGTH} characters", "string_too_long")
-    raw = len(request.raw_input_contents) > 0
-    if raw and len(request.raw_input_contents) != len(request.inputs):
+    entries = list(request.inputs)  # (each read of a message field builds a new wrapper: read once)
+    raws = request.raw_input_contents
+    raw = len(raws) > 0
+    if raw and len(raws) != len(entries):
         raise InvalidRequest.at(
             ("raw_input_contents",),
-            f"holds {len(request.raw_input_contents)} tensors; the request has {len(request.inputs)} inputs",
+            f"holds {len(raws)} tensors; the request has {len(entries)} inputs",
             "size_mismatch",
         )
-    counts = _checked_counts(request, limits, max_total_elements, raw)
-    inputs = tuple(
-        InputTensor(entry.name, entry.datatype, list(entry.shape), _array(request, index, count, raw))
-        for index, (entry, count) in enumerate(zip(request.inputs, counts, strict=True))
-    )
+    checked = _checked_inputs(entries, limits, max_total_elements, raw)
+    if raw:  # each element read is a copy of its bytes out of the message: read once
+        arrays = [_raw_array(tensor, data) for tensor, data in zip(checked, raws, strict=True)]
+    else:
+        arrays = [_typed_array(tensor) for tensor in checked]
     return InferRequest(
         request.model_name,
         request.model_version,
         request.id or None,
-        decode_parameters(request.parameters, ("parameters",)),
-        inputs,
+        decode_parameters(request.parameters, ("parameters",)) if request.parameters else {},
+        tuple(
+            InputTensor(tensor.name, tensor.datatype, tensor.shape, array)
+            for tensor, array in zip(checked, arrays, strict=True)
+        ),
         _requested_outputs(request) if request.outputs else None,
         raw,
     )
 
 
-def _checked_counts(request: ModelInferRequest, limits: Limits, max_total_elements: int, raw: bool) -> list[int]:
-    """Each input's element count, within the limits; names, datatypes, shapes and parameters checked."""
-    counts: list[int] = []
+def _checked_inputs(
+    entries: list[ModelInferRequest.InferInputTensor], limits: Limits, max_total_elements: int, raw: bool
+) -> list[_Checked]:
+    """Each input within the limits, its name, datatype, shape, parameters and contents checked."""
+    checked: list[_Checked] = []
     total = 0
-    for index, entry in enumerate(request.inputs):
-        if len(entry.name) > MAX_NAME_LENGTH:
+    for index, entry in enumerate(entries):
+        name, datatype = entry.name, entry.datatype
+        if len(name) > MAX_NAME_LENGTH:
             raise InvalidRequest.at(
                 ("inputs", index, "name"), f"at most {MAX_NAME_LENGTH} characters", "string_too_long"
             )
-        loc: Loc = ("inputs", entry.name)
+        loc: Loc = ("inputs", name)
         declared_size = _check_input_parameters(entry, raw, loc) if entry.parameters else None
-        check_datatype(entry.datatype, (*loc, "datatype"))
+        check_datatype(datatype, (*loc, "datatype"))
         shape = list(entry.shape)
         if any(dimension < 0 for dimension in shape):
             raise InvalidRequest.at((*loc, "shape"), "dimensions must be non-negative", "invalid_shape")
@@ -123,11 +142,11 @@ def _checked_counts(request: ModelInferRequest, limits: Limits, max_total_elemen
             raise TooLarge.at(
                 loc, f"the request's tensors exceed {max_total_elements} elements in all", "too_many_elements"
             )
-        needed = count * _wire_itemsize(entry.datatype)
+        needed = count * _wire_itemsize(datatype)
         if declared_size is not None and declared_size != needed:
             raise InvalidRequest.at(
                 (*loc, "parameters", BINARY_DATA_SIZE),
-                f"is {declared_size}; shape {shape} of {entry.datatype} needs {needed} bytes",
+                f"is {declared_size}; shape {shape} of {datatype} needs {needed} bytes",
                 "size_mismatch",
             )
         filled = filled_fields(entry.contents) if entry.HasField("contents") else []
@@ -138,9 +157,9 @@ def _checked_counts(request: ModelInferRequest, limits: Limits, max_total_elemen
                 "invalid_data",
             )
         if not raw:
-            _check_typed(entry, filled, count, loc)
-        counts.append(count)
-    return counts
+            _check_typed(entry, datatype, shape, filled, count, loc)
+        checked.append(_Checked(entry, name, datatype, shape, count, loc))
+    return checked
 
 
 def _check_input_parameters(entry: ModelInferRequest.InferInputTensor, raw: bool, loc: Loc) -> int | None:
@@ -157,45 +176,44 @@ def _check_input_parameters(entry: ModelInferRequest.InferInputTensor, raw: bool
     return size
 
 
-def _check_typed(entry: ModelInferRequest.InferInputTensor, filled: list[str], count: int, loc: Loc) -> None:
-    field = FIELD_OF.get(entry.datatype)
+def _check_typed(
+    entry: ModelInferRequest.InferInputTensor, datatype: str, shape: list[int], filled: list[str], count: int, loc: Loc
+) -> None:
+    field = FIELD_OF.get(datatype)
     if field is None:  # FP16, BF16
         raise InvalidRequest.at(
-            (*loc, "contents"),
-            f"{entry.datatype} has no typed contents field: send it in raw_input_contents",
-            "invalid_data",
+            (*loc, "contents"), f"{datatype} has no typed contents field: send it in raw_input_contents", "invalid_data"
         )
     stray = [name for name in filled if name != field]
     if stray:
         raise InvalidRequest.at(
-            (*loc, "contents", stray[0]), f"{entry.datatype} values go in contents.{field}", "invalid_data"
+            (*loc, "contents", stray[0]), f"{datatype} values go in contents.{field}", "invalid_data"
         )
-    held = len(getattr(entry.contents, field))
+    held = len(getattr(entry.contents, field)) if filled else 0
     if held != count:
         raise InvalidRequest.at(
-            (*loc, "contents", field), f"holds {held} values; shape {list(entry.shape)} needs {count}", "size_mismatch"
+            (*loc, "contents", field), f"holds {held} values; shape {shape} needs {count}", "size_mismatch"
         )
 
 
-def _array(request: ModelInferRequest, index: int, count: int, raw: bool) -> np.ndarray:
-    entry = request.inputs[index]
-    shape = list(entry.shape)
-    if raw:
-        loc: Loc = ("inputs", entry.name, "raw_input_contents")
-        data = request.raw_input_contents[index]  # (a copy out of the message: read once)
-        needed = count * _wire_itemsize(entry.datatype)
-        if len(data) != needed:
-            raise InvalidRequest.at(
-                loc, f"holds {len(data)} bytes; shape {shape} of {entry.datatype} needs {needed}", "size_mismatch"
-            )
-        return from_bytes(memoryview(bytearray(data)), shape, entry.datatype, loc)
-    loc = ("inputs", entry.name, "contents", FIELD_OF[entry.datatype])
-    if count == 0:
-        return from_bytes(memoryview(bytearray()), shape, entry.datatype, loc)
-    values = read_values(entry.contents, entry.datatype, count)
-    if not packs(entry.datatype):
-        values = _narrowed(values, entry.datatype, loc)
-    return from_bytes(values.data.cast("B"), shape, entry.datatype, loc)
+def _raw_array(tensor: _Checked, data: bytes) -> np.ndarray:
+    loc = (*tensor.loc, "raw_input_contents")
+    needed = tensor.elements * _wire_itemsize(tensor.datatype)
+    if len(data) != needed:
+        raise InvalidRequest.at(
+            loc, f"holds {len(data)} bytes; shape {tensor.shape} of {tensor.datatype} needs {needed}", "size_mismatch"
+        )
+    return from_bytes(memoryview(bytearray(data)), tensor.shape, tensor.datatype, loc)
+
+
+def _typed_array(tensor: _Checked) -> np.ndarray:
+    loc = (*tensor.loc, "contents", FIELD_OF[tensor.datatype])
+    if tensor.elements == 0:
+        return from_bytes(memoryview(bytearray()), tensor.shape, tensor.datatype, loc)
+    values = read_values(tensor.entry.contents, tensor.datatype, tensor.elements)
+    if not packs(tensor.datatype):
+        values = _narrowed(values, tensor.datatype, loc)
+    return from_bytes(values.data.cast("B"), tensor.shape, tensor.datatype, loc)
 
 
 _WIRE_DTYPE: dict[str, np.dtype[np.integer]] = {
