@@ -6,19 +6,26 @@ go beside either. Exits non-zero on the first difference.
 
 For each client: its messages and ours have the same fields (number, type, cardinality, oneof)
 wherever both define one, and the same six methods; a request its API builds decodes to its
-arrays bit for bit; a response we encode reads back through its API bit for bit.
+arrays bit for bit; a response we encode reads back through its API bit for bit; and over a real
+connection, the client's own calls reach a ``grpc.aio`` server of ``service.rpc_handler`` (with a
+servicer made here: relu in numpy through the codec) and read its answers.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import grpc
 import numpy as np
 
 from app.protocols.oip.grpc import messages
 from app.protocols.oip.grpc.infer import InferRequest, OutputTensor, decode_infer_request, encode_infer_response
+from app.protocols.oip.grpc.service import rpc_handler
 from app.protocols.tensors import Limits
 
 METHODS = ("ServerLive", "ServerReady", "ModelReady", "ServerMetadata", "ModelMetadata", "ModelInfer")
@@ -113,6 +120,80 @@ def check_response(read: Callable[[bytes], dict[str, np.ndarray]], raw: bool) ->
         assert got.tobytes() == output.array.tobytes(), output.name
 
 
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+class ReluServicer:
+    """The protocol's six methods for one model, ``relu``, computed in numpy through the codec."""
+
+    async def server_live(self, request: messages.ServerLiveRequest, context: Context) -> messages.ServerLiveResponse:
+        return messages.ServerLiveResponse(live=True)
+
+    async def server_ready(
+        self, request: messages.ServerReadyRequest, context: Context
+    ) -> messages.ServerReadyResponse:
+        return messages.ServerReadyResponse(ready=True)
+
+    async def model_ready(self, request: messages.ModelReadyRequest, context: Context) -> messages.ModelReadyResponse:
+        return messages.ModelReadyResponse(ready=request.name == "relu")
+
+    async def server_metadata(
+        self, request: messages.ServerMetadataRequest, context: Context
+    ) -> messages.ServerMetadataResponse:
+        return messages.ServerMetadataResponse(name="checks", version="1", extensions=["binary_tensor_data"])
+
+    async def model_metadata(
+        self, request: messages.ModelMetadataRequest, context: Context
+    ) -> messages.ModelMetadataResponse:
+        if request.name != "relu":
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no model {request.name!r}")
+        tensor = messages.ModelMetadataResponse.TensorMetadata
+        return messages.ModelMetadataResponse(
+            name="relu",
+            versions=["1"],
+            platform="pytorch",
+            inputs=[tensor(name="input", datatype="FP32", shape=[-1])],
+            outputs=[tensor(name="output", datatype="FP32", shape=[-1])],
+        )
+
+    async def model_infer(self, request: messages.ModelInferRequest, context: Context) -> messages.ModelInferResponse:
+        if request.model_name != "relu":
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no model {request.model_name!r}")
+        decoded = decode_infer_request(request, LIMITS, 10_000_000)
+        (tensor,) = decoded.inputs
+        output = OutputTensor("output", tensor.datatype, np.maximum(tensor.array, tensor.array.dtype.type(0)))
+        return encode_infer_response("relu", "1", decoded.id, [output], {}, decoded.raw)
+
+
+@contextlib.contextmanager
+def serving() -> Iterator[str]:
+    """A grpc.aio server of ``ReluServicer`` on a loop in a thread of its own: its address."""
+    loop = asyncio.new_event_loop()
+
+    async def start() -> tuple[grpc.aio.Server, int]:
+        server = grpc.aio.server()
+        server.add_generic_rpc_handlers((rpc_handler(ReluServicer()),))
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        return server, port
+
+    server, port = loop.run_until_complete(start())
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        asyncio.run_coroutine_threadsafe(server.stop(None), loop).result(timeout=30)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=30)
+        loop.close()
+
+
+def relu_of(array: np.ndarray) -> np.ndarray:
+    result: np.ndarray = np.maximum(array, array.dtype.type(0))
+    return result
+
+
 def run_triton() -> None:
     import tritonclient.grpc as triton
     from tritonclient.grpc import service_pb2
@@ -152,6 +233,41 @@ def run_triton() -> None:
         return {output.name: result.as_numpy(output.name) for output in sample_outputs()}
 
     check_response(read, raw=True)  # tritonclient reads raw_output_contents only
+    with serving() as address:
+        check_triton_live(address)
+
+
+def check_triton_live(address: str) -> None:
+    import tritonclient.grpc as triton
+
+    client = triton.InferenceServerClient(address)
+    assert client.is_server_live()
+    assert client.is_server_ready()
+    assert client.is_model_ready("relu")
+    assert not client.is_model_ready("gelu")
+    assert client.get_server_metadata().name == "checks"
+    assert [tensor.name for tensor in client.get_model_metadata("relu").inputs] == ["input"]
+    for array in (sample_arrays()["fp32"], sample_arrays()["fp16"], sample_arrays()["fp64"]):
+        tensor = triton.InferInput("input", list(array.shape), triton.np_to_triton_dtype(array.dtype))
+        tensor.set_data_from_numpy(array)
+        result = client.infer("relu", [tensor], request_id="r1", outputs=[triton.InferRequestedOutput("output")])
+        assert result.as_numpy("output").tobytes() == relu_of(array).tobytes()
+        assert result.get_response().id == "r1"
+    assert _triton_refusal(lambda: client.get_model_metadata("gelu")) == "StatusCode.NOT_FOUND"
+    assert _triton_refusal(lambda: client.infer("gelu", [tensor])) == "StatusCode.NOT_FOUND"
+    assert _triton_refusal(lambda: client.get_model_config("relu")) == "StatusCode.UNIMPLEMENTED"  # not the protocol's
+    client.close()
+
+
+def _triton_refusal(call: Callable[[], object]) -> str:
+    """The gRPC status tritonclient reports for a call that must fail."""
+    from tritonclient.utils import InferenceServerException
+
+    try:
+        call()
+    except InferenceServerException as error:
+        return str(error.status())
+    raise AssertionError("the call was answered")
 
 
 def run_kserve() -> None:
@@ -185,6 +301,25 @@ def run_kserve() -> None:
 
     check_response(read, raw=True)
     check_response(read, raw=False)
+    with serving() as address:
+        asyncio.run(check_kserve_live(address))
+
+
+async def check_kserve_live(address: str) -> None:
+    from kserve import InferenceGRPCClient
+    from kserve.protocol.infer_type import InferInput, InferRequest
+
+    async with InferenceGRPCClient(address) as client:
+        assert await client.is_server_live()
+        assert await client.is_server_ready()
+        assert await client.is_model_ready("relu")
+        array = sample_arrays()["fp32"]
+        for binary in (True, False):
+            tensor = InferInput("input", list(array.shape), "FP32")
+            tensor.set_data_from_numpy(array, binary_data=binary)
+            response = await client.infer(InferRequest(model_name="relu", infer_inputs=[tensor], request_id="k1"))
+            (output,) = response.outputs
+            assert output.as_numpy().tobytes() == relu_of(array).tobytes(), binary
 
 
 def _kserve_datatype(array: np.ndarray) -> str:

@@ -1,6 +1,7 @@
 """The pinned protocol file, the descriptor and types compiled from it, the private descriptor
-pool, and wire compatibility with tritonclient.grpc and KServe's gRPC client (each in a process of
-its own: they cannot share one, kserve/kserve#3099)."""
+pool, the service's method table, and tritonclient.grpc and KServe's gRPC client against the
+messages and a live grpc.aio server of them (each client in a process of its own: they cannot share
+one, kserve/kserve#3099)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import pytest
 from google.protobuf import descriptor_pool
 
 from app.protocols.oip.grpc import messages
+from app.protocols.oip.grpc.service import METHODS, SERVICE_NAME, InferenceServicer, method_path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "app" / "protocols" / "oip" / "grpc"
@@ -56,6 +58,17 @@ def test_the_module_builds_every_message_its_types_declare() -> None:
     assert declared == set(messages.DESCRIPTOR.message_types_by_name)
     for name in declared:
         assert getattr(messages, name).DESCRIPTOR.full_name == f"inference.{name}"
+
+
+def test_the_method_table_is_the_protocols_service() -> None:
+    service = messages.DESCRIPTOR.services_by_name["GRPCInferenceService"]
+    assert service.full_name == SERVICE_NAME
+    assert [(m.name, m.input_type.full_name, m.output_type.full_name) for m in service.methods] == [
+        (m.name, m.request.DESCRIPTOR.full_name, m.response.DESCRIPTOR.full_name) for m in METHODS
+    ]
+    assert all(not m.client_streaming and not m.server_streaming for m in service.methods)
+    assert {m.attribute for m in METHODS} == {name for name in vars(InferenceServicer) if not name.startswith("_")}
+    assert method_path("ModelInfer") == "/inference.GRPCInferenceService/ModelInfer"
 
 
 def test_a_request_round_trips_through_its_wire_form() -> None:

@@ -8,6 +8,7 @@ descriptor by scripts/compile-proto.
 """
 
 from google.protobuf import descriptor_pool, message_factory
+from google.protobuf.message import Message
 
 from app.protocols.oip.grpc.descriptor import SERIALIZED
 
@@ -15,7 +16,7 @@ _POOL = descriptor_pool.DescriptorPool()
 DESCRIPTOR = _POOL.AddSerializedFile(SERIALIZED)
 
 
-def _message_class(name):  # messages.pyi types what this module exports
+def _message_class(name: str) -> type[Message]:  # messages.pyi types each class this module exports
     return message_factory.GetMessageClass(DESCRIPTOR.message_types_by_name[name])
 
 
