@@ -80,10 +80,11 @@ ENV PATH=/opt/venv/bin:$PATH \
     TMPDIR=/tmp \
     TORCHFN_HOST=0.0.0.0 \
     TORCHFN_PORT=8000 \
+    TORCHFN_GRPC_PORT=8001 \
     TORCHFN_WORKERS=1 \
     TORCHFN_LOG_FORMAT=json
 USER 10001:10001
-EXPOSE 8000
+EXPOSE 8000 8001
 HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=3 CMD ["python", "-m", "app.healthcheck"]
 STOPSIGNAL SIGTERM
 CMD ["python", "-m", "app.serve"]

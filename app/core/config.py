@@ -176,11 +176,52 @@ class Settings(BaseSettings):
     head_timeout_s: float = Field(default=10.0, gt=0.0, le=3600.0)
     """Longest a connection may take to send a whole request head, from when it opens or from
     the first byte after a previous request; then it is closed. Idle keep-alive connections are
-    closed after 5 s (uvicorn's keep-alive timeout)."""
+    closed after 5 s (uvicorn's keep-alive timeout). A gRPC connection has as long to open (its
+    HTTP/2 preface and settings)."""
 
     max_connections: int = Field(default=2048, ge=1, le=1_000_000)
     """Most open connections per server process; one more is answered 503 at once and closed.
     Must fit under the process's open-files limit (raised to its hard limit at start-up)."""
+
+    # The Open Inference Protocol over gRPC: its port and its bounds (app/transports/grpc/options.py).
+    # Its message size limits come from max_body_bytes and max_total_elements, its handshake
+    # timeout from head_timeout_s.
+
+    grpc_port: int = Field(default=8001, ge=0, le=65535)
+    """Port of the gRPC face (``inference.GRPCInferenceService``), on the same address as HTTP and
+    in the same process; ``0`` turns gRPC off. 8001 is Triton's."""
+
+    grpc_max_connections: int = Field(default=2048, ge=1, le=1_000_000)
+    """Most open gRPC connections per server process; one more is closed at once (the client sees
+    UNAVAILABLE). Counts towards the open-files limit beside ``max_connections``."""
+
+    grpc_max_concurrent_streams: int = Field(default=100, ge=1, le=1_000_000)
+    """Most calls in flight on one gRPC connection (HTTP/2's ``SETTINGS_MAX_CONCURRENT_STREAMS``,
+    100 as RFC 9113 recommends at least); a client queues its further calls until one ends."""
+
+    grpc_max_concurrent_calls: int = Field(default=1024, ge=1, le=1_000_000)
+    """Most gRPC calls in flight per server process, over all connections; one more is answered
+    RESOURCE_EXHAUSTED at once. gRPC receives a call's whole message before the service sees it, so
+    this times the largest message bounds the memory such messages hold."""
+
+    grpc_max_metadata_bytes: int = Field(default=16 * 1024, ge=1024, le=1024 * 1024)
+    """Largest metadata (headers) of a gRPC call, in bytes as HTTP/2 counts them (each entry's name
+    and value plus 32); larger is answered RESOURCE_EXHAUSTED. 16 KiB, as ``max_head_bytes``."""
+
+    grpc_min_ping_interval_s: float = Field(default=10.0, gt=0.0, le=86_400.0)
+    """Keepalive enforcement: shortest interval between a client's HTTP/2 pings while it sends no
+    data; a connection whose third ping comes too soon is closed (GOAWAY ``ENHANCE_YOUR_CALM``),
+    and pings with no call in flight always come too soon. gRPC's default, 5 minutes, would refuse
+    the common 10-60 s client keepalives."""
+
+    grpc_max_connection_idle_s: float = Field(default=300.0, gt=0.0, le=86_400.0)
+    """A gRPC connection with no call in flight for this long is closed (GOAWAY; clients reconnect
+    when they next call)."""
+
+    grpc_max_connection_age_s: float | None = Field(default=None, gt=0.0, le=2_000_000.0)
+    """Oldest a gRPC connection may grow before the service asks its client to reconnect (GOAWAY),
+    so that clients spread over new replicas; its calls in flight then have ``shutdown_grace_s``.
+    Unset: no limit."""
 
     @field_validator("device")
     @classmethod

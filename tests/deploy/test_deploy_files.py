@@ -99,7 +99,7 @@ def test_dependencies_are_pinned() -> None:
             if line.startswith("-e ./"):  # a distribution of this repository (the client), installed editable
                 assert (ROOT / line.removeprefix("-e ") / "pyproject.toml").is_file(), f"{name}: {line!r}"
             elif line and not line.startswith("-r"):
-                assert re.fullmatch(r"[A-Za-z0-9_.\-\[\]]+==[\w.+]+", line), f"{name}: {line!r} is not pinned"
+                assert re.fullmatch(r"[A-Za-z0-9_.\-]+(\[[\w,]+\])?==[\w.+]+", line), f"{name}: {line!r} is not pinned"
 
 
 def test_container_writes_only_under_tmp() -> None:
@@ -273,3 +273,27 @@ def test_hpa_and_pdb_target_the_deployment(rendered: list[dict[str, Any]]) -> No
     assert 1 <= hpa["minReplicas"] <= hpa["maxReplicas"]
     assert by_kind["PodDisruptionBudget"]["spec"]["selector"]["matchLabels"].items() <= labels.items()
     assert by_kind["Service"]["spec"]["selector"].items() <= labels.items()
+
+
+# The gRPC face's port
+
+
+def _container_port(mapping: str) -> int:
+    return int(mapping.rsplit(":", 1)[1])
+
+
+def test_the_grpc_port_is_exposed_mapped_and_named_for_h2c(rendered: list[dict[str, Any]]) -> None:
+    image = container()
+    http, grpc = int(image.env["TORCHFN_PORT"]), int(image.env["TORCHFN_GRPC_PORT"])
+    assert grpc == Settings().grpc_port
+    assert image.exposed == [http, grpc]
+    services = _compose()["services"]
+    for name in ("torchfn", "torchfn-gpu"):
+        assert sorted(_container_port(mapping) for mapping in services[name]["ports"]) == [http, grpc], name
+    host_ports = [mapping.split(":")[-2] for service in services.values() for mapping in service.get("ports", [])]
+    assert len(host_ports) == len(set(host_ports)), "two services publish the same host port"
+    (main,) = _deployment(rendered)["spec"]["template"]["spec"]["containers"]
+    assert {"name": "grpc", "containerPort": grpc, "protocol": "TCP"} in main["ports"]
+    service = {doc["kind"]: doc for doc in rendered}["Service"]
+    (port,) = [port for port in service["spec"]["ports"] if port["name"] == "grpc"]
+    assert (port["targetPort"], port["appProtocol"]) == ("grpc", "kubernetes.io/h2c")

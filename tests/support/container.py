@@ -65,10 +65,15 @@ class Container:
     command: list[str]
     env: dict[str, str]
     healthcheck: list[str]
+    exposed: list[int]
+    """The ports of its ``EXPOSE`` instructions (TCP), in order."""
 
 
 def container() -> Container:
     stage = final_stage(DOCKERFILE.read_text())
     (cmd,) = [ins for ins in stage if ins.keyword == "CMD"]
     (health,) = [ins for ins in stage if ins.keyword == "HEALTHCHECK"]
-    return Container(exec_form(cmd), environment(stage), exec_form(health))
+    exposed = [
+        int(port.removesuffix("/tcp")) for ins in stage if ins.keyword == "EXPOSE" for port in ins.arguments.split()
+    ]
+    return Container(exec_form(cmd), environment(stage), exec_form(health), exposed)

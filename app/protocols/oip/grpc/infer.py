@@ -1,0 +1,313 @@
+"""``ModelInferRequest`` to plain values and numpy arrays, and outputs to ``ModelInferResponse``.
+
+Transport-neutral and pure: what a request names (model, version, id), its parameters as plain
+Python values, its input tensors decoded as the HTTP face decodes them (the same datatypes, limits
+and arrays: ``app.protocols.oip.tensors``), the outputs it asks for, and whether its tensors came in
+raw form; the protocol's shared logic builds the job from that. Every problem is a
+``ServiceError`` naming the input, parameter or output at fault.
+
+Tensors travel either in each input's typed ``contents`` or, for every input in order, in
+``raw_input_contents`` (the protocol allows one form or the other per request). FP16 and BF16 have
+no typed field and travel raw only. A reply is raw when the request was (as Triton answers its
+clients) or when an output's datatype has no typed field.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import NamedTuple
+
+import numpy as np
+
+from app.core.errors import InvalidRequest, Loc, TooLarge
+from app.core.limits import TensorLimits
+from app.protocols.oip.grpc.contents import FIELD_OF, filled_fields, packed_contents, packs, read_values
+from app.protocols.oip.grpc.messages import InferParameter, ModelInferRequest, ModelInferResponse
+from app.protocols.oip.tensors import FLOAT_DATATYPES, check_datatype, element_count, from_bytes, to_bytes
+
+Parameter = bool | int | float | str
+Parameters = dict[str, Parameter]
+
+MAX_NAME_LENGTH = 128
+"""Longest tensor name, as the JSON face's models allow (``app/protocols/oip/models.py``)."""
+MAX_ID_LENGTH = 256
+"""Longest request id, as the JSON face's models allow."""
+
+BINARY_DATA_SIZE = "binary_data_size"
+"""The input parameter KServe's client sends with each raw tensor: its size in bytes."""
+
+_ITEMSIZE = {"FP16": 2, "BF16": 2, "FP32": 4, "FP64": 8}
+
+
+class InputTensor(NamedTuple):
+    """One input: its array is what ``from_bytes``/``from_json`` give for the same tensor over HTTP."""
+
+    name: str
+    datatype: str
+    shape: list[int]
+    array: np.ndarray
+
+
+class RequestedOutput(NamedTuple):
+    name: str
+    parameters: Parameters
+
+
+class InferRequest(NamedTuple):
+    model_name: str
+    model_version: str
+    """Empty when the request names none."""
+    id: str | None
+    """``None`` when the request has none (protobuf cannot tell an empty id from a missing one)."""
+    parameters: Parameters
+    inputs: tuple[InputTensor, ...]
+    outputs: tuple[RequestedOutput, ...] | None
+    """``None`` when the request names no output: every output the model produces."""
+    raw: bool
+    """The tensors came in ``raw_input_contents``: answer in ``raw_output_contents``."""
+
+
+class OutputTensor(NamedTuple):
+    """One output: float values of ``datatype`` (float32 holding exact bfloat16 numbers for BF16)."""
+
+    name: str
+    datatype: str
+    array: np.ndarray
+
+
+class _Checked(NamedTuple):
+    """One input whose name, datatype, shape, parameters and contents' size are checked."""
+
+    entry: ModelInferRequest.InferInputTensor
+    name: str
+    datatype: str
+    shape: list[int]
+    elements: int
+    loc: Loc
+
+
+def decode_infer_request(request: ModelInferRequest, limits: TensorLimits, max_total_elements: int) -> InferRequest:
+    """The request's plain values and input arrays, every size checked before any tensor is copied."""
+    if len(request.id) > MAX_ID_LENGTH:
+        raise InvalidRequest.at(("id",), f"at most {MAX_ID_LENGTH} characters", "string_too_long")
+    entries = list(request.inputs)  # (each read of a message field builds a new wrapper: read once)
+    raws = request.raw_input_contents
+    raw = len(raws) > 0
+    if raw and len(raws) != len(entries):
+        raise InvalidRequest.at(
+            ("raw_input_contents",),
+            f"holds {len(raws)} tensors; the request has {len(entries)} inputs",
+            "size_mismatch",
+        )
+    checked = _checked_inputs(entries, limits, max_total_elements, raw)
+    if raw:  # each element read is a copy of its bytes out of the message: read once
+        arrays = [_raw_array(tensor, data) for tensor, data in zip(checked, raws, strict=True)]
+    else:
+        arrays = [_typed_array(tensor) for tensor in checked]
+    return InferRequest(
+        request.model_name,
+        request.model_version,
+        request.id or None,
+        decode_parameters(request.parameters, ("parameters",)) if request.parameters else {},
+        tuple(
+            InputTensor(tensor.name, tensor.datatype, tensor.shape, array)
+            for tensor, array in zip(checked, arrays, strict=True)
+        ),
+        _requested_outputs(request) if request.outputs else None,
+        raw,
+    )
+
+
+def _checked_inputs(
+    entries: list[ModelInferRequest.InferInputTensor], limits: TensorLimits, max_total_elements: int, raw: bool
+) -> list[_Checked]:
+    """Each input within the limits, its name, datatype, shape, parameters and contents checked."""
+    checked: list[_Checked] = []
+    total = 0
+    for index, entry in enumerate(entries):
+        name, datatype = entry.name, entry.datatype
+        if len(name) > MAX_NAME_LENGTH:
+            raise InvalidRequest.at(
+                ("inputs", index, "name"), f"at most {MAX_NAME_LENGTH} characters", "string_too_long"
+            )
+        loc: Loc = ("inputs", name)
+        declared_size = _check_input_parameters(entry, raw, loc) if entry.parameters else None
+        check_datatype(datatype, (*loc, "datatype"))
+        shape = list(entry.shape)
+        if any(dimension < 0 for dimension in shape):
+            raise InvalidRequest.at((*loc, "shape"), "dimensions must be non-negative", "invalid_shape")
+        count = element_count(shape, (*loc, "shape"), limits)
+        total += count
+        if total > max_total_elements:
+            raise TooLarge.at(
+                loc, f"the request's tensors exceed {max_total_elements} elements in all", "too_many_elements"
+            )
+        needed = count * _wire_itemsize(datatype)
+        if declared_size is not None and declared_size != needed:
+            raise InvalidRequest.at(
+                (*loc, "parameters", BINARY_DATA_SIZE),
+                f"is {declared_size}; shape {shape} of {datatype} needs {needed} bytes",
+                "size_mismatch",
+            )
+        filled = filled_fields(entry.contents) if entry.HasField("contents") else []
+        if raw and filled:
+            raise InvalidRequest.at(
+                (*loc, "contents"),
+                "the request's tensors are in raw_input_contents: no input may hold contents",
+                "invalid_data",
+            )
+        if not raw:
+            _check_typed(entry, datatype, shape, filled, count, loc)
+        checked.append(_Checked(entry, name, datatype, shape, count, loc))
+    return checked
+
+
+def _check_input_parameters(entry: ModelInferRequest.InferInputTensor, raw: bool, loc: Loc) -> int | None:
+    """The size ``binary_data_size`` declares: KServe's client names each raw tensor's size in it,
+    as over HTTP. No other input parameter is known."""
+    parameters = decode_parameters(entry.parameters, (*loc, "parameters"))
+    size = parameters.pop(BINARY_DATA_SIZE, None)
+    if size is not None and (not raw or isinstance(size, bool) or not isinstance(size, int)):
+        why = "an integer" if raw else "given with raw_input_contents only"
+        raise InvalidRequest.at((*loc, "parameters", BINARY_DATA_SIZE), f"must be {why}", "invalid_param")
+    if parameters:
+        name = next(iter(parameters))
+        raise InvalidRequest.at((*loc, "parameters", name), "unknown input parameter", "unknown_param")
+    return size
+
+
+def _check_typed(
+    entry: ModelInferRequest.InferInputTensor, datatype: str, shape: list[int], filled: list[str], count: int, loc: Loc
+) -> None:
+    field = FIELD_OF.get(datatype)
+    if field is None:  # FP16, BF16
+        raise InvalidRequest.at(
+            (*loc, "contents"), f"{datatype} has no typed contents field: send it in raw_input_contents", "invalid_data"
+        )
+    stray = [name for name in filled if name != field]
+    if stray:
+        raise InvalidRequest.at(
+            (*loc, "contents", stray[0]), f"{datatype} values go in contents.{field}", "invalid_data"
+        )
+    held = len(getattr(entry.contents, field)) if filled else 0
+    if held != count:
+        raise InvalidRequest.at(
+            (*loc, "contents", field), f"holds {held} values; shape {shape} needs {count}", "size_mismatch"
+        )
+
+
+def _raw_array(tensor: _Checked, data: bytes) -> np.ndarray:
+    loc = (*tensor.loc, "raw_input_contents")
+    needed = tensor.elements * _wire_itemsize(tensor.datatype)
+    if len(data) != needed:
+        raise InvalidRequest.at(
+            loc, f"holds {len(data)} bytes; shape {tensor.shape} of {tensor.datatype} needs {needed}", "size_mismatch"
+        )
+    return from_bytes(memoryview(bytearray(data)), tensor.shape, tensor.datatype, loc)
+
+
+def _typed_array(tensor: _Checked) -> np.ndarray:
+    loc = (*tensor.loc, "contents", FIELD_OF[tensor.datatype])
+    if tensor.elements == 0:
+        return from_bytes(memoryview(bytearray()), tensor.shape, tensor.datatype, loc)
+    values = read_values(tensor.entry.contents, tensor.datatype, tensor.elements)
+    if not packs(tensor.datatype):
+        values = _narrowed(values, tensor.datatype, loc)
+    return from_bytes(values.data.cast("B"), tensor.shape, tensor.datatype, loc)
+
+
+_WIRE_DTYPE: dict[str, np.dtype[np.integer]] = {
+    "INT8": np.dtype("i1"),
+    "INT16": np.dtype("<i2"),
+    "INT32": np.dtype("<i4"),
+    "INT64": np.dtype("<i8"),
+    "UINT8": np.dtype("u1"),
+    "UINT16": np.dtype("<u2"),
+    "UINT32": np.dtype("<u4"),
+    "UINT64": np.dtype("<u8"),
+}
+
+
+def _wire_itemsize(datatype: str) -> int:
+    return _ITEMSIZE[datatype] if datatype in _ITEMSIZE else _WIRE_DTYPE[datatype].itemsize
+
+
+def _narrowed(values: np.ndarray, datatype: str, loc: Loc) -> np.ndarray:
+    """Integer values in the datatype's own width and byte order, as raw bytes would bring them:
+    ``int_contents`` and ``uint_contents`` are 32-bit for the narrower datatypes too."""
+    wire = _WIRE_DTYPE[datatype]
+    info = np.iinfo(wire)
+    if values.size and (int(values.min()) < info.min or int(values.max()) > info.max):
+        raise InvalidRequest.at(loc, f"values must lie in [{info.min}, {info.max}] for {datatype}", "dtype_overflow")
+    return values.astype(wire, copy=False)
+
+
+def decode_parameters(parameters: Mapping[str, InferParameter], loc: Loc) -> Parameters:
+    """Each ``InferParameter`` as the plain value it holds (bool, int, float or str), in name order."""
+    plain: Parameters = {}
+    for name in sorted(parameters):
+        parameter = parameters[name]
+        choice = parameter.WhichOneof("parameter_choice")
+        if choice is None:
+            raise InvalidRequest.at((*loc, name), "holds no value", "invalid_param")
+        plain[name] = getattr(parameter, choice)
+    return plain
+
+
+def _requested_outputs(request: ModelInferRequest) -> tuple[RequestedOutput, ...]:
+    outputs = []
+    for index, entry in enumerate(request.outputs):
+        if len(entry.name) > MAX_NAME_LENGTH:
+            raise InvalidRequest.at(
+                ("outputs", index, "name"), f"at most {MAX_NAME_LENGTH} characters", "string_too_long"
+            )
+        outputs.append(
+            RequestedOutput(entry.name, decode_parameters(entry.parameters, ("outputs", entry.name, "parameters")))
+        )
+    return tuple(outputs)
+
+
+_INT64_MAX = int(np.iinfo(np.int64).max)
+
+
+def encode_parameter(value: Parameter) -> InferParameter:
+    """A plain value as an ``InferParameter``: an integer past int64 as ``uint64_param``."""
+    if isinstance(value, bool):
+        return InferParameter(bool_param=value)
+    if isinstance(value, int):
+        return InferParameter(int64_param=value) if value <= _INT64_MAX else InferParameter(uint64_param=value)
+    if isinstance(value, float):
+        return InferParameter(double_param=value)
+    return InferParameter(string_param=value)
+
+
+def encode_infer_response(
+    model_name: str,
+    model_version: str,
+    request_id: str | None,
+    outputs: Sequence[OutputTensor],
+    parameters: Mapping[str, Parameter],
+    raw: bool,
+) -> ModelInferResponse:
+    """The response: the outputs in order, raw when ``raw`` or when one of them is FP16 or BF16."""
+    response = ModelInferResponse(model_name=model_name, model_version=model_version, id=request_id or "")
+    for name, value in parameters.items():
+        response.parameters[name].CopyFrom(encode_parameter(value))
+    raw = raw or any(not packs(output.datatype) for output in outputs)
+    for output in outputs:
+        data = _output_bytes(output)
+        tensor = response.outputs.add(name=output.name, datatype=output.datatype, shape=output.array.shape)
+        if raw:
+            response.raw_output_contents.append(bytes(data))
+        elif data:
+            tensor.contents.MergeFromString(packed_contents(data, output.datatype))
+    return response
+
+
+def _output_bytes(output: OutputTensor) -> memoryview:
+    if output.datatype not in FLOAT_DATATYPES:
+        raise ValueError(f"output {output.name!r}: {output.datatype} is not a float datatype")
+    data = to_bytes(output.array, output.datatype)
+    if len(data) != output.array.size * _ITEMSIZE[output.datatype]:
+        raise ValueError(f"output {output.name!r}: a {output.array.dtype} array does not hold {output.datatype}")
+    return data
