@@ -12,6 +12,7 @@ from fastapi import Request
 from app.compute.batching import Served
 from app.compute.jobs import Result
 from app.core.errors import InvalidRequest
+from app.core.limits import MAX_HEADER_VALUE, longer_than
 
 TIMEOUT_HEADER = "x-request-timeout"
 
@@ -36,6 +37,8 @@ def compute_headers(request: Request) -> ComputeHeaders:
     found: dict[bytes, str] = {}
     for name, value in request.scope["headers"]:
         if name in _READ and name not in found:
+            if len(value) > MAX_HEADER_VALUE:
+                raise InvalidRequest.at(("header", name.decode()), longer_than(MAX_HEADER_VALUE), "header_too_long")
             found[name] = value.decode("latin-1")
     return ComputeHeaders(
         found.get(b"content-type", ""),

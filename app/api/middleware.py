@@ -18,11 +18,12 @@ from app.api.errors import ErrorPipeline, Refusal
 from app.api.metrics import Metrics
 from app.core.errors import Problem
 from app.core.lifecycle import is_draining
+from app.core.limits import MAX_REQUEST_ID
 from app.core.logs import ACCESS_LOGGER
 from app.core.request_context import RequestContext, current_request
 
 REQUEST_ID_HEADER = b"x-request-id"
-_VALID_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:/+=@-]{1,128}$")
+_VALID_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:/+=@-]{1,%d}$" % MAX_REQUEST_ID)
 UNMATCHED = "unmatched"
 """The ``endpoint`` label of requests no route matched (so unknown paths cannot grow the label set)."""
 

@@ -8,6 +8,8 @@ from typing import Annotated, Literal, Self
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from app.core.limits import MAX_HEADER_VALUE, longer_than
+
 FloatDType = Literal["float32", "float64", "float16", "bfloat16"]
 
 _DEVICE_PATTERN = re.compile(r"^(cpu|auto|cuda(:\d+)?)$")
@@ -181,6 +183,13 @@ class Settings(BaseSettings):
     max_connections: int = Field(default=2048, ge=1, le=1_000_000)
     """Most open connections per server process; one more is answered 503 at once and closed.
     Must fit under the process's open-files limit (raised to its hard limit at start-up)."""
+
+    @field_validator("api_keys")
+    @classmethod
+    def _check_key_lengths(cls, keys: list[str]) -> list[str]:
+        if any(len(key) > MAX_HEADER_VALUE for key in keys):
+            raise ValueError(f"an API key is {longer_than(MAX_HEADER_VALUE)}: a client could not send it")
+        return keys
 
     @field_validator("device")
     @classmethod
