@@ -15,6 +15,11 @@ cannot say::
     )
 
 Name ``module:SWISH`` in ``TORCHFN_PLUGINS`` (or in the entry-point group ``torchfn.functions``).
+
+A plugin refuses its input with ``raise InputRejected("why", argument="target")``: a 422 whose
+message carries its words, the one way a plugin's text reaches a client. A plugin's output is of
+its input's dtype, and no larger than its cost model's ``memory`` (``elementwise(memory_per_element=...)``
+for an output wider than its input); otherwise its request fails with ``plugin_error``.
 """
 
 from __future__ import annotations
@@ -25,8 +30,9 @@ from typing import Any, Literal
 
 from app.compute.catalogue.cost import ELEMENTWISE, Cost, CostModel, elementwise
 from app.core.config import FloatDType
+from app.core.errors import InputRejected
 
-__all__ = ["ELEMENTWISE", "Cost", "CostModel", "Function", "Param", "elementwise"]
+__all__ = ["ELEMENTWISE", "Cost", "CostModel", "Function", "InputRejected", "Param", "elementwise"]
 
 
 @dataclass(frozen=True)
