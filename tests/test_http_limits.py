@@ -90,6 +90,7 @@ def test_an_oversized_head_gets_431_after_the_limit(server: RunningServer, size:
     reply = exchange(server.url, payload, probe_close=True)
     assert reply.status == 431
     assert reply.closed
+    assert reply.headers["x-content-type-options"] == "nosniff"
     body = check_error_body(reply.body, 431)
     assert body["details"][0]["loc"] == ["header"]
     assert str(HEAD_LIMIT) in body["message"]
@@ -205,6 +206,7 @@ def test_connections_over_the_cap_are_refused_at_once(server: RunningServer) -> 
     for reply in refusals:
         assert reply.startswith(b"HTTP/1.1 503 "), reply[:200]
         assert b"retry-after: 1" in reply
+        assert b"x-content-type-options: nosniff" in reply
         assert b"too many open connections" in reply
     assert_healthy(server.url)
 

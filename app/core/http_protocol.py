@@ -44,7 +44,8 @@ class LimitedConfig(uvicorn.Config):
 
 
 def refusal(status: int, code: str, loc: str, message: str, headers: bytes = b"") -> bytes:
-    """A whole response in the service's error format, that closes the connection."""
+    """A whole response in the service's error format, that closes the connection (with
+    ``X-Content-Type-Options: nosniff``, as every reply of the app has)."""
     body = orjson.dumps(
         {
             "error": code,
@@ -58,6 +59,7 @@ def refusal(status: int, code: str, loc: str, message: str, headers: bytes = b""
             STATUS_LINE[status],
             b"content-type: application/json\r\n",
             b"content-length: %d\r\n" % len(body),
+            b"x-content-type-options: nosniff\r\n",
             headers,
             b"connection: close\r\n\r\n",
             body,
@@ -87,6 +89,9 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self.body_left: int | None = None
         """Bytes of a Content-Length body still to come; None for a chunked body."""
         self.head_timer: asyncio.TimerHandle | None = None
+        self.unreadable = False
+        """The parser has failed: nothing more is read from this connection, which closes once
+        the request being answered (if any) has its reply."""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         if len(self.connections) >= self.limits.max_connections:
@@ -109,6 +114,8 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         byte); in a chunked body, pieces of the head limit. A head is thus refused after at most
         ``max_head_bytes`` read, or twice that for a head pipelined in the same piece behind a
         request without a body."""
+        if self.unreadable:
+            return
         self._unset_keepalive_if_required()
         if self.in_head and self.head_timer is None:
             self._arm_head_timer()
@@ -177,9 +184,23 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         super().on_message_complete()
 
     def _bad_request(self) -> None:
-        message = "Invalid HTTP request received."
-        self.logger.warning(message)
-        self.send_400_response(message)
+        """400 in the service's error format (uvicorn's own is plain text), and close. Broken in
+        its body (a bad chunk), the request being answered gets the 400 unless its reply has
+        started (the app's own answer is then dropped). Broken in a head pipelined behind a
+        request still being answered, that request gets its reply, then the connection closes
+        (a 400 written now could be read as its reply)."""
+        self.logger.warning("Invalid HTTP request received.")
+        self.unreadable = True
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            if self.in_head or cycle.response_started:
+                cycle.keep_alive = False  # closes the connection once its reply is written
+                return
+            cycle.disconnected = True  # the app sees a client gone, and nothing it sends is written
+            cycle.message_event.set()
+        message = "not a valid HTTP/1.1 request (its framing cannot be read: request line, headers or chunks)"
+        self.transport.write(refusal(400, "malformed_request", "request", message))
+        self.transport.close()
 
     def _refuse_head(self, message: str) -> None:
         """431 and close; only close while an earlier pipelined request is being answered (a
