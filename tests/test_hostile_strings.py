@@ -17,7 +17,9 @@ import orjson
 import pytest
 
 from app.compute.catalogue import CATALOGUE
+from app.core import limits
 from app.core.limits import MAX_HEADER_VALUE, MAX_NAME, MAX_PARAM_STRING
+from tests.markdown_docs import ROOT
 from tests.server_process import RunningServer, running_server
 from tests.test_bad_input import MAX_ERROR_BYTES, check_error_body
 
@@ -273,3 +275,13 @@ def test_no_suggestion_is_worked_out_for_a_name_over_the_limit(monkeypatch: pyte
     assert compared == []
     CATALOGUE.suggest("rleu")
     assert compared == ["rleu"]
+
+
+def test_the_documented_limits_are_the_codes() -> None:
+    api = (ROOT / "docs" / "api.md").read_text()
+    table = api.split("## Limits on strings", 1)[1].split("\n## ", 1)[0]
+    for limit in (limits.MAX_NAME, limits.MAX_PARAM_STRING, limits.MAX_REQUEST_ID, limits.MAX_HEADER_VALUE):
+        assert f"| {limit} characters" in table
+    oip = " ".join((ROOT / "docs" / "open-inference-protocol.md").read_text().split())
+    named = f"at most {limits.MAX_NAME} characters, `datatype` {limits.MAX_TYPE_NAME}, the request's `id`"
+    assert f"{named} {limits.MAX_INFERENCE_ID}" in oip
