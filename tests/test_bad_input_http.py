@@ -315,12 +315,19 @@ def test_a_slow_but_steady_body_is_not_cut_off(server: RunningServer) -> None:
     assert b'"output":[0.0,2.0,0.0,4.0]' in reply
 
 
-def test_broken_framing_behind_a_request_lets_that_request_be_answered(server: RunningServer) -> None:
-    """A broken head pipelined behind a valid request: the valid one gets its whole reply (never
-    a 400 written in its place), then the connection closes."""
+BROKEN_BEHIND = {
+    "head": b"GET /heal\x00thz HTTP/1.1\r\nHost: test\r\n\r\n",
+    "chunk": head("POST", "/activate", None, "Transfer-Encoding: chunked") + b'5\r\n{"fun\r\nzz\r\n',
+}
+
+
+@pytest.mark.parametrize("broken", BROKEN_BEHIND.values(), ids=BROKEN_BEHIND.keys())
+def test_broken_framing_behind_a_request_lets_that_request_be_answered(server: RunningServer, broken: bytes) -> None:
+    """A request broken in its head or its body, pipelined behind a valid one: the valid one gets
+    its whole reply (never a 400 written in its place), then the connection closes."""
     parts = urlsplit(server.url)
     with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 80), timeout=10) as sock:
-        sock.sendall(post("/activate", VALID) + b"GET /heal\x00thz HTTP/1.1\r\nHost: test\r\n\r\n")
+        sock.sendall(post("/activate", VALID) + broken)
         replies = b""
         with contextlib.suppress(ConnectionResetError):
             while chunk := sock.recv(65536):

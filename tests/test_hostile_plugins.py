@@ -40,7 +40,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
         "TORCHFN_PLUGIN_ENTRY_POINTS": "false",
         "TORCHFN_MEMORY_BUDGET_BYTES": str(BUDGET),
         "TORCHFN_LOG_FORMAT": "json",
-        "TORCHFN_DEVICE": "cpu",
     }
     with running_server(env) as running:
         yield running

@@ -184,23 +184,31 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         super().on_message_complete()
 
     def _bad_request(self) -> None:
-        """400 in the service's error format (uvicorn's own is plain text), and close. Broken in
-        its body (a bad chunk), the request being answered gets the 400 unless its reply has
-        started (the app's own answer is then dropped). Broken in a head pipelined behind a
-        request still being answered, that request gets its reply, then the connection closes
-        (a 400 written now could be read as its reply)."""
+        """400 in the service's error format (uvicorn's own is plain text), and close. A request
+        broken in its body (a bad chunk) gets the 400, and what its app sends is dropped. When a
+        reply to an earlier, pipelined request is still owed, that reply is written first, then
+        the connection closes with no 400 (written now, it could be read as that reply)."""
         self.logger.warning("Invalid HTTP request received.")
         self.unreadable = True
         cycle = self.cycle
         if cycle is not None and not cycle.response_complete:
-            if self.in_head or cycle.response_started:
-                cycle.keep_alive = False  # closes the connection once its reply is written
+            owed_first = self.in_head or bool(self.pipeline)
+            if not self.in_head:  # this request broke in its body: its app sees a client gone
+                cycle.disconnected = True
+                cycle.message_event.set()
+            if owed_first:
+                return  # closed once that reply is written (``on_response_complete``)
+            if cycle.response_started:
+                self.transport.close()
                 return
-            cycle.disconnected = True  # the app sees a client gone, and nothing it sends is written
-            cycle.message_event.set()
         message = "not a valid HTTP/1.1 request (its framing cannot be read: request line, headers or chunks)"
         self.transport.write(refusal(400, "malformed_request", "request", message))
         self.transport.close()
+
+    def on_response_complete(self) -> None:
+        if self.unreadable:  # the reply owed before a broken request is written: nothing follows it
+            self.transport.close()
+        super().on_response_complete()
 
     def _refuse_head(self, message: str) -> None:
         """431 and close; only close while an earlier pipelined request is being answered (a
