@@ -15,6 +15,7 @@ from app.compute.catalogue.checks import ArgumentError
 from app.compute.catalogue.cost import Cost
 from app.compute.params import validate_params
 from app.core.errors import InvalidRequest, Loc
+from app.core.limits import MAX_NAME, longer_than
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,8 @@ def chain_activation(
         raise InvalidRequest.at(
             loc, f"{loss.name} has no `input` to apply an activation to", "activation_not_chainable"
         )
+    if len(name) > MAX_NAME:
+        raise InvalidRequest.at(loc, f"an activation's name is {longer_than(MAX_NAME)}", "string_too_long")
     spec = catalogue.find(name)
     if spec is None:
         close = catalogue.suggest(name, "activation")

@@ -6,19 +6,34 @@ Called from worker threads only, never on the event loop.
 from __future__ import annotations
 
 import logging
+import math
 import re
+import traceback
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
+from app.compute.catalogue import FunctionSpec
+from app.compute.catalogue.plugin_calls import PluginRefusal
+from app.compute.chaining import activation_cost
 from app.compute.fusion import fused_call
 from app.compute.host import cast_on_host, to_host
-from app.compute.jobs import Job, Result, run_checks
+from app.compute.jobs import Job, Result, job_estimate, over_cost_limit, reserved_bytes, run_checks
 from app.compute.torch_warnings import collecting
 from app.core.config import FloatDType
-from app.core.errors import DeviceFailure, InvalidRequest, Loc, Overloaded, Problem, ServiceError, UnsupportedDType
+from app.core.errors import (
+    DeviceFailure,
+    InvalidRequest,
+    Loc,
+    Overloaded,
+    PluginFailure,
+    Problem,
+    ServiceError,
+    TooLarge,
+    UnsupportedDType,
+)
 
 TORCH_DTYPES: dict[FloatDType, torch.dtype] = {
     "float32": torch.float32,
@@ -51,8 +66,11 @@ def resolve_device(name: str) -> torch.device:
 class Engine:
     """Computes jobs on one device."""
 
-    def __init__(self, device: torch.device) -> None:
+    def __init__(self, device: torch.device, max_request_cost: float = math.inf) -> None:
         self.device = device
+        self.max_request_cost = max_request_cost
+        """The compute limit, for what is known only while computing (a chained activation's
+        output, on which its loss's cost is worked out)."""
         self.failure: str | None = None
         """Set once the device reports a sticky error (a CUDA device-side assert, an illegal
         address): every later call would fail as well, so liveness fails and the orchestrator
@@ -72,7 +90,7 @@ class Engine:
         try:
             return self.run(job)
         except Exception as error:  # each job's own failure, handed back to its own caller
-            return error
+            return released(error)
 
     def _try_fused(self, jobs: Sequence[Job], key: tuple[Any, ...]) -> list[Result | Exception] | None:
         try:
@@ -87,6 +105,9 @@ class Engine:
             return self._compute(job)
         except ServiceError:
             raise
+        except PluginRefusal as refusal:
+            loc = job.locs.get(refusal.argument or "") or self._first_loc(job)
+            raise InvalidRequest.at(loc, refusal.message, refusal.type) from None
         except (RuntimeError, ValueError, IndexError, TypeError, MemoryError) as error:
             # Device errors surface wherever the device synchronises (often the copy back to
             # the host), so the whole computation is translated, not just the torch call.
@@ -106,10 +127,13 @@ class Engine:
         leaves = [tensors[name] for name in names]
         for leaf in leaves:
             leaf.requires_grad_(True)
+        allowed = job.cost.output_elements
         with torch.set_grad_enabled(job.grad), collecting() as warned:
             if job.activation is not None:
-                tensors = {**tensors, "input": self._activate(job, tensors["input"], dtype)}
+                activated, allowed = self._activate(job, tensors["input"], dtype)
+                tensors = {**tensors, "input": activated}
             output = job.spec.call(tensors, job.params)
+            self._check_output(job, job.spec, output, allowed)
             grads = self._gradients(job, output, leaves, dtype) if job.grad else None
         return Result(
             output=to_host(output),
@@ -117,10 +141,13 @@ class Engine:
             warnings=tuple(warned),
         )
 
-    def _activate(self, job: Job, raw: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-        """The chained activation of the loss's ``input``; then the loss's own host-side checks
-        on that output (what the loss really receives; on CUDA a BCE input outside [0, 1]
-        would trip a device-side assert)."""
+    def _activate(self, job: Job, raw: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, int | None]:
+        """The chained activation of the loss's ``input``, and the most elements the loss's output
+        may have. Before the loss runs: the activation's output is checked against its own cost
+        model; when its shape is not the input's, the loss's cost is worked out again on it (an
+        activation may widen its input) and held to the limits; then the loss's host-side checks
+        run on it (what the loss really receives; on CUDA a BCE input outside [0, 1] would trip
+        a device-side assert)."""
         chained = job.activation
         assert chained is not None
         extra = {
@@ -128,9 +155,49 @@ class Engine:
             for name, arr in chained.arrays.items()
         }
         activated = chained.spec.call({"input": raw, **extra}, chained.params)
+        allowed = max(1, math.ceil(activation_cost(chained, job.arrays["input"]).memory))
+        self._check_output(job, chained.spec, activated, allowed)
+        cost = job.cost
+        if activated.shape != raw.shape:
+            cost = job_estimate(job, tuple(activated.shape))
+            refusal = over_cost_limit(job, cost, self.max_request_cost)
+            if refusal is not None:
+                raise refusal
+            if cost.memory_bytes > reserved_bytes(job):
+                raise TooLarge.at(
+                    job.locs["input"],
+                    f"{job.spec.name} on the output of {chained.spec.name} (shape {list(activated.shape)}) takes "
+                    f"about {cost.memory_bytes} bytes, more than the {reserved_bytes(job)} its input was "
+                    "admitted with: apply the activation in a request of its own",
+                    "cost_limit",
+                )
         if job.spec.checks:
             run_checks(job.spec, {**job.arrays, "input": to_host(activated)}, job.params, job.locs, chained.spec.name)
-        return activated
+        return activated, cost.output_elements
+
+    def _check_output(self, job: Job, spec: FunctionSpec, output: torch.Tensor, allowed: int | None) -> None:
+        """Refuse an output larger than the cost model allowed, before it is differentiated,
+        copied to the host or encoded: the request's memory reservation was sized from it."""
+        if allowed is None or output.numel() <= allowed:
+            return
+        if spec.plugin:
+            raise PluginFailure.at(
+                ("plugin", spec.name),
+                f"plugin {spec.name} failed: it returned {output.numel()} elements where its cost model allows "
+                f"{allowed} for this request; a plugin whose output is larger than its inputs declares it: "
+                "app.plugins.Function(..., cost=elementwise(memory_per_element=...)) or a cost model of its own",
+                "plugin_error",
+            )
+        logger.error("%s returned %d elements, over its cost model's %d", spec.name, output.numel(), allowed)
+        raise TooLarge.at(
+            self._first_loc(job),
+            f"{spec.name}'s output would have {output.numel()} elements, more than its estimate allows ({allowed})",
+            "output_limit",
+        )
+
+    @staticmethod
+    def _first_loc(job: Job) -> Loc:
+        return job.locs.get(job.spec.tensors[0].name, ("body",))
 
     @staticmethod
     def _is_index(job: Job, name: str, arr: np.ndarray) -> bool:
@@ -207,8 +274,24 @@ class Engine:
         for name in names:
             if name in job.locs and re.search(rf"\b{re.escape(name)}\b", message):
                 return job.locs[name]
-        first = job.spec.tensors[0].name
-        return job.locs.get(first, ("body",))
+        return Engine._first_loc(job)
+
+
+def released(error: Exception) -> Exception:
+    """``error`` with the locals of every frame its tracebacks hold cleared (the tracebacks stay,
+    for the log). A failed computation's tensors are freed as it fails, not when the garbage
+    collector next finds the cycle through its frames: an output refused for its size would
+    otherwise hold its memory past its request (measured: 100 MiB a request, held for good)."""
+    pending: list[BaseException] = [error]
+    seen: set[int] = set()
+    while pending:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        traceback.clear_frames(current.__traceback__)  # skips the frames still running
+        pending.extend(linked for linked in (current.__cause__, current.__context__) if linked is not None)
+    return error
 
 
 _INTERNAL_PREFIX = re.compile(r"^\[enforce fail at [^\]]*\]\s*")

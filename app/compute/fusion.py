@@ -96,6 +96,8 @@ def _pointwise(jobs: Sequence[Job], dtype: torch.dtype, device: torch.device) ->
         if first.grad:
             inputs.requires_grad_(True)
         output = first.spec.call({"input": inputs}, first.params)
+        if output.shape != inputs.shape:  # not elementwise after all (a plugin): each job alone is checked
+            raise ValueError(f"{first.spec.name} returned shape {list(output.shape)} for {list(inputs.shape)}")
         grads = None
         if first.grad:
             (grads,) = torch.autograd.grad(output, inputs, torch.ones_like(output) if weight is None else weight)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -13,7 +13,7 @@ from app.compute.catalogue.checks import ArgumentError
 from app.compute.catalogue.cost import Cost, Estimate, estimate
 from app.compute.chaining import Chained, activation_cost, check_activation
 from app.core.config import FloatDType
-from app.core.errors import InvalidRequest, Loc, Problem
+from app.core.errors import InvalidRequest, Loc, Problem, TooLarge
 
 NO_COST = Estimate(0.0, 0)
 
@@ -87,15 +87,43 @@ def build_job(
         raise InvalidRequest(wrong_types)
     if activation is None:
         run_checks(spec, arrays, params, locs)
-        work = spec.cost(arrays, params)
     else:
         check_activation(activation, arrays["input"], locs["input"])
-        before, loss = activation_cost(activation, arrays["input"]), spec.cost(arrays, params)
+    job = Job(spec, arrays, params, locs, dtype, grad, grad_output, NO_COST, activation, timeout)
+    return replace(job, cost=job_estimate(job))
+
+
+def job_estimate(job: Job, activated: tuple[int, ...] | None = None) -> Estimate:
+    """What computing ``job`` takes, from its functions' cost models. ``activated``: the shape
+    the chained activation really produced, once known; the loss's cost is then worked out on it
+    (an activation may widen its input), else on the raw input."""
+    spec, arrays, params, activation = job.spec, job.arrays, job.params, job.activation
+    if activation is None:
+        work = spec.cost(arrays, params)
+    else:
+        before = activation_cost(activation, arrays["input"])
+        # A view of the activated shape holding no memory: cost models read shapes (and the
+        # values of index tensors, never of ``input``).
+        loss_input = arrays["input"] if activated is None else np.broadcast_to(np.float32(0), activated)
+        loss = spec.cost({**arrays, "input": loss_input}, params)
         work = Cost(before.work + loss.work, before.memory + loss.memory)
-    sized = arrays if grad_output is None else {**arrays, "grad_output": grad_output}
-    sized = sized if activation is None else {**sized, **{f"activation.{n}": a for n, a in activation.arrays.items()}}
-    cost = estimate(work, sized, ITEMSIZE[dtype], grad)
-    return Job(spec, arrays, params, locs, dtype, grad, grad_output, cost, activation, timeout)
+    sized = arrays if job.grad_output is None else {**arrays, "grad_output": job.grad_output}
+    if activation is not None:
+        sized = {**sized, **{f"activation.{n}": a for n, a in activation.arrays.items()}}
+    return estimate(work, sized, ITEMSIZE[job.dtype], job.grad)
+
+
+def over_cost_limit(job: Job, cost: Estimate, limit: float) -> TooLarge | None:
+    """The 413 for ``job`` when ``cost`` is over the compute ``limit``."""
+    if cost.work <= limit:
+        return None
+    loc = max(job.arrays.items(), key=lambda item: item[1].size)[0]
+    return TooLarge.at(
+        job.locs.get(loc, ("body",)),
+        f"{job.spec.name} on these shapes is estimated at {cost.work:.3g} cost units "
+        f"(~{cost.seconds:.3g} s of one core), over the limit of {limit:.3g}",
+        "cost_limit",
+    )
 
 
 def run_checks(
@@ -112,6 +140,33 @@ def run_checks(
         except ArgumentError as error:
             message = f"after {after}: {error.msg}" if after and error.arg == "input" else error.msg
             raise InvalidRequest.at(locs[error.arg], message, error.type) from None
+
+
+def job_size(job: Job) -> int:
+    return sum(arr.size for arr in job.arrays.values())
+
+
+REPLY_BYTES_PER_ELEMENT = 24
+"""A reply tensor's element as JSON text, at most (orjson's shortest round-trip floats)."""
+
+
+def reserved_bytes(job: Job) -> int:
+    """What a request holds in the memory budget while ``job`` is computed: its estimate and its
+    reply's bound."""
+    return job.cost.memory_bytes + reply_bytes(job)
+
+
+def reply_bytes(job: Job) -> int:
+    """A bound on the reply's tensors, encoded, before they are known: as large as the inputs
+    (as every output of torch's functions is but a broadcasting loss's); once computed, the
+    reservation follows the result's real size (``result_bytes``)."""
+    return REPLY_BYTES_PER_ELEMENT * job_size(job) * (2 if job.grad else 1)
+
+
+def result_bytes(result: Result) -> int:
+    """A computed result on the host and its reply's tensors, encoded."""
+    arrays = [result.output, *(result.grads or {}).values()]
+    return sum(arr.nbytes + REPLY_BYTES_PER_ELEMENT * arr.size for arr in arrays)
 
 
 ITEMSIZE: dict[FloatDType, int] = {"float32": 4, "float64": 8, "float16": 2, "bfloat16": 2}

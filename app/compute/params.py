@@ -9,6 +9,7 @@ from typing import Any
 from app.compute.catalogue import FunctionSpec, Param
 from app.compute.catalogue.registry import Catalogue
 from app.core.errors import InvalidRequest, Loc, ProblemList
+from app.core.limits import MAX_NAME, MAX_PARAM_STRING, longer_than
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
@@ -67,6 +68,12 @@ def _validate_params(spec: FunctionSpec, given: Mapping[str, Any], loc: Loc) -> 
     scalars: dict[str, Any] = {}
     tensors: dict[str, Any] = {}
     for name, value in given.items():
+        if len(name) > MAX_NAME:
+            problems.add((*loc, name), f"a parameter's name is {longer_than(MAX_NAME)}", "string_too_long")
+            continue
+        if isinstance(value, str) and len(value) > MAX_PARAM_STRING:
+            problems.add((*loc, name), longer_than(MAX_PARAM_STRING), "string_too_long")
+            continue
         param = spec.param(name)
         if param is None:
             reason = Catalogue.refusal(spec, name)

@@ -14,14 +14,16 @@ import torch
 from app.compute.batching import DynamicBatcher, GoneProbe, Served
 from app.compute.engine import Engine, resolve_device
 from app.compute.fusion import fusion_key
-from app.compute.jobs import Job, Result
+from app.compute.jobs import Job, Result, over_cost_limit, reserved_bytes, result_bytes
+from app.compute.jobs import job_size as job_size  # the batcher's size of a job; the codecs' too
+from app.compute.jobs import reply_bytes as reply_bytes
 from app.compute.memory import MemoryBudget, Reservation
 from app.compute.observer import ComputeObserver, Observers
 from app.compute.statistics import InferenceStatistics
 from app.compute.threads import DaemonThreadPool
 from app.core.cgroup_limits import default_memory_budget, threads_per_worker
 from app.core.config import Settings
-from app.core.errors import Overloaded, ServiceError, TooLarge
+from app.core.errors import Overloaded, PluginFailure, ServiceError
 from app.core.runtime import trim_memory
 
 logger = logging.getLogger(__name__)
@@ -33,20 +35,16 @@ _PROBE_AFTER = 0.05
 costs about 20 µs, and computing a request whose client left sooner is harmless."""
 
 
-def job_size(job: Job) -> int:
-    return sum(arr.size for arr in job.arrays.values())
-
-
-REPLY_BYTES_PER_ELEMENT = 24
-"""A reply tensor's element as JSON text, at most (orjson's shortest round-trip floats)."""
-
-
-def reply_bytes(job: Job) -> int:
-    """A bound on the reply's tensors, encoded: no output or gradient is larger than the inputs."""
-    return REPLY_BYTES_PER_ELEMENT * job_size(job) * (2 if job.grad else 1)
-
-
 COMPUTE_THREAD_PREFIX = "torch-compute"
+
+
+def log_plugin_failure(error: PluginFailure) -> None:
+    """The plugin's failure with what it raised and its traceback, logged here, on the request's
+    task (so with its id), rather than on the compute thread; then let go of the traceback (its
+    frames hold the request's tensors)."""
+    cause = error.__cause__
+    logger.error("%s", error, exc_info=(type(cause), cause, cause.__traceback__) if cause is not None else None)
+    error.__cause__ = None
 
 
 class ComputeService:
@@ -112,7 +110,7 @@ class ComputeService:
         device = resolve_device(settings.device)
         torch.set_num_threads(threads_per_worker(settings.workers, settings.torch_threads))
         self._executor = DaemonThreadPool(settings.compute_workers, COMPUTE_THREAD_PREFIX)
-        engine = Engine(device)
+        engine = Engine(device, settings.max_request_cost)
         await asyncio.get_running_loop().run_in_executor(self._executor, self._warm_up, engine)
         self._engine = engine
         # Without batching every request is its own batch: the same queue, deadlines and limits.
@@ -160,15 +158,9 @@ class ComputeService:
 
     def check_cost(self, job: Job) -> None:
         """413 for a job whose estimated compute exceeds the limit, before any of it is spent."""
-        limit = self.settings.max_request_cost
-        if job.cost.work > limit:
-            loc = max(job.arrays.items(), key=lambda item: item[1].size)[0]
-            raise TooLarge.at(
-                job.locs.get(loc, ("body",)),
-                f"{job.spec.name} on these shapes is estimated at {job.cost.work:.3g} cost units "
-                f"(~{job.cost.seconds:.3g} s of one core), over the limit of {limit:.3g}",
-                "cost_limit",
-            )
+        refusal = over_cost_limit(job, job.cost, self.settings.max_request_cost)
+        if refusal is not None:
+            raise refusal
 
     async def run(
         self,
@@ -179,7 +171,7 @@ class ComputeService:
     ) -> Served[Result]:
         """Compute ``job`` within the shortest of ``timeout``, the job's own ``Job.timeout`` and the
         service's limit. ``memory``: the request's reservation, grown to what computing and
-        encoding the job take first."""
+        encoding the job take first, then resized to what its result and the reply's encoding take."""
         observer = self._observer
         started = time.monotonic()
         try:
@@ -191,11 +183,15 @@ class ComputeService:
                 limit = min(timeout, limit)
             if job.timeout is not None:
                 limit = min(job.timeout, limit)
+            wait = min(self.settings.memory_wait_s, limit)
             if memory is not None:
-                wait = min(self.settings.memory_wait_s, limit)
-                await memory.resize(job.cost.memory_bytes + reply_bytes(job), wait, ("body",), "computing it")
+                await memory.resize(reserved_bytes(job), wait, ("body",), "computing it")
             served = await self._batcher.submit(job, limit, gone)
+            if memory is not None:
+                await memory.resize(result_bytes(served.result), wait, ("body",), "encoding its reply")
         except ServiceError as error:
+            if isinstance(error, PluginFailure):
+                log_plugin_failure(error)
             observer.refused(job, error, time.monotonic() - started)
             raise
         except asyncio.CancelledError:

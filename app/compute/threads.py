@@ -20,6 +20,17 @@ T = TypeVar("T")
 _Work = tuple[Future[Any], Callable[..., Any], tuple[Any, ...], dict[str, Any]]
 
 
+class EscapedBaseException(Exception):
+    """A ``BaseException`` that is not an ``Exception`` (``SystemExit``, ``KeyboardInterrupt``, a
+    subclass of its own), raised by work on a compute thread: handed to the caller as an ordinary
+    error that fails that work alone. Raised as it is, it would be re-raised on the event loop,
+    where asyncio lets it through every handler and out of the server."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(f"a compute thread's work raised {type(error).__name__}")
+        self.__cause__ = error
+
+
 class DaemonThreadPool(Executor):
     def __init__(self, workers: int, name: str) -> None:
         if workers < 1:
@@ -68,7 +79,9 @@ class DaemonThreadPool(Executor):
                 continue
             try:
                 result = fn(*args, **kwargs)
-            except BaseException as error:  # handed to the waiting caller, as ThreadPoolExecutor does
+            except Exception as error:  # handed to the waiting caller, as ThreadPoolExecutor does
                 future.set_exception(error)
+            except BaseException as error:  # SystemExit, KeyboardInterrupt... from the work's own code
+                future.set_exception(EscapedBaseException(error))
             else:
                 future.set_result(result)

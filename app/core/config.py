@@ -8,6 +8,8 @@ from typing import Annotated, Literal, Self
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from app.core.limits import MAX_HEADER_VALUE, longer_than
+
 FloatDType = Literal["float32", "float64", "float16", "bfloat16"]
 
 _DEVICE_PATTERN = re.compile(r"^(cpu|auto|cuda(:\d+)?)$")
@@ -222,6 +224,13 @@ class Settings(BaseSettings):
     """Oldest a gRPC connection may grow before the service asks its client to reconnect (GOAWAY),
     so that clients spread over new replicas; its calls in flight then have ``shutdown_grace_s``.
     Unset: no limit."""
+
+    @field_validator("api_keys")
+    @classmethod
+    def _check_key_lengths(cls, keys: list[str]) -> list[str]:
+        if any(len(key) > MAX_HEADER_VALUE for key in keys):
+            raise ValueError(f"an API key is {longer_than(MAX_HEADER_VALUE)}: a client could not send it")
+        return keys
 
     @field_validator("device")
     @classmethod

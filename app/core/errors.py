@@ -124,6 +124,17 @@ class PluginFailure(ServiceError):
     code = "plugin_error"
 
 
+class InputRejected(Exception):
+    """What an operator's plugin raises to refuse its input: ``message`` reaches the client (422,
+    naming ``argument``, a tensor or parameter name), the one way a plugin's own words do.
+    Exported as ``app.plugins.InputRejected``."""
+
+    def __init__(self, message: str, argument: str = "input") -> None:
+        super().__init__(message)
+        self.message = message
+        self.argument = argument
+
+
 class BodyTimeout(ServiceError):
     """The body stopped arriving before it was complete (HTTP 408; the connection is closed)."""
 

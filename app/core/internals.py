@@ -28,6 +28,17 @@ class HttpToolsHooks(HttpToolsProtocol):
         return cycle is not None and not cycle.response_complete
 
     @property
+    def response_started(self) -> bool:
+        """The request being answered has had its response's status line written."""
+        cycle = self.cycle
+        return cycle is not None and cycle.response_started
+
+    @property
+    def pipelined(self) -> bool:
+        """Requests read whole wait behind the one being answered."""
+        return bool(self.pipeline)
+
+    @property
     def open_connections(self) -> int:
         return len(self.connections)
 

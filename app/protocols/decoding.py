@@ -6,7 +6,8 @@ from __future__ import annotations
 from typing import Any, TypeVar
 
 import orjson
-from pydantic import BaseModel, ValidationError
+from pydantic import AfterValidator, BaseModel, ValidationError
+from pydantic_core import PydanticCustomError
 
 from app.core.errors import InvalidRequest, Loc, MalformedRequest, Problem
 
@@ -35,3 +36,18 @@ def validated(model: type[EnvelopeT], obj: dict[str, Any], loc: Loc = ()) -> Env
                 for e in error.errors(include_url=False, include_input=False, include_context=False)
             ]
         ) from None
+
+
+def strings_at_most(limit: int) -> AfterValidator:
+    """A validator for a field that may hold a string among other types: a string over ``limit``
+    characters is refused with one error (a length limit on the union's string member would make
+    pydantic list every member's error)."""
+
+    def check(value: Any) -> Any:
+        if isinstance(value, str) and len(value) > limit:
+            raise PydanticCustomError(
+                "string_too_long", "String should have at most {max_length} characters", {"max_length": limit}
+            )
+        return value
+
+    return AfterValidator(check)

@@ -171,3 +171,49 @@ def test_a_lower_limit_refuses_what_the_default_admits() -> None:
 def test_elementwise_is_the_declared_default_and_special_costs_are_named() -> None:
     special = {spec.name for spec in CATALOGUE if spec.cost is not ELEMENTWISE}
     assert {"multilabel_margin_loss", "ctc_loss"} <= special
+
+
+def test_a_broadcasting_loss_is_costed_on_its_broadcast_shape() -> None:
+    """An (N, 1) input against a (1, N) target is N² elements of work, of working memory and,
+    with reduction 'none', of output: 2N elements sent, N² computed and returned."""
+    spec = CATALOGUE.find("mse_loss")
+    assert spec is not None
+    n = 1000
+    column, row = np.zeros((n, 1), dtype=np.float32), np.zeros((1, n), dtype=np.float32)
+    broadcast = spec.cost({"input": column, "target": row}, {"reduction": "none"})
+    same = spec.cost({"input": np.zeros((n, n)), "target": np.zeros((n, n))}, {"reduction": "none"})
+    assert broadcast.work >= same.work / 2
+    assert broadcast.memory >= n * n
+    locs = {"input": ("body", "input"), "target": ("body", "target")}
+    job = build_job(
+        spec, {"input": column, "target": row}, {"reduction": "none", "weight": None}, locs, "float32", False, None
+    )
+    assert job.cost.output_elements is not None
+    assert job.cost.output_elements >= n * n
+
+
+def test_a_broadcasting_loss_is_held_to_the_memory_budget(device: torch.device) -> None:
+    budget = 64 * 1024 * 1024
+    settings = Settings(memory_budget_bytes=budget, device=str(device))
+    with TestClient(create_app(settings)) as small:
+        n = 5000  # 25M elements: ~100 MB of output alone, over the whole budget
+        column, row = np.full((n, 1), 0.5, dtype=np.float32), np.full((1, n), 0.25, dtype=np.float32)
+        body = {
+            "function": "mse_loss",
+            "input": b64(column, "float32"),
+            "target": b64(row, "float32"),
+            "params": {"reduction": "none"},
+            "encoding": "base64",
+        }
+        refused = small.post("/loss", json=body)
+        assert refused.status_code == 413, refused.text[:300]
+        assert refused.json()["details"][0]["type"] == "memory_limit"
+        x, y = torch.tensor([[0.5], [1.5]]), torch.tensor([[0.25, -1.0, 2.0]])
+        served = small.post(
+            "/loss",
+            json={"function": "mse_loss", "input": x.tolist(), "target": y.tolist(), "params": {"reduction": "none"}},
+        )
+        assert served.status_code == 200, served.text
+        assert "broadcasting" in served.json()["warnings"][0]  # torch's own warning, relayed
+        expected = F.mse_loss(x.expand(2, 3), y.expand(2, 3), reduction="none")
+        assert np.asarray(served.json()["loss"], dtype=np.float32).tobytes() == expected.numpy().tobytes()

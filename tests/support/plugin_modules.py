@@ -97,6 +97,97 @@ class PickyLoss(nn.Module):
         return ((y_pred - y_true) ** 2).mean()
 '''
 """Plugins as the tutorial in docs/plugins.md writes them (no ``reduction``), for the explorer."""
+HOSTILE = '''
+"""Plugins that misbehave when an input holds 13 (their examples, run at start-up, do not)."""
+import torch
+from torch import nn
+
+from app.plugins import Function, InputRejected, elementwise
+
+
+def unlucky(x):
+    return bool((x == 13).any())
+
+
+class Float64Out(nn.Module):
+    def forward(self, x):
+        return (x.double() if unlucky(x) else x) * 2
+
+
+class Float16Out(nn.Module):
+    def forward(self, x):
+        return (x.half() if unlucky(x) else x) * 2
+
+
+def crelu64(x):
+    """CReLU, 64 times wider."""
+    return torch.cat([torch.relu(x), torch.relu(-x)] * 32, dim=-1)
+
+
+class Wide(nn.Module):
+    """Wider than its input, and not declared so."""
+
+    def forward(self, x):
+        return crelu64(x)
+
+
+class WideDeclared(nn.Module):
+    def forward(self, x):
+        return crelu64(x)
+
+
+WIDE_DECLARED = Function(WideDeclared, cost=elementwise(60.0, memory_per_element=70.0))
+
+
+class CustomStop(BaseException):
+    pass
+
+
+class Exits(nn.Module):
+    def forward(self, x):
+        if unlucky(x):
+            raise SystemExit(3)
+        return x
+
+
+class Interrupts(nn.Module):
+    def forward(self, x):
+        if unlucky(x):
+            raise KeyboardInterrupt
+        return x
+
+
+class Stops(nn.Module):
+    def forward(self, x):
+        if unlucky(x):
+            raise CustomStop("stopped")
+        return x
+
+
+class Leaky(nn.Module):
+    def forward(self, x):
+        if unlucky(x):
+            raise RuntimeError("buffer size exceeded reading /srv/rt/private/model.bin (api_key=hunter2)")
+        return x
+
+
+class Refuses(nn.Module):
+    def forward(self, x):
+        if unlucky(x):
+            raise InputRejected("no element may be 13", argument="input")
+        return x
+'''
+HOSTILE_ENTRIES = (
+    "Float64Out",
+    "Float16Out",
+    "Wide",
+    "WIDE_DECLARED",
+    "Exits",
+    "Interrupts",
+    "Stops",
+    "Leaky",
+    "Refuses",
+)
 
 _counter = itertools.count()
 

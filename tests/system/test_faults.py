@@ -106,6 +106,55 @@ def test_a_failing_batch_call_fails_that_batch_only(monkeypatch: pytest.MonkeyPa
         assert_serves(client)
 
 
+class OwnStop(BaseException):
+    """A ``BaseException`` of its own, as a plugin may define."""
+
+
+@pytest.mark.parametrize("raised", [SystemExit(3), KeyboardInterrupt(), OwnStop()], ids=lambda e: type(e).__name__)
+def test_a_base_exception_from_the_compute_call_fails_that_call_only(
+    monkeypatch: pytest.MonkeyPatch, raised: BaseException
+) -> None:
+    """Over a real socket: raised on the event loop, it would stop the server (or get uvicorn's
+    plain-text 500); it is a 500 in the error format instead, and the server goes on."""
+    original = Engine.run_group
+    calls = {"n": 0}
+
+    def raises_once(engine: Engine, jobs: Sequence[Job], key: tuple[Any, ...] | None) -> list[Result | Exception]:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise raised
+        return original(engine, jobs, key)
+
+    monkeypatch.setattr(Engine, "run_group", raises_once)
+    with serving(create_app(Settings())) as url, httpx.Client(base_url=url, timeout=30) as http:
+        first = http.post("/activate", json={"function": "relu", "input": [1.0]})
+        assert first.status_code == 500
+        assert first.json()["error"] == "internal_error"
+        assert first.headers["x-content-type-options"] == "nosniff"
+        second = http.post("/activate", json={"function": "relu", "input": [-1.0, 2.0]})
+        assert second.status_code == 200
+        assert second.json()["output"] == [0.0, 2.0]
+
+
+def test_an_unexpected_error_outside_the_compute_routes_is_answered_like_any_refusal(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With the request's id and nosniff, in the error format: not by Starlette's outermost
+    handler, outside the middleware that adds them."""
+
+    def broken(spec: Any) -> dict[str, object]:
+        raise RuntimeError("injected: describing a function failed")
+
+    monkeypatch.setattr("app.compute.catalogue.registry.Catalogue.describe", staticmethod(broken))
+    with TestClient(create_app(Settings()), raise_server_exceptions=False) as client:
+        reply = client.get("/functions/relu", headers={"x-request-id": "unexpected-1"})
+        assert reply.status_code == 500
+        assert reply.json()["error"] == "internal_error"
+        assert "injected" not in reply.text
+        assert reply.headers["x-request-id"] == "unexpected-1"
+        assert reply.headers["x-content-type-options"] == "nosniff"
+
+
 def oom() -> torch.OutOfMemoryError:
     return torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
 

@@ -36,7 +36,18 @@ such as CTC's target lengths) and parameters."""
 
 
 def _elements(arrays: Arrays) -> int:
-    return sum(arr.size for arr in arrays.values())
+    """The elements of all tensors, or of their shapes broadcast together when that is more:
+    torch's elementwise losses compute over the broadcast shape (an (N, 1) input against a (1, N)
+    target is N² elements of work and, with reduction 'none', of output)."""
+    total = sum(arr.size for arr in arrays.values())
+    shapes = [arr.shape for arr in arrays.values()]
+    if len(shapes) < 2 or all(shape == shapes[0] for shape in shapes):
+        return total
+    try:
+        joint = math.prod(np.broadcast_shapes(*shapes))
+    except ValueError:  # shapes that do not broadcast (a function that does not broadcast them)
+        return total
+    return max(total, joint)
 
 
 def elementwise(work_per_element: float = 30.0, memory_per_element: float = 4.0) -> CostModel:
@@ -92,6 +103,11 @@ class Estimate:
     """Cost units (about nanoseconds of one reference core)."""
     memory_bytes: int
     """Bytes of the inputs as computed, plus the working memory."""
+    output_elements: int | None = None
+    """The most elements the function's output may have: the working memory its cost model
+    declares, which holds the output (None: not estimated). The engine refuses a larger output
+    before anything is copied or encoded: a function whose output is larger than its inputs
+    (a plugin's) declares it in its cost model."""
 
     @property
     def seconds(self) -> float:
@@ -104,4 +120,4 @@ def estimate(cost: Cost, arrays: Arrays, itemsize: int, grad: bool) -> Estimate:
     work = cost.work * (GRAD_WORK if grad else 1.0)
     inputs = sum(arr.size * max(itemsize, arr.itemsize) for arr in arrays.values())
     working = cost.memory * itemsize * (GRAD_MEMORY if grad else 1.0)
-    return Estimate(work, inputs + math.ceil(working))
+    return Estimate(work, inputs + math.ceil(working), max(1, math.ceil(cost.memory)))

@@ -14,6 +14,7 @@ import numpy as np
 
 from app.compute.catalogue.declarations import Function
 from app.compute.catalogue.introspect import UnusableSignature, describe_plugin
+from app.compute.catalogue.plugin_calls import PluginRefusal
 from app.compute.catalogue.registry import BUILT_IN, Catalogue
 from app.compute.catalogue.spec import FunctionSpec
 from app.compute.params import validate_params
@@ -87,7 +88,7 @@ def _try_example(spec: FunctionSpec, entry: str) -> None:
             tensors[name] = torch.tensor(np.asarray(value), dtype=torch.int64 if integer else torch.float32)
         with torch.no_grad():
             spec.call(tensors, scalars)
-    except (ServiceError, RuntimeError, ValueError, IndexError, TypeError, KeyError) as error:
+    except (ServiceError, PluginRefusal, RuntimeError, ValueError, IndexError, TypeError, KeyError) as error:
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise PluginError(
             entry,

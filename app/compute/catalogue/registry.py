@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from app.compute.catalogue.activations import ACTIVATIONS
 from app.compute.catalogue.losses import LOSSES
 from app.compute.catalogue.spec import FunctionKind, FunctionSpec
+from app.core.limits import MAX_NAME
 
 _INPLACE = "in-place operation has no meaning over HTTP: the service never sees your tensor again"
 _DEPRECATED = "deprecated in torch; use `reduction` instead"
@@ -51,13 +52,17 @@ class Catalogue:
         return len(self._specs)
 
     def find(self, name: str) -> FunctionSpec | None:
-        return self._by_key.get(name.lower())
+        """The function ``name`` names; None for an unknown name (any over ``MAX_NAME`` characters)."""
+        return None if len(name) > MAX_NAME else self._by_key.get(name.lower())
 
     def of_kind(self, kind: FunctionKind) -> tuple[FunctionSpec, ...]:
         return tuple(spec for spec in self._specs if spec.kind == kind)
 
     def suggest(self, name: str, kind: FunctionKind | None = None, limit: int = 3) -> list[str]:
-        """The canonical names closest to ``name``."""
+        """The canonical names closest to ``name``; none for a name over ``MAX_NAME`` characters
+        (matching is quadratic in the name's length)."""
+        if len(name) > MAX_NAME:
+            return []
         keys = [k for k, s in self._by_key.items() if kind is None or s.kind == kind]
         matches = difflib.get_close_matches(name.lower(), keys, n=limit * 3, cutoff=0.5)
         names: list[str] = []

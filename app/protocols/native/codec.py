@@ -158,10 +158,10 @@ def _chained(
     activation: ChainedActivation | str, loss: FunctionSpec, catalogue: Catalogue, decoder: _Decoder
 ) -> Chained:
     """``"activation": "sigmoid"`` or ``"activation": {"function": "sigmoid", "params": {...}}``."""
-    loc: Loc = ("body", "activation", "function")
+    params_loc: Loc = ("body", "activation", "params")
     if isinstance(activation, str):
-        activation, loc = ChainedActivation(function=activation), ("body", "activation")
-    params_loc = ("body", "activation", "params")
+        return chain_activation(catalogue, loss, activation, {}, ("body", "activation"), params_loc, decoder.decode)
+    loc: Loc = ("body", "activation", "function")
     return chain_activation(catalogue, loss, activation.function, activation.params, loc, params_loc, decoder.decode)
 
 

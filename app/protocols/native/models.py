@@ -8,6 +8,8 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, WithJsonSchema
 
 from app.core.config import FloatDType
+from app.core.limits import MAX_NAME
+from app.protocols.decoding import strings_at_most
 from app.protocols.tensors import Encoding
 
 _NUMBER_OR_TOKEN: dict[str, Any] = {
@@ -40,16 +42,18 @@ TENSOR_SCHEMA: dict[str, Any] = {
 }
 
 Tensor = Annotated[Any, WithJsonSchema(TENSOR_SCHEMA)]
+Name = Annotated[str, Field(max_length=MAX_NAME)]
+"""A function's, an argument's or a parameter's name (``app.core.limits``)."""
 
 
 class _Request(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     function: str = Field(
-        max_length=128,
+        max_length=MAX_NAME,
         description="torch.nn.functional name (canonical) or torch.nn class name; case-insensitive.",
     )
-    params: dict[str, Any] = Field(
+    params: dict[Name, Any] = Field(
         default_factory=dict, description="Keyword arguments of the torch function; see GET /functions/{name}."
     )
     grad: StrictBool = Field(default=False, description="Also return gradients.")
@@ -69,18 +73,18 @@ class ActivateRequest(_Request):
 class ChainedActivation(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    function: str = Field(max_length=128, description="An activation (torch's or a plugin), by name or alias.")
-    params: dict[str, Any] = Field(default_factory=dict, description="Its parameters; see GET /functions/{name}.")
+    function: str = Field(max_length=MAX_NAME, description="An activation (torch's or a plugin), by name or alias.")
+    params: dict[Name, Any] = Field(default_factory=dict, description="Its parameters; see GET /functions/{name}.")
 
 
 class LossRequest(_Request):
     input: Tensor | None = Field(default=None, description="The `input` argument, where the loss has one.")
     target: Tensor | None = Field(default=None, description="The `target` argument, where the loss has one.")
-    inputs: dict[str, Tensor] = Field(
+    inputs: dict[Name, Tensor] = Field(
         default_factory=dict,
         description="Every other tensor argument by its torch.nn.functional name (var, input1, anchor, log_probs...).",
     )
-    activation: ChainedActivation | str | None = Field(
+    activation: Annotated[ChainedActivation | str | None, strings_at_most(MAX_NAME)] = Field(
         default=None,
         description="An activation applied to `input` first (its name, or {function, params}): the loss is "
         "loss(activation(input), target), and grad['input'] the gradient with respect to the raw input, through both.",

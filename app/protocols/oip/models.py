@@ -9,10 +9,12 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, WithJsonSchema
 
+from app.core.limits import MAX_INFERENCE_ID, MAX_NAME, MAX_PARAM_STRING, MAX_TYPE_NAME
+from app.protocols.decoding import strings_at_most
 from app.protocols.oip.tensors import DATATYPES
 
-Parameter = StrictBool | StrictInt | StrictFloat | StrictStr
-Parameters = dict[str, Parameter]
+Parameter = Annotated[StrictBool | StrictInt | StrictFloat | StrictStr, strings_at_most(MAX_PARAM_STRING)]
+Parameters = dict[Annotated[str, Field(max_length=MAX_NAME)], Parameter]
 
 _DATA_SCHEMA: dict[str, Any] = {
     "description": (
@@ -31,9 +33,9 @@ class _Object(BaseModel):
 
 
 class RequestInput(_Object):
-    name: str = Field(max_length=128, description="The function's tensor argument, e.g. `input` or `target`.")
+    name: str = Field(max_length=MAX_NAME, description="The function's tensor argument, e.g. `input` or `target`.")
     shape: list[Annotated[StrictInt, Field(ge=0)]] = Field(description="The tensor's shape.")
-    datatype: str = Field(max_length=16, description=f"One of {', '.join(DATATYPES)}.")
+    datatype: str = Field(max_length=MAX_TYPE_NAME, description=f"One of {', '.join(DATATYPES)}.")
     parameters: Parameters | None = Field(
         default=None, description="`binary_data_size`: the tensor's bytes follow the JSON header (binary extension)."
     )
@@ -41,7 +43,7 @@ class RequestInput(_Object):
 
 
 class RequestOutput(_Object):
-    name: str = Field(max_length=128, description="`output` or `loss`, or `grad_<argument>` when `grad` is true.")
+    name: str = Field(max_length=MAX_NAME, description="`output` or `loss`, or `grad_<argument>` when `grad` is true.")
     parameters: Parameters | None = Field(
         default=None, description="`binary_data`: true to receive this output as raw bytes (binary extension)."
     )
@@ -49,10 +51,10 @@ class RequestOutput(_Object):
 
 class InferenceRequest(_Object):
     model_name: StrictStr | None = Field(
-        default=None, max_length=128, description="When given, the path's model (its name or an alias)."
+        default=None, max_length=MAX_NAME, description="When given, the path's model (its name or an alias)."
     )
-    model_version: StrictStr | None = Field(default=None, max_length=128, description="When given, `1`.")
-    id: StrictStr | None = Field(default=None, max_length=256, description="Echoed in the response.")
+    model_version: StrictStr | None = Field(default=None, max_length=MAX_NAME, description="When given, `1`.")
+    id: StrictStr | None = Field(default=None, max_length=MAX_INFERENCE_ID, description="Echoed in the response.")
     parameters: Parameters | None = Field(
         default=None,
         description="The function's parameters (see `GET /functions/{name}`), `grad` (true for gradients), "

@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.core.errors import Problem
+from app.core.limits import MAX_HEADER_VALUE
 from app.transports.http.errors import ErrorPipeline, Refusal
 
 UNAUTHORIZED = Refusal(
@@ -47,7 +48,7 @@ class ApiKeyAuth:
             raise ValueError("ApiKeyAuth needs at least one key")
 
     def accepts(self, key: bytes | None) -> bool:
-        if not key:
+        if not key or len(key) > MAX_HEADER_VALUE:
             return False
         # compare with every key, so the time taken does not tell which one nearly matched
         return sum(hmac.compare_digest(key, known) for known in self.keys) > 0

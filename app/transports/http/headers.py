@@ -10,6 +10,7 @@ import math
 from app.compute.batching import Served
 from app.compute.jobs import Result
 from app.core.errors import InvalidRequest, MalformedRequest
+from app.core.limits import MAX_HEADER_VALUE, longer_than
 from app.protocols.oip.binary import HEADER_LENGTH
 from app.serving.codec import RequestMeta
 from app.serving.inflate import content_encoding
@@ -68,6 +69,8 @@ def request_meta(headers: list[tuple[bytes, bytes]], binary_extension: bool) -> 
     found: dict[bytes, str] = {}
     for name, value in headers:
         if name in _READ and name not in found:
+            if len(value) > MAX_HEADER_VALUE:
+                raise InvalidRequest.at(("header", name.decode()), longer_than(MAX_HEADER_VALUE), "header_too_long")
             found[name] = value.decode("latin-1")
     header_length = found.get(_HEADER_LENGTH) if binary_extension else None
     return RequestMeta(

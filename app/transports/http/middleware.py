@@ -1,5 +1,6 @@
 """Pure ASGI middleware for every request: ``HEAD`` served as ``GET``, and a request id
-(``X-Request-ID``, accepted or made and always echoed), the request metrics and the access log. Pure ASGI rather than
+(``X-Request-ID``, accepted or made and always echoed), ``X-Content-Type-Options: nosniff`` on
+every reply, the request metrics and the access log. Pure ASGI rather than
 ``BaseHTTPMiddleware``: no extra task or body buffering on the hot path."""
 
 from __future__ import annotations
@@ -16,13 +17,16 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.core.errors import Problem
 from app.core.lifecycle import is_draining
+from app.core.limits import MAX_REQUEST_ID
 from app.core.request_context import RequestContext, current_request
 from app.telemetry.access_log import access_logger, log_access
 from app.telemetry.metrics import Metrics
 from app.transports.http.errors import ErrorPipeline, Refusal
 
 REQUEST_ID_HEADER = b"x-request-id"
-_VALID_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:/+=@-]{1,128}$")
+NOSNIFF = (b"x-content-type-options", b"nosniff")
+"""On every reply: a browser never reads a body as another type than the one it is sent as."""
+_VALID_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:/+=@-]{1,%d}$" % MAX_REQUEST_ID)
 UNMATCHED = "unmatched"
 """The ``endpoint`` label of requests no route matched (so unknown paths cannot grow the label set)."""
 
@@ -101,7 +105,7 @@ class RequestObservability:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = [*message.get("headers", ()), id_header]
+                message["headers"] = [*message.get("headers", ()), id_header, NOSNIFF]
             await send(message)
 
         metrics = self.metrics
@@ -115,6 +119,12 @@ class RequestObservability:
             # The shutdown grace period ran out before this request was served: the server
             # cancels it. Answer 503 (retry elsewhere) rather than uvicorn's bare 500.
             await self.errors.render(scope["path"], CUT_OFF)(scope, receive, send_with_id)
+        except Exception as error:
+            if status:
+                raise
+            # Answered here rather than by Starlette's outermost handler, so that the reply has
+            # the request's id and nosniff like every other (the pipeline logs the traceback).
+            await self.errors.response_to(scope["path"], error)(scope, receive, send_with_id)
         finally:
             status = status or 500  # the app raised before answering
             seconds = time.perf_counter() - started

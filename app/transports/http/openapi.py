@@ -4,6 +4,9 @@ pinned ``fastapi-offline`` package, not from a CDN."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import re
 from collections.abc import Mapping, Sequence
 from functools import cache
 from importlib.resources import files
@@ -33,6 +36,27 @@ def redoc_script() -> bytes:
     logo (always drawn, no option hides it), replaced by an empty image."""
     script = (files("fastapi_offline") / "static" / "redoc.standalone.js").read_bytes()
     return script.replace(_REDOC_BRANDING_LOGO, _EMPTY_IMAGE)
+
+
+_INLINE_SCRIPT = re.compile(rb"<script>(.*?)</script>", re.DOTALL)
+DOCS_POLICY = (
+    "default-src 'self'; script-src {scripts}; worker-src 'self' blob:; connect-src 'self'; "
+    "img-src 'self' data:; font-src 'self' data:; style-src 'self' 'unsafe-inline'; object-src 'none'; "
+    "base-uri 'self'; form-action 'none'; frame-ancestors 'self'"
+)
+"""The pages' Content-Security-Policy: this origin only. Swagger UI's page starts it with an
+inline script, allowed by its hash (the page is generated, so is the hash); both libraries set
+inline styles, and ReDoc runs its search in a worker made from a ``blob:``."""
+
+
+def with_policy(page: HTMLResponse) -> HTMLResponse:
+    """``page`` with ``DOCS_POLICY``, its inline scripts allowed by their SHA-256."""
+    hashes = [
+        f"'sha256-{base64.b64encode(hashlib.sha256(script).digest()).decode('ascii')}'"
+        for script in _INLINE_SCRIPT.findall(bytes(page.body))
+    ]
+    page.headers["Content-Security-Policy"] = DOCS_POLICY.format(scripts=" ".join(["'self'", *hashes]))
+    return page
 
 
 def request_body(model: type[BaseModel], specs: Sequence[FunctionSpec], first: str) -> dict[str, Any]:
@@ -159,23 +183,27 @@ def install_docs_pages(app: FastAPI, openapi_url: str) -> None:
     @app.get("/docs", include_in_schema=False)
     async def swagger_ui(request: Request) -> HTMLResponse:
         root = assets(request)
-        return get_swagger_ui_html(
-            openapi_url=f"{request.scope.get('root_path', '')}{openapi_url}",
-            title=f"{app.title} - Swagger UI",
-            swagger_js_url=f"{root}/swagger-ui-bundle.js",
-            swagger_css_url=f"{root}/swagger-ui.css",
-            swagger_favicon_url=f"{root}/favicon.png",
-            # no badge fetched from the public validator
-            swagger_ui_parameters={"validatorUrl": None},
+        return with_policy(
+            get_swagger_ui_html(
+                openapi_url=f"{request.scope.get('root_path', '')}{openapi_url}",
+                title=f"{app.title} - Swagger UI",
+                swagger_js_url=f"{root}/swagger-ui-bundle.js",
+                swagger_css_url=f"{root}/swagger-ui.css",
+                swagger_favicon_url=f"{root}/favicon.png",
+                # no badge fetched from the public validator
+                swagger_ui_parameters={"validatorUrl": None},
+            )
         )
 
     @app.get("/redoc", include_in_schema=False)
     async def redoc(request: Request) -> HTMLResponse:
         root = assets(request)
-        return get_redoc_html(
-            openapi_url=f"{request.scope.get('root_path', '')}{openapi_url}",
-            title=f"{app.title} - ReDoc",
-            redoc_js_url=f"{root}/redoc.js",
-            redoc_favicon_url=f"{root}/favicon.png",
-            with_google_fonts=False,
+        return with_policy(
+            get_redoc_html(
+                openapi_url=f"{request.scope.get('root_path', '')}{openapi_url}",
+                title=f"{app.title} - ReDoc",
+                redoc_js_url=f"{root}/redoc.js",
+                redoc_favicon_url=f"{root}/favicon.png",
+                with_google_fonts=False,
+            )
         )

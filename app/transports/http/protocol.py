@@ -61,7 +61,8 @@ class LimitedConfig(uvicorn.Config):
 
 
 def refusal(status: int, code: str, loc: str, message: str, headers: bytes = b"") -> bytes:
-    """A whole response in the service's error format, that closes the connection."""
+    """A whole response in the service's error format, that closes the connection (with
+    ``X-Content-Type-Options: nosniff``, as every reply of the app has)."""
     body = orjson.dumps(
         {
             "error": code,
@@ -112,6 +113,12 @@ class LimitedHttpProtocol(HttpToolsHooks):
         """Bytes of a Content-Length body still to come; None for a chunked body."""
         self.body_bytes = 0
         self.head_timer: asyncio.TimerHandle | None = None
+        self.unreadable = False
+        """The parser has failed: nothing more is read from this connection, which closes once
+        the request being answered (if any) has its reply."""
+        self.unreadable = False
+        """The parser has failed: nothing more is read from this connection, which closes once
+        the request being answered (if any) has its reply."""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         if self.open_connections >= self.limits.max_connections and not self._make_room():
@@ -169,6 +176,8 @@ class LimitedHttpProtocol(HttpToolsHooks):
         byte); in a chunked body, pieces of the head limit. A head is thus refused after at most
         ``max_head_bytes`` read, or twice that for a head pipelined in the same piece behind a
         request without a body."""
+        if self.unreadable:
+            return
         if self.phase == _IDLE:
             self._enter(_HEAD)
         if self.phase != _BODY and self.head_timer is None:
@@ -192,12 +201,27 @@ class LimitedHttpProtocol(HttpToolsHooks):
                 return
 
     def send_400_response(self, msg: str) -> None:
-        """What uvicorn answers a request the parser refuses: in the service's error format, and a
-        431 when the parser was stopped at one header too many."""
+        """What uvicorn answers a request the parser refuses: a 431 when the parser was stopped at
+        one header too many, else a 400 in the service's error format (uvicorn's own is plain
+        text), and the connection closes. A request broken in its body (a bad chunk) gets the 400,
+        and what its app sends is dropped. When a reply to an earlier, pipelined request is still
+        owed, that reply is written first, then the connection closes with no 400 (written now, it
+        could be read as that reply)."""
         if self.too_many_headers:
             self._refuse_head(f"more than {self.limits.max_headers} headers")
             return
-        self.transport.write(refusal(400, "malformed_request", "request", "the request is not valid HTTP/1.1"))
+        self.unreadable = True
+        if self.answering:
+            owed_first = self.phase != _BODY or self.pipelined
+            if self.phase == _BODY:  # this request broke in its body: its app sees a client gone
+                self.end_request()
+            if owed_first:
+                return  # closed once that reply is written (``on_response_complete``)
+            if self.response_started:
+                self.transport.close()
+                return
+        message = "not a valid HTTP/1.1 request (its framing cannot be read: request line, headers or chunks)"
+        self.transport.write(refusal(400, "malformed_request", "request", message))
         self.transport.close()
 
     def on_message_begin(self) -> None:
@@ -236,6 +260,8 @@ class LimitedHttpProtocol(HttpToolsHooks):
         super().on_message_complete()
 
     def on_response_complete(self) -> None:
+        if self.unreadable:  # the reply owed before a broken request is written: nothing follows it
+            self.transport.close()
         super().on_response_complete()
         if self.phase == _ANSWERING:
             self._enter(_IDLE)

@@ -5,6 +5,7 @@ server still serves a valid request after it."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -56,7 +57,8 @@ class WireCase:
     payload: Callable[[], bytes]
     status: int
     loc: tuple[str, ...] | None
-    """A loc prefix the service's error body must name; None where the HTTP layer answers itself."""
+    """A loc prefix the service's error body must name; None for the Open Inference Protocol's
+    format (checked by the case)."""
     max_seconds: float = FAST
     """CPU seconds the server may spend on it."""
     closes: bool = False
@@ -71,6 +73,7 @@ def wire(case_id: str, payload: Callable[[], bytes], status: int, loc: tuple[str
 
 
 BODY = ("body",)
+REQUEST = ("request",)
 CASES = [
     wire("oversized-with-content-length", lambda: head("POST", "/activate", LIMIT + 9) + big_valid_body(), 413, BODY),
     wire(
@@ -94,18 +97,68 @@ CASES = [
         None,  # the Open Inference Protocol's own error format, checked below
         closes=True,
     ),
-    wire("content-length-claims-less", lambda: head("POST", "/activate", 10) + VALID, 400, None, closes=True),
+    wire("content-length-claims-less", lambda: head("POST", "/activate", 10) + VALID, 400, BODY, closes=True),
+    # Broken framing, answered by the HTTP layer itself in the service's error format, and closed.
     wire(
         "content-length-and-chunked",
         lambda: head("POST", "/activate", 5, "Transfer-Encoding: chunked") + chunked(VALID),
         400,
-        None,
+        REQUEST,
         closes=True,
     ),
     wire(
-        "content-length-not-a-number", lambda: head("POST", "/activate", None, "Content-Length: ab") + VALID, 400, None
+        "content-length-and-chunked-on-v2",
+        lambda: head("POST", "/v2/models/relu/infer", 5, "Transfer-Encoding: chunked") + chunked(OIP_VALID),
+        400,
+        REQUEST,
+        closes=True,
     ),
-    wire("garbage-request-line", lambda: b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\r\n\r\n", 400, None),
+    wire(
+        "two-different-content-lengths",
+        lambda: head("POST", "/activate", len(VALID), f"Content-Length: {len(VALID) + 1}") + VALID,
+        400,
+        REQUEST,
+        closes=True,
+    ),
+    wire(
+        "transfer-encoding-chunked-then-identity",
+        lambda: head("POST", "/activate", None, "Transfer-Encoding: chunked, identity") + chunked(VALID),
+        400,
+        REQUEST,
+        closes=True,
+    ),
+    wire(
+        "transfer-encoding-without-chunked",
+        lambda: head("POST", "/loss", None, "Transfer-Encoding: gzip") + VALID,
+        400,
+        REQUEST,
+        closes=True,
+    ),
+    wire(
+        "a-chunk-size-that-is-not-hex",
+        lambda: head("POST", "/activate", None, "Transfer-Encoding: chunked") + b"zz\r\n" + VALID + b"\r\n0\r\n\r\n",
+        400,
+        REQUEST,
+        closes=True,
+    ),
+    wire(
+        "a-bad-chunk-after-a-good-one",
+        lambda: head("POST", "/v2/models/relu/infer", None, "Transfer-Encoding: chunked") + b'5\r\n{"inp\r\nzz\r\n',
+        400,
+        REQUEST,
+        closes=True,
+    ),
+    wire("space-in-a-header-name", lambda: head("POST", "/activate", len(VALID), "Bad Name: x") + VALID, 400, REQUEST),
+    wire("bare-line-feeds", lambda: b"GET /healthz HTTP/1.1\nHost: test\n\n", 400, REQUEST),
+    wire("nul-in-the-path", lambda: b"GET /heal\x00thz HTTP/1.1\r\nHost: test\r\n\r\n", 400, REQUEST),
+    wire("folded-header", lambda: b"GET /healthz HTTP/1.1\r\nHost: test\r\nX-A: b\r\n c\r\n\r\n", 400, REQUEST),
+    wire(
+        "content-length-not-a-number",
+        lambda: head("POST", "/activate", None, "Content-Length: ab") + VALID,
+        400,
+        REQUEST,
+    ),
+    wire("garbage-request-line", lambda: b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\r\n\r\n", 400, REQUEST),
     wire(
         "deep-100000-nesting",
         lambda: post("/activate", b'{"function": "relu", "input": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"),
@@ -150,8 +203,8 @@ CASES = [
         415,
         ("header", "content-type"),
     ),
-    wire("get-on-post-route", lambda: head("GET", "/activate", None), 405, None),
-    wire("put-on-post-route", lambda: head("PUT", "/loss", len(VALID)) + VALID, 405, None),
+    wire("get-on-post-route", lambda: head("GET", "/activate", None), 405, REQUEST),
+    wire("put-on-post-route", lambda: head("PUT", "/loss", len(VALID)) + VALID, 405, REQUEST),
     wire(
         "unknown-field",
         lambda: post("/activate", b'{"function":"relu","input":[1],"extra":1}'),
@@ -185,6 +238,7 @@ def test_bad_input_over_the_wire(bad: WireCase, server: RunningServer) -> None:
     assert spent < bad.max_seconds, f"the server spent {spent * 1000:.0f} ms of CPU on it"
     assert len(reply.body) < MAX_ERROR_BYTES
     assert b"Traceback" not in reply.body
+    assert reply.headers["x-content-type-options"] == "nosniff"
     if bad.loc is not None:
         assert reply.headers["content-type"].startswith("application/json")
         body = check_error_body(reply.body, reply.status)
@@ -215,3 +269,26 @@ def test_a_slow_but_steady_body_is_not_cut_off(server: RunningServer) -> None:
             reply += chunk
     assert reply.startswith(b"HTTP/1.1 200"), reply[:200]
     assert b'"output":[0.0,2.0,0.0,4.0]' in reply
+
+
+BROKEN_BEHIND = {
+    "head": b"GET /heal\x00thz HTTP/1.1\r\nHost: test\r\n\r\n",
+    "chunk": head("POST", "/activate", None, "Transfer-Encoding: chunked") + b'5\r\n{"fun\r\nzz\r\n',
+}
+
+
+@pytest.mark.parametrize("broken", BROKEN_BEHIND.values(), ids=BROKEN_BEHIND.keys())
+def test_broken_framing_behind_a_request_lets_that_request_be_answered(server: RunningServer, broken: bytes) -> None:
+    """A request broken in its head or its body, pipelined behind a valid one: the valid one gets
+    its whole reply (never a 400 written in its place), then the connection closes."""
+    parts = urlsplit(server.url)
+    with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 80), timeout=10) as sock:
+        sock.sendall(post("/activate", VALID) + broken)
+        replies = b""
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := sock.recv(65536):
+                replies += chunk
+    assert replies.startswith(b"HTTP/1.1 200 "), replies[:300]
+    assert replies.count(b"HTTP/1.1 ") == 1, replies[:600]
+    assert replies.endswith(b'"output":[0.0,2.0],"grad":null,"shape":[2],"dtype":"float32"}'), replies[-300:]
+    assert_serves(server.url)

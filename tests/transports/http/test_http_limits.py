@@ -18,6 +18,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
+import numpy as np
 import orjson
 import pytest
 
@@ -90,6 +91,7 @@ def test_an_oversized_head_gets_431_after_the_limit(server: RunningServer, size:
     reply = exchange(server.url, payload, probe_close=True)
     assert reply.status == 431
     assert reply.closed
+    assert reply.headers["x-content-type-options"] == "nosniff"
     body = check_error_body(reply.body, 431)
     assert body["details"][0]["loc"] == ["header"]
     assert str(HEAD_LIMIT) in body["message"]
@@ -242,6 +244,7 @@ def test_over_the_cap_with_every_connection_busy_a_newcomer_is_refused_at_once(s
     for reply in replies:
         assert reply.startswith(b"HTTP/1.1 503 "), reply[:200]
         assert b"retry-after: 1" in reply
+        assert b"x-content-type-options: nosniff" in reply
         assert b"too many open connections" in reply
         assert b"x-content-type-options: nosniff" in reply
     assert_healthy(server.url)
@@ -357,6 +360,47 @@ def test_head_is_served_wherever_get_is(server: RunningServer) -> None:
                 assert headed.headers["content-length"] == got.headers["content-length"] == str(len(got.content))
         assert client.head("/activate").status_code == 405  # as GET is
         assert client.head("/no-such-path").status_code == 404
+
+
+def test_every_reply_says_nosniff(server: RunningServer) -> None:
+    """Every route, static files, the docs, refusals of every kind and both protocols' replies."""
+    oip_binary_header = orjson.dumps(
+        {
+            "parameters": {"binary_data_output": True},
+            "inputs": [{"name": "input", "shape": [2], "datatype": "FP32", "parameters": {"binary_data_size": 8}}],
+        }
+    )
+    with httpx.Client(base_url=server.url, timeout=10) as client:
+        replies = [client.get(path) for path in get_paths()]
+        replies += [client.head(path) for path in ("/healthz", "/static/docs/swagger-ui.css", "/no-such-path")]
+        replies += [
+            client.get("/static/docs/swagger-ui-bundle.js"),
+            client.get("/static/explore/js/api.js"),
+            client.get("/explore"),
+            client.get("/static/docs/no-such-file"),
+            client.get("/functions/no_such_function"),
+            client.get("/activate"),
+            client.post("/activate", json={"function": "relu", "input": [1.0]}),
+            client.post("/activate", json={"function": "relu", "input": "x"}),
+            client.post("/activate", content=b"{", headers={"content-type": "application/json"}),
+            client.post("/activate", content=b"{}", headers={"content-type": "text/plain"}),
+            client.post("/loss", json={"function": "mse_loss", "input": [1.0], "target": [0.0]}),
+            client.post("/v2/models/relu/infer", content=OIP_BODY),
+            client.post("/v2/models/relu/infer", json={"inputs": []}),
+            client.post("/v2/models/nope/infer", content=OIP_BODY),
+            client.post(
+                "/v2/models/relu/infer",
+                content=oip_binary_header + np.array([1.0, -1.0], dtype=np.float32).tobytes(),
+                headers={
+                    "content-type": "application/octet-stream",
+                    "inference-header-content-length": str(len(oip_binary_header)),
+                },
+            ),
+        ]
+    assert {reply.status_code for reply in replies} >= {200, 400, 404, 405, 415, 422}
+    assert any(reply.headers["content-type"].startswith("text/javascript") for reply in replies)
+    for reply in replies:
+        assert reply.headers.get("x-content-type-options") == "nosniff", (reply.request.url, reply.status_code)
 
 
 # Header numbers

@@ -18,6 +18,7 @@ from fastapi.testclient import TestClient
 
 from app.compute.service import ComputeService
 from app.core.config import Settings
+from app.core.limits import MAX_NAME
 from app.main import create_app
 from app.protocols.oip.parameters import MAX_LISTED, MAX_PARAMETERS, close_to
 from tests.support.engine_gate import Gate
@@ -178,13 +179,16 @@ def test_parameters_that_must_not_pass_are_refused(client: TestClient, body: dic
 
 
 def test_the_ignored_parameters_listed_are_bounded(client: TestClient) -> None:
-    long_key = "z" * 10_000
-    parameters = {long_key: 1, **{f"unknown{i}": i for i in range(MAX_PARAMETERS - 1)}}
+    longest_key = "z" * MAX_NAME
+    parameters = {longest_key: 1, **{f"unknown{i}": i for i in range(MAX_PARAMETERS - 1)}}
     status, reply = post(client, "relu", {"parameters": parameters, "inputs": [ONE]})
     assert status == 200
     listed = reply["parameters"]["ignored_parameters"]
     assert len(listed) == MAX_LISTED
-    assert listed[0] == "parameters." + "z" * 128
+    assert listed[0] == "parameters." + longest_key
+    status, reply = post(client, "relu", {"parameters": {longest_key + "z": 1}, "inputs": [ONE]})
+    assert status == 400  # a key over the length limit is refused before anything compares it
+    assert "128" in reply["error"]
 
 
 def test_closeness_ignores_case_and_long_names() -> None:
