@@ -17,6 +17,7 @@ from app.serving.codec import DecodeOptions
 from app.serving.health import Health
 from app.serving.road import Road
 from app.telemetry.metrics import Metrics, MetricsObserver
+from app.transports.http.app import ServiceApp
 from app.transports.http.compute_routes import install_compute_routes
 from app.transports.http.errors import ErrorPipeline
 from app.transports.http.oip_docs import install_oip_openapi
@@ -74,7 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors = ErrorPipeline(settings.max_reported_errors)
     compute_routes = [*native.routes, *oip.infer_routes]
     telemetry = settings.opentelemetry
-    app = FastAPI(
+    app = ServiceApp(
         title="torch functions service",
         version="0.1.0",
         description=DESCRIPTION,

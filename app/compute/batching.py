@@ -21,7 +21,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Generic, NamedTuple, TypeVar
 
 from app.core.errors import ClientGone, DeadlineExceeded, Overloaded, QueueFull
 
@@ -35,8 +35,7 @@ GoneProbe = Callable[[], Awaitable[bool]]
 """Answers whether the caller of a queued item has gone (e.g. the HTTP client disconnected)."""
 
 
-@dataclass(frozen=True)
-class Served(Generic[ResultT]):
+class Served(NamedTuple, Generic[ResultT]):
     """A result and how it was served."""
 
     result: ResultT

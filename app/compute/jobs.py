@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -18,8 +17,7 @@ from app.core.errors import InvalidRequest, Loc, Problem, TooLarge
 NO_COST = Estimate(0.0, 0)
 
 
-@dataclass(frozen=True)
-class Job:
+class Job(NamedTuple):
     """Everything needed to compute one request, already checked on the host."""
 
     spec: FunctionSpec
@@ -41,8 +39,7 @@ class Job:
     Protocol's ``timeout`` parameter), if it names a limit; the shortest limit wins."""
 
 
-@dataclass(frozen=True)
-class Result:
+class Result(NamedTuple):
     """The value and, when asked, gradients keyed by argument name, as host numpy arrays.
 
     bfloat16 values are returned as float32 arrays holding exact bfloat16 numbers.
@@ -89,15 +86,27 @@ def build_job(
         run_checks(spec, arrays, params, locs)
     else:
         check_activation(activation, arrays["input"], locs["input"])
-    job = Job(spec, arrays, params, locs, dtype, grad, grad_output, NO_COST, activation, timeout)
-    return replace(job, cost=job_estimate(job))
+    cost = _estimate(spec, arrays, params, dtype, grad, grad_output, activation)
+    return Job(spec, arrays, params, locs, dtype, grad, grad_output, cost, activation, timeout)
 
 
 def job_estimate(job: Job, activated: tuple[int, ...] | None = None) -> Estimate:
     """What computing ``job`` takes, from its functions' cost models. ``activated``: the shape
     the chained activation really produced, once known; the loss's cost is then worked out on it
     (an activation may widen its input), else on the raw input."""
-    spec, arrays, params, activation = job.spec, job.arrays, job.params, job.activation
+    return _estimate(job.spec, job.arrays, job.params, job.dtype, job.grad, job.grad_output, job.activation, activated)
+
+
+def _estimate(
+    spec: FunctionSpec,
+    arrays: Mapping[str, np.ndarray],
+    params: Mapping[str, Any],
+    dtype: FloatDType,
+    grad: bool,
+    grad_output: np.ndarray | None,
+    activation: Chained | None,
+    activated: tuple[int, ...] | None = None,
+) -> Estimate:
     if activation is None:
         work = spec.cost(arrays, params)
     else:
@@ -107,10 +116,10 @@ def job_estimate(job: Job, activated: tuple[int, ...] | None = None) -> Estimate
         loss_input = arrays["input"] if activated is None else np.broadcast_to(np.float32(0), activated)
         loss = spec.cost({**arrays, "input": loss_input}, params)
         work = Cost(before.work + loss.work, before.memory + loss.memory)
-    sized = arrays if job.grad_output is None else {**arrays, "grad_output": job.grad_output}
+    sized = arrays if grad_output is None else {**arrays, "grad_output": grad_output}
     if activation is not None:
         sized = {**sized, **{f"activation.{n}": a for n, a in activation.arrays.items()}}
-    return estimate(work, sized, ITEMSIZE[job.dtype], job.grad)
+    return estimate(work, sized, ITEMSIZE[dtype], grad)
 
 
 def over_cost_limit(job: Job, cost: Estimate, limit: float) -> TooLarge | None:

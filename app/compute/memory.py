@@ -135,17 +135,30 @@ class Reservation:
                 loc, f"{what} needs about {_mib(size)}, more than the memory budget of {_mib(limit)}", "memory_limit"
             )
 
+    def resize_now(self, size: int) -> bool:
+        """Hold ``size`` bytes if that needs no wait (shrinking, or room to spare); whether it did.
+        The common case of ``resize`` without its coroutine (~1 µs a call on the hot path)."""
+        extra = size - self.size
+        budget = self._budget
+        if extra <= 0:
+            self.size = size
+            if extra:
+                budget._give_back(-extra)
+            return True
+        if size <= budget.limit and budget._take(extra):
+            self.size = size
+            return True
+        return False
+
     async def resize(self, size: int, wait: float, loc: Loc, what: str) -> None:
         """Hold ``size`` bytes for ``what``: at once when it fits, else after waiting up to
         ``wait`` seconds for others to finish (503 past that); 413 beyond the whole budget."""
+        if self.resize_now(size):
+            return
         budget = self._budget
         self.check_possible(size, loc, what)
         extra = size - self.size
-        if extra <= 0:
-            self.size = size
-            budget._give_back(-extra)
-            return
-        if budget._take(extra) or (wait > 0 and await budget._wait_for(extra, wait)):
+        if wait > 0 and await budget._wait_for(extra, wait):
             self.size = size
             return
         raise MemoryBusy.at(

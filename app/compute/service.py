@@ -184,11 +184,11 @@ class ComputeService:
             if job.timeout is not None:
                 limit = min(job.timeout, limit)
             wait = min(self.settings.memory_wait_s, limit)
-            if memory is not None:
-                await memory.resize(reserved_bytes(job), wait, ("body",), "computing it")
+            if memory is not None and not memory.resize_now(needed := reserved_bytes(job)):
+                await memory.resize(needed, wait, ("body",), "computing it")
             served = await self._batcher.submit(job, limit, gone)
-            if memory is not None:
-                await memory.resize(result_bytes(served.result), wait, ("body",), "encoding its reply")
+            if memory is not None and not memory.resize_now(needed := result_bytes(served.result)):
+                await memory.resize(needed, wait, ("body",), "encoding its reply")
         except ServiceError as error:
             if isinstance(error, PluginFailure):
                 log_plugin_failure(error)

@@ -1,13 +1,17 @@
 """Logging: one JSON object a line, carrying the id of the request being served, for every logger
 (the service's and uvicorn's alike); or plain text lines. Either way a line is one record: a
 newline or other control character a client put in a path cannot start a forged line (JSON
-escapes them; the text format writes them as ``\\n``, ``\\x1b``...)."""
+escapes them; the text format writes them as ``\\n``, ``\\x1b``...).
+
+Lines are written in batches (``LineBatches``): a line written and flushed on its own cost ~2 µs
+of a ~100 µs request, one per request with the access log on."""
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from typing import Any
+from typing import Any, TextIO
 
 import orjson
 
@@ -32,18 +36,21 @@ class JsonFormatter(logging.Formatter):
         return f"{text}.{int((created - whole) * 1000):03d}Z"
 
     def format(self, record: logging.LogRecord) -> str:
+        fields = record.__dict__
         entry: dict[str, Any] = {
             "time": self._time(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
         }
-        context = current_request.get()
-        request_id = getattr(record, "request_id", None) or (context.request_id if context else None)
+        request_id = fields.get("request_id")
+        if not request_id:
+            context = current_request.get()
+            request_id = context.request_id if context else None
         if request_id:
             entry["request_id"] = request_id
         for name in ACCESS_FIELDS:
-            value = record.__dict__.get(name)
+            value = fields.get(name)
             if value is not None:
                 entry[name] = value
         if record.exc_info:
@@ -84,6 +91,66 @@ def _indented(text: str) -> str:
     return "\n".join("    " + line.translate(_ESCAPES) for line in text.split("\n"))
 
 
+BATCH_S = 0.05
+"""Longest a line waits in its batch before it is written."""
+BATCH_BYTES = 64 * 1024
+"""A batch this large is written at once."""
+
+
+class LineBatches(logging.StreamHandler):  # type: ignore[type-arg]
+    """A stream handler that writes its lines in batches: at the latest ``BATCH_S`` after the
+    first of them, at once when they reach ``BATCH_BYTES``, and at once for a record of level
+    WARNING or above (with the lines before it, in order). Flushed as every handler is when the
+    process exits (``logging.shutdown``)."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        super().__init__(stream)
+        self._lines: list[str] = []
+        self._size = 0
+        self._due = threading.Event()
+        self._writer: threading.Thread | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Called with the handler's lock held (``Handler.handle``)."""
+        try:
+            line = self.format(record) + self.terminator
+        except Exception:
+            self.handleError(record)
+            return
+        self._lines.append(line)
+        self._size += len(line)
+        if record.levelno >= logging.WARNING or self._size >= BATCH_BYTES:
+            self._write()
+        elif len(self._lines) == 1:
+            self._wake_writer()
+
+    def _wake_writer(self) -> None:
+        if self._writer is None or not self._writer.is_alive():
+            self._writer = threading.Thread(target=self._write_batches, name="log-lines", daemon=True)
+            self._writer.start()
+        self._due.set()
+
+    def _write_batches(self) -> None:
+        while True:
+            self._due.wait()
+            self._due.clear()
+            time.sleep(BATCH_S)
+            self.flush()
+
+    def _write(self) -> None:
+        if self._lines:
+            lines, self._lines, self._size = self._lines, [], 0
+            try:
+                self.stream.write("".join(lines))
+                self.stream.flush()
+            except Exception:
+                self.handleError(logging.makeLogRecord({"msg": "log lines lost"}))
+
+    def flush(self) -> None:
+        with self.lock:  # type: ignore[union-attr]
+            self._write()
+
+
 def logging_config(settings: Settings) -> dict[str, Any]:
     """A ``logging.config.dictConfig`` for the server process (uvicorn applies it in every worker)."""
     formatter: dict[str, Any] = {
@@ -94,9 +161,7 @@ def logging_config(settings: Settings) -> dict[str, Any]:
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"default": formatter},
-        "handlers": {
-            "stderr": {"class": "logging.StreamHandler", "formatter": "default", "stream": "ext://sys.stderr"}
-        },
+        "handlers": {"stderr": {"()": f"{__name__}.LineBatches", "formatter": "default", "stream": "ext://sys.stderr"}},
         "root": {"handlers": ["stderr"], "level": level},
         "loggers": {
             "uvicorn": {"handlers": [], "level": level, "propagate": True},

@@ -55,19 +55,15 @@ class _Intake:
         self.cap = cap
         """The most the body can be: its declared length, else the body limit."""
         self.wait = wait
-        self.held = 0
+        self.held = min(cap, FIRST_HOLD)
         self.size = 0
 
-    async def hold_first(self) -> None:
-        self.held = min(self.cap, FIRST_HOLD)
-        await self.memory.resize(self.held, self.wait, ("body",), "the body")
-
-    async def came(self, chunk: bytes) -> None:
-        self.size += len(chunk)
-        if self.size > self.held:
-            if self.size > self.cap:  # more than declared (a server that does not frame by length)
-                raise _length_mismatch(self.cap)
-            self.held = min(self.cap, max(self.size, 2 * self.held))
+    async def hold(self, size: int) -> None:
+        """Hold at least ``size`` bytes, in doubling steps up to ``cap`` (waiting for room, 503)."""
+        if size > self.cap:  # more than declared (a server that does not frame by length)
+            raise _length_mismatch(self.cap)
+        self.held = min(self.cap, max(size, 2 * self.held))
+        if not self.memory.resize_now(self.held):
             await self.memory.resize(self.held, self.wait, ("body",), "the body")
 
 
@@ -89,7 +85,8 @@ async def read_body(source: BodySource, meta: RequestMeta, settings: Settings, m
             raise too_large(limit, declared)
         memory.check_possible(declared, ("body",), "the body")
     intake = _Intake(memory, limit if declared is None else declared, settings.memory_wait_s)
-    await intake.hold_first()
+    if not memory.resize_now(intake.held):
+        await memory.resize(intake.held, settings.memory_wait_s, ("body",), "the body")
     binary = meta.binary_header_length is not None and meta.content_encoding is None
     body: Body
     if binary and declared is not None:
@@ -140,9 +137,12 @@ async def _receive(
             if chunk is None:
                 break
             if chunk:
-                if intake.size + len(chunk) > limit:
+                size = intake.size + len(chunk)
+                if size > limit:
                     raise too_large(limit)
-                await intake.came(chunk)
+                if size > intake.held:
+                    await intake.hold(size)
+                intake.size = size
                 take(chunk)
                 watch.saw_data()
     except asyncio.CancelledError:

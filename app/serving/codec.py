@@ -21,8 +21,7 @@ Subject = FunctionSpec | None
 model); None where the path names nothing."""
 
 
-@dataclass(frozen=True, slots=True)
-class RequestMeta:
+class RequestMeta(NamedTuple):
     """What the transport read about a request besides its body, each value parsed once."""
 
     content_type: str = ""

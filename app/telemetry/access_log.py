@@ -3,34 +3,39 @@
 from __future__ import annotations
 
 import logging
+import time
+from typing import Any
 
 from app.core.logs import ACCESS_LOGGER
 from app.core.request_context import RequestContext
 
 access_logger = logging.getLogger(ACCESS_LOGGER)
+MESSAGE = "%s %s %d %.2f ms"
+_STANDARD = logging.LogRecord(ACCESS_LOGGER, logging.INFO, __file__, 0, MESSAGE, (), None).__dict__
+"""What every access record shares: made once. ``LogRecord.__init__`` looks up the caller's file,
+thread and process for each record (~3 µs of the ~5 µs an access line costs); an access record is
+always made on the event loop's thread of this process, so those are the same for all."""
+_STARTED = _STANDARD["created"] - _STANDARD["relativeCreated"] / 1000
+"""When ``logging`` was loaded, as its records count ``relativeCreated`` from."""
 
 
 def log_access(
     method: str, path: str, status: int, seconds: float, context: RequestContext, client: str | None
 ) -> None:
-    """One access-log record. Built with ``makeRecord`` and handed to the handlers directly:
-    ``logger.info`` would also walk the stack for the caller's file and line, a third of the cost."""
+    """One access-log record, handed to the logger's handlers as ``logging`` would."""
     milliseconds = seconds * 1000
-    record = access_logger.makeRecord(
-        ACCESS_LOGGER,
-        logging.INFO,
-        __file__,
-        0,
-        "%s %s %d %.2f ms",
-        (method, path, status, milliseconds),
-        None,
-        extra={
-            "method": method,
-            "path": path,
-            "status": status,
-            "duration_ms": round(milliseconds, 3),
-            "function": context.function or None,
-            "client": client,
-        },
-    )
+    created = time.time()
+    record = logging.LogRecord.__new__(logging.LogRecord)
+    fields: dict[str, Any] = record.__dict__
+    fields.update(_STANDARD)
+    fields["created"] = created
+    fields["msecs"] = (created - int(created)) * 1000
+    fields["relativeCreated"] = (created - _STARTED) * 1000
+    fields["args"] = (method, path, status, milliseconds)
+    fields["method"] = method
+    fields["path"] = path
+    fields["status"] = status
+    fields["duration_ms"] = round(milliseconds, 3)
+    fields["function"] = context.function or None
+    fields["client"] = client
     access_logger.handle(record)
