@@ -44,7 +44,7 @@ class Served(NamedTuple, Generic[ResultT]):
     batch_size: int
 
 
-@dataclass
+@dataclass(slots=True)
 class _Pending(Generic[ItemT, ResultT]):
     item: ItemT
     key: Hashable

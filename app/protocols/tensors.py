@@ -77,6 +77,9 @@ def decode_tensor(
 
 
 _INT64 = np.iinfo(np.int64)
+_MAXIMUM = np.maximum.reduce
+"""The ufunc's reduction itself: ``ndarray.max`` goes through a Python wrapper (~1.4 µs a call)."""
+_ALL = np.logical_and.reduce
 _INT64_PAST = 2.0**63
 _STRING_MESSAGE = 'strings are not tensor elements (except "NaN", "Infinity", "-Infinity")'
 _RAGGED_MESSAGE = "ragged nested list: every list at the same depth must have the same length"
@@ -123,7 +126,7 @@ def _decode_nested(value: list[Any], loc: Loc, limits: TensorLimits, scan: BodyS
         raise _invalid(loc, "booleans are not tensor elements", "boolean_element")
     if kind == "u":  # numpy's choice for integers past int64's range
         raise _invalid(loc, f"integers must lie in [{_INT64.min}, {_INT64.max}]", "integer_overflow")
-    if kind == "f" and arr.size and float(np.abs(arr).max()) >= _INT64_PAST:
+    if kind == "f" and arr.size and _MAXIMUM(np.abs(arr), axis=None) >= _INT64_PAST:
         return _decode_exact(value, loc)  # numpy turns integers past int64 mixed with others into floats
     if kind in "fi" and arr.ndim == len(shape):
         return _decode_exact(value, loc) if scan.booleans_in_lists else arr
@@ -260,7 +263,7 @@ def encode_tensor(arr: np.ndarray, dtype_name: str, encoding: Encoding) -> Any:
     if arr.ndim == 0:  # a reduced loss: one number, checked without numpy's machinery
         scalar = arr.item()
         return scalar if math.isfinite(scalar) else _non_finite_token(scalar)
-    finite = bool(np.isfinite(arr).all()) if arr.dtype.kind == "f" else True
+    finite = bool(_ALL(np.isfinite(arr), axis=None)) if arr.dtype.kind == "f" else True
     if arr.size == 0:
         return {"shape": list(arr.shape), "dtype": dtype_name, "data": []}
     if finite:

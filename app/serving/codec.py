@@ -58,7 +58,8 @@ class Encoded(NamedTuple):
 
     @property
     def size(self) -> int:
-        return sum(len(part) for part in self.parts)
+        parts = self.parts
+        return len(parts[0]) if len(parts) == 1 else sum(len(part) for part in parts)
 
 
 class Decoded(Protocol):

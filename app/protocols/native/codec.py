@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import orjson
@@ -27,8 +26,7 @@ PROTOCOL = "native"
 JSON_MEDIA_TYPE = "application/json"
 
 
-@dataclass(frozen=True)
-class Decoded:
+class Decoded(NamedTuple):
     job: Job
     encoding: Encoding
 

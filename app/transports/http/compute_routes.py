@@ -73,15 +73,14 @@ class ComputeEndpoint:
         """Whether the binary tensor data extension's header is read (the protocol's REST face)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        state = scope["app"].state
-        road: Road = state.road
+        road: Road = scope["app"].state.road
         try:
             meta = request_meta(scope["headers"], self.binary_extension)
             path = tuple(scope.get("path_params", _NO_PARAMETERS).values())
             body = AsgiBody(receive)
             reply = await road.serve(self.codec, meta, body, path, body.gone)
         except Exception as error:
-            errors: ErrorPipeline = state.errors
+            errors: ErrorPipeline = scope["app"].state.errors
             await errors.response_to(_route_path(scope), error)(scope, receive, send)
             return
         await write_reply(send, reply)
