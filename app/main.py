@@ -58,7 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         tune_process(settings)
         app.state.compute = compute
         app.state.health = Health(compute)
-        app.state.road = Road(compute, options, settings)
+        app.state.road = road = Road(compute, options, settings)
         restore_signals = drain_on_stop_signals()
         try:
             yield
@@ -66,6 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             restore_signals()
             # The server has already spent the grace period on in-flight requests; a computation
             # still running gets what is left of a second beyond it, then the process exits anyway.
+            road.close()
             if not await compute.stop(within=shutdown_time_left(settings.shutdown_grace_s + STOP_SLACK_S)):
                 abandon_running_work()
             if metrics is not None:

@@ -21,10 +21,11 @@ from pydantic import ValidationError
 from uvicorn.supervisors import Multiprocess
 
 from app.compute.catalogue.plugins import PluginError, build_catalogue
+from app.core.allocator import allocator_environment
 from app.core.config import Settings
 from app.core.lifecycle import work_abandoned
 from app.core.logs import logging_config
-from app.core.runtime import allocator_environment, fit_open_files_limit
+from app.core.runtime import fit_open_files_limit
 from app.telemetry.metrics import MULTIPROCESS_ENV
 from app.transports.http.protocol import ConnectionLimits, LimitedConfig
 

@@ -30,11 +30,11 @@ from app.compute.catalogue import CATALOGUE, FunctionSpec
 from app.compute.catalogue.cost import ELEMENTWISE
 from app.compute.engine import Engine, resolve_device
 from app.compute.jobs import Job, build_job
+from app.core.allocator import trim_memory
 from app.core.cgroup_limits import BUDGET_SHARE, PROCESS_BASELINE, threads_per_worker
 from app.core.config import FloatDType, Settings
 from app.core.errors import ServiceError
 from app.core.limits import TensorLimits
-from app.core.runtime import trim_memory
 from app.protocols.native.codec import decode_activation, decode_loss
 from app.serving.codec import DecodeOptions
 

@@ -77,7 +77,7 @@ from typing import Any, TextIO
 import grpc
 import numpy as np
 
-from app.core.runtime import MMAP_THRESHOLD_BYTES, TRIM_THRESHOLD_BYTES
+from app.core.allocator import MMAP_THRESHOLD_BYTES, TRIM_THRESHOLD_BYTES
 from app.protocols.oip.grpc.messages import ModelInferRequest, ModelInferResponse
 from bench.grpc_serve import INFER_PATH
 from bench.machine import choose_cpus, free_port, pinned

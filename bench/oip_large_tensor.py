@@ -53,7 +53,7 @@ import torch
 import tritonclient.http as triton
 from numpy.typing import NDArray
 
-from app.core.runtime import MMAP_THRESHOLD_BYTES, TRIM_THRESHOLD_BYTES
+from app.core.allocator import MMAP_THRESHOLD_BYTES, TRIM_THRESHOLD_BYTES
 from bench.large_tensor import (
     Cpus,
     Noise,

@@ -21,10 +21,10 @@ from app.compute.memory import MemoryBudget, Reservation
 from app.compute.observer import ComputeObserver, Observers
 from app.compute.statistics import InferenceStatistics
 from app.compute.threads import DaemonThreadPool
+from app.core.allocator import trim_memory
 from app.core.cgroup_limits import default_memory_budget, threads_per_worker
 from app.core.config import Settings
 from app.core.errors import Overloaded, PluginFailure, ServiceError
-from app.core.runtime import trim_memory
 
 logger = logging.getLogger(__name__)
 P = ParamSpec("P")

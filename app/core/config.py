@@ -58,6 +58,12 @@ class Settings(BaseSettings):
     inline_decode_bytes: int = Field(default=64 * 1024, ge=0)
     """Bodies up to this size are decoded on the event loop; larger ones in a worker thread."""
 
+    parse_apart_bytes: int = Field(default=1024 * 1024, ge=0)
+    """JSON texts longer than this are parsed in a process of their own (started with the first
+    one, one at a time), their large tensors decoded there too: parsing a large JSON text holds
+    Python's interpreter lock throughout (1.3 s for 34 MB of numbers), which would stall the event
+    loop and every other request meanwhile, whatever thread it ran in."""
+
     batching: bool = True
     """Group concurrent compatible requests into shared compute calls (dynamic batching)."""
 

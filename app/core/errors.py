@@ -32,6 +32,14 @@ class ServiceError(Exception):
     def at(cls, loc: Loc, msg: str, type_: str) -> Self:
         return cls([Problem(loc, msg, type_)])
 
+    def __reduce__(self) -> tuple[type[Self], tuple[list[Problem]]]:
+        """Pickled with its problems (it crosses from the parse process, ``app.serving.apart``)."""
+        return (type(self), (self.problems,))
+
+    def relocated(self, prefix: Loc) -> Self:
+        """The same error, its problems' locations under ``prefix``."""
+        return type(self)([Problem((*prefix, *p.loc), p.msg, p.type) for p in self.problems])
+
 
 class InvalidRequest(ServiceError):
     """The request is well-formed JSON but its content is wrong (HTTP 422)."""

@@ -1,26 +1,14 @@
-"""The one JSON parser that decides what is valid JSON, and request envelopes validated with it,
-whatever the protocol."""
+"""Request envelopes validated, whatever the protocol (the JSON is parsed by
+``app.protocols.parsing``)."""
 
 from __future__ import annotations
 
 from typing import Any, TypeVar
 
-import orjson
 from pydantic import AfterValidator, BaseModel, ValidationError
 from pydantic_core import PydanticCustomError
 
-from app.core.errors import InvalidRequest, Loc, MalformedRequest, Problem
-
-
-def parse_json(body: bytes) -> dict[str, Any]:
-    try:
-        obj = orjson.loads(body)
-    except orjson.JSONDecodeError as error:
-        raise MalformedRequest.at(("body",), f"invalid JSON: {error}", "json_invalid") from None
-    if not isinstance(obj, dict):
-        raise InvalidRequest.at(("body",), "the body must be a JSON object", "model_type")
-    return obj
-
+from app.core.errors import InvalidRequest, Loc, Problem
 
 EnvelopeT = TypeVar("EnvelopeT", bound=BaseModel)
 

@@ -10,11 +10,12 @@ from __future__ import annotations
 import binascii
 import math
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
+import orjson
 
-from app.core.errors import InvalidRequest, Loc, TooLarge
+from app.core.errors import InvalidRequest, Loc, ServiceError, TooLarge
 from app.core.limits import TensorLimits
 from app.protocols.scan import EVERYTHING_SUSPECT, BodyScan
 
@@ -49,6 +50,21 @@ def float32_to_bfloat16_bits(values: np.ndarray) -> np.ndarray:
     return (np.ascontiguousarray(values, dtype=np.float32).view(np.uint32) >> 16).astype(np.uint16)
 
 
+class Predecoded(NamedTuple):
+    """A tensor's list decoded where its JSON was parsed (``app.protocols.parsing``): its array, or
+    the error decoding it gave, its locations relative to the list."""
+
+    array: np.ndarray | None
+    error: ServiceError | None
+
+    def at(self, loc: Loc) -> np.ndarray:
+        """The array, or the error, now that the list's place in the request is known."""
+        if self.array is None:
+            assert self.error is not None
+            raise self.error.relocated(loc)
+        return self.array
+
+
 def decode_tensor(
     value: Any, loc: Loc, limits: TensorLimits, scan: BodyScan = EVERYTHING_SUSPECT, default_dtype: str = "float32"
 ) -> np.ndarray:
@@ -68,7 +84,9 @@ def decode_tensor(
             return np.asarray(NON_FINITE_IN[value], dtype=np.float64)
         raise _invalid(loc, _STRING_MESSAGE, "string_element")
     if isinstance(value, list):
-        return _decode_nested(value, loc, limits, scan)
+        return decode_nested(value, loc, limits, scan)
+    if isinstance(value, Predecoded):
+        return value.at(loc)
     if isinstance(value, dict):
         return _decode_object(value, loc, limits, scan, default_dtype)
     if value is None:
@@ -112,7 +130,20 @@ def check_size(shape: Sequence[int], loc: Loc, limits: TensorLimits) -> int:
     return count
 
 
-def _decode_nested(value: list[Any], loc: Loc, limits: TensorLimits, scan: BodyScan) -> np.ndarray:
+def nested_size(value: list[Any]) -> int:
+    """The elements a nested list holds, read along the first element of each level (a guess for a
+    ragged list, never a long walk)."""
+    size = 1
+    node: Any = value
+    while isinstance(node, list):
+        size *= len(node)
+        if not node:
+            break
+        node = node[0]
+    return size
+
+
+def decode_nested(value: list[Any], loc: Loc, limits: TensorLimits, scan: BodyScan) -> np.ndarray:
     shape = _nested_shape(value, loc, limits)
     check_size(shape, loc, limits)
     if scan.strings_in_lists:
@@ -199,14 +230,21 @@ def _decode_object(
     data = value.get("data")
     if isinstance(data, str):
         return _from_base64(data, shape, count, dtype_name, (*loc, "data"))
-    if isinstance(data, list):
+    if isinstance(data, Predecoded):
+        flat = data.at((*loc, "data"))
+        if flat.ndim != 1:
+            raise _invalid((*loc, "data"), "nested deeper than the rank limit 1", "rank_limit")
+        if flat.size != count:
+            raise _invalid((*loc, "data"), f"holds {flat.size} values; shape {shape} needs {count}", "size_mismatch")
+    elif isinstance(data, list):
         if len(data) != count:
             raise _invalid((*loc, "data"), f"holds {len(data)} values; shape {shape} needs {count}", "size_mismatch")
-        flat = _decode_nested(data, (*loc, "data"), TensorLimits(limits.max_elements, 1), scan) if data else np.zeros(0)
-        if declared is None:  # JSON numbers, as in nested lists: the engine casts them once to the request's dtype
-            return flat.reshape(shape)
-        return _cast_declared(flat, dtype_name, (*loc, "data")).reshape(shape)
-    raise _invalid((*loc, "data"), "must be a base64 string or a flat list of numbers", "invalid_data")
+        flat = decode_nested(data, (*loc, "data"), TensorLimits(limits.max_elements, 1), scan) if data else np.zeros(0)
+    else:
+        raise _invalid((*loc, "data"), "must be a base64 string or a flat list of numbers", "invalid_data")
+    if declared is None:  # JSON numbers, as in nested lists: the engine casts them once to the request's dtype
+        return flat.reshape(shape)
+    return _cast_declared(flat, dtype_name, (*loc, "data")).reshape(shape)
 
 
 def _from_base64(data: str, shape: list[int], count: int, dtype_name: str, loc: Loc) -> np.ndarray:
@@ -263,12 +301,35 @@ def encode_tensor(arr: np.ndarray, dtype_name: str, encoding: Encoding) -> Any:
     if arr.ndim == 0:  # a reduced loss: one number, checked without numpy's machinery
         scalar = arr.item()
         return scalar if math.isfinite(scalar) else _non_finite_token(scalar)
-    finite = bool(_ALL(np.isfinite(arr), axis=None)) if arr.dtype.kind == "f" else True
     if arr.size == 0:
         return {"shape": list(arr.shape), "dtype": dtype_name, "data": []}
-    if finite:
+    if arr.size > ENCODE_STEP:
+        return orjson.Fragment(_json_in_steps(np.ascontiguousarray(arr)))
+    if _finite(arr):
         return np.ascontiguousarray(arr)
     return _with_tokens(arr).tolist()
+
+
+ENCODE_STEP = 65536
+"""A tensor larger than this is written as JSON a piece of at most this many elements at a time:
+each piece holds the interpreter lock for a few milliseconds, so the event loop gets its turn
+between them (orjson writes a whole array in one call: ~70 ms for a million floats)."""
+
+
+def _finite(arr: np.ndarray) -> bool:
+    return bool(_ALL(np.isfinite(arr), axis=None)) if arr.dtype.kind == "f" else True
+
+
+def _json_in_steps(arr: np.ndarray) -> bytes:
+    """``arr`` as the JSON text orjson writes for it (non-finite values as strings), in pieces."""
+    if arr.size <= ENCODE_STEP:
+        return orjson.dumps(arr if _finite(arr) else _with_tokens(arr).tolist(), option=orjson.OPT_SERIALIZE_NUMPY)
+    row = arr.size // len(arr)
+    if row > ENCODE_STEP:  # a row too large for one piece: each row in pieces of its own
+        return b"[" + b",".join(_json_in_steps(item) for item in arr) + b"]"
+    rows = max(1, ENCODE_STEP // max(row, 1))
+    pieces = [_json_in_steps(arr[start : start + rows])[1:-1] for start in range(0, len(arr), rows)]
+    return b"[" + b",".join(pieces) + b"]"
 
 
 def _non_finite_token(value: float) -> str | float:

@@ -5,8 +5,9 @@ of the wire format."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import NamedTuple, Protocol, TypeVar
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 from app.compute.catalogue import Catalogue, FunctionSpec
 from app.compute.jobs import Job, Result
@@ -70,6 +71,9 @@ class Decoded(Protocol):
 
 
 DecodedT = TypeVar("DecodedT", bound=Decoded)
+ParseApart = Callable[[bytes, TensorLimits], Any]
+"""A protocol's parser for a large JSON text, run in the parse process: the text's object, its
+large lists of numbers decoded already (``app.protocols.parsing``)."""
 
 
 class Codec(Protocol[DecodedT]):
@@ -84,11 +88,18 @@ class Codec(Protocol[DecodedT]):
     def check(self, meta: RequestMeta) -> None:
         """Refuse a request the protocol cannot read (e.g. 415 for a media type), before its body."""
 
-    def parsed_bytes(self, body: Body, meta: RequestMeta) -> int:
-        """How much of the body is parsed as text (binary tensors are only viewed)."""
+    @property
+    def parse_apart(self) -> ParseApart:
+        """Parses a large ``json_text`` in the parse process (``app.serving.apart``): picklable."""
 
-    def decode(self, body: Body, meta: RequestMeta, subject: Subject, options: DecodeOptions) -> DecodedT:
-        """The body as a checked job. Pure: it may run in a thread."""
+    def json_text(self, body: Body, meta: RequestMeta) -> bytes:
+        """The part of the body that is parsed as JSON (binary tensors are only viewed)."""
+
+    def decode(
+        self, body: Body, meta: RequestMeta, subject: Subject, options: DecodeOptions, parsed: Any = None
+    ) -> DecodedT:
+        """The body as a checked job; ``parsed``: its JSON text's object when ``parse_apart`` parsed
+        it. Pure: it may run in a thread."""
 
     def reply_bytes(self, decoded: DecodedT) -> int:
         """A bound on the encoded reply's text, to encode a large one in a thread."""

@@ -19,6 +19,7 @@ from app.compute.jobs import Result
 from app.compute.service import ComputeService
 from app.core.config import Settings
 from app.core.request_context import current_request
+from app.serving.apart import ParseProcess
 from app.serving.body import BodySource, parsing_bytes, read_body
 from app.serving.codec import Codec, DecodedT, DecodeOptions, Encoded, RequestMeta
 
@@ -37,6 +38,11 @@ class Road:
         self.compute = compute
         self.options = options
         self.settings = settings
+        self.parser = ParseProcess()
+
+    def close(self) -> None:
+        """Stop the parse process (the app's lifespan, at shutdown)."""
+        self.parser.close()
 
     async def serve(
         self,
@@ -60,15 +66,23 @@ class Road:
         memory = compute.memory.reservation()
         try:
             body = await read_body(source, meta, settings, memory)
-            parsed = codec.parsed_bytes(body, meta)
+            text = codec.json_text(body, meta)
             # Small payloads are decoded and encoded on the loop; large ones in a thread, so that
-            # the loop stays responsive. A small body's parsing (at most ~1 MiB) is not worth
-            # holding in the budget separately.
-            if parsed > inline:
-                await memory.resize(parsing_bytes(body, parsed), settings.memory_wait_s, ("body",), "parsing the body")
-                decoded = await asyncio.to_thread(codec.decode, body, meta, subject, options)
-            else:
+            # the loop stays responsive, and large JSON texts are parsed in the parse process
+            # (``apart.py``), whose parse would otherwise hold the interpreter lock throughout. A
+            # small body's parsing (at most ~1 MiB) is not worth holding in the budget separately.
+            if len(text) <= inline:
                 decoded = codec.decode(body, meta, subject, options)
+            else:
+                hold = parsing_bytes(len(body), text)
+                if not memory.resize_now(hold):
+                    await memory.resize(hold, settings.memory_wait_s, ("body",), "parsing the body")
+                parsed = None
+                if len(text) > settings.parse_apart_bytes:
+                    parsed = await self.parser.parse(codec.parse_apart, text, options.limits)
+                decoded = await asyncio.to_thread(codec.decode, body, meta, subject, options, parsed)
+                del parsed
+            del text
             del body
             job = decoded.job
             if facts is not None:

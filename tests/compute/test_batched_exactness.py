@@ -139,7 +139,7 @@ def test_a_request_that_only_torch_rejects_fails_alone(engine: Engine) -> None:
     rng = np.random.default_rng(5)
     values = [rng.standard_normal(64) for _ in range(8)]
     values[3][10] = 13.0
-    jobs = [dataclasses.replace(job_from({"function": "relu", "input": v, "grad": True}), spec=spec) for v in values]
+    jobs = [job_from({"function": "relu", "input": v, "grad": True})._replace(spec=spec) for v in values]
     assert len({fusion_key(job) for job in jobs}) == 1
     outcomes = run_as_batched(engine, jobs)
     assert isinstance(outcomes[3], InvalidRequest)

@@ -106,10 +106,10 @@ def test_running_out_of_memory_on_the_host_is_503_without_allocator_internals(
 def test_memory_error_while_decoding_is_503(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
     import app.protocols.native.codec as json_protocol
 
-    def no_memory(body: bytes) -> dict[str, Any]:
+    def no_memory(body: bytes, bare_non_finite: bool = False) -> dict[str, Any]:
         raise MemoryError
 
-    monkeypatch.setattr(json_protocol, "parse_json", no_memory)
+    monkeypatch.setattr(json_protocol, "parse_object", no_memory)
     reply = client.post("/activate", json={"function": "relu", "input": [1.0]})
     assert reply.status_code == 503, reply.text
     assert reply.json()["details"][0]["type"] == "out_of_memory"

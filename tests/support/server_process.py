@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 
 from tests.support.container import container
+from tests.support.cpu import tree_cpu_seconds
 from tests.support.paths import ROOT
 
 
@@ -38,16 +39,9 @@ class RunningServer:
         return self.log_path.read_text(errors="replace")
 
     def cpu_seconds(self) -> float:
-        """CPU time the server process has used so far, all its threads (what a loaded machine
-        does not stretch, unlike wall-clock time; to the kernel's tick, 10 ms)."""
-        return process_cpu_seconds(self.process.pid)
-
-
-def process_cpu_seconds(pid: int) -> float:
-    """User and system CPU time of a process, from ``/proc/<pid>/stat``."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat[stat.rindex(")") + 2 :].split()  # after the command name, which may hold spaces
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        """CPU time the server has used so far: its process, all its threads, and its own processes
+        (the parse process)."""
+        return tree_cpu_seconds(self.process.pid)
 
 
 def container_command_and_env(

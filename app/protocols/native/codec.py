@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
@@ -16,8 +17,9 @@ from app.compute.params import validate_params
 from app.compute.service import reply_bytes
 from app.core.config import FloatDType
 from app.core.errors import InvalidRequest, Loc, Problem, TooLarge, UnsupportedMediaType
-from app.protocols.decoding import EnvelopeT, parse_json, validated
+from app.protocols.decoding import EnvelopeT, validated
 from app.protocols.native.models import ActivateRequest, ChainedActivation, LossRequest
+from app.protocols.parsing import parse_apart, parse_object
 from app.protocols.scan import scan_body
 from app.protocols.tensors import Encoding, decode_tensor, encode_tensor
 from app.serving.codec import Body, DecodeOptions, Encoded, RequestMeta, Subject
@@ -106,8 +108,8 @@ class _Decoder:
         return build_job(spec, self.arrays, scalars, self.locs, dtype or self.dtype, grad, grad_array, activation)
 
 
-def _parse_envelope(body: bytes, model: type[EnvelopeT]) -> EnvelopeT:
-    return validated(model, parse_json(body), ("body",))
+def _parse_envelope(body: bytes, model: type[EnvelopeT], parsed: dict[str, Any] | None) -> EnvelopeT:
+    return validated(model, parse_object(body) if parsed is None else parsed, ("body",))
 
 
 _LOSS_FIELDS = {
@@ -125,15 +127,16 @@ def _meant_for_loss(problem: Problem) -> Problem:
     return problem
 
 
-def _parse_activate(body: bytes) -> ActivateRequest:
+def _parse_activate(body: bytes, parsed: dict[str, Any] | None) -> ActivateRequest:
     try:
-        return _parse_envelope(body, ActivateRequest)
+        return _parse_envelope(body, ActivateRequest, parsed)
     except InvalidRequest as error:
         raise InvalidRequest([_meant_for_loss(p) for p in error.problems]) from None
 
 
-def decode_activation(body: bytes, options: DecodeOptions) -> Decoded:
-    request = _parse_activate(body)
+def decode_activation(body: bytes, options: DecodeOptions, parsed: dict[str, Any] | None = None) -> Decoded:
+    """``parsed``: the body's object when it was parsed apart (``app.protocols.parsing``)."""
+    request = _parse_activate(body, parsed)
     spec = _find_function(request.function, "activation", options.catalogue)
     decoder = _Decoder(body, options, request.dtype)
     decoder.tensor("input", request.input, ("body", "input"))
@@ -141,8 +144,9 @@ def decode_activation(body: bytes, options: DecodeOptions) -> Decoded:
     return Decoded(job, request.encoding)
 
 
-def decode_loss(body: bytes, options: DecodeOptions) -> Decoded:
-    request = _parse_envelope(body, LossRequest)
+def decode_loss(body: bytes, options: DecodeOptions, parsed: dict[str, Any] | None = None) -> Decoded:
+    """``parsed``: the body's object when it was parsed apart (``app.protocols.parsing``)."""
+    request = _parse_envelope(body, LossRequest, parsed)
     spec = _find_function(request.function, "loss", options.catalogue)
     decoder = _Decoder(body, options, request.dtype)
     for name, value, loc in _loss_tensors(request, spec):
@@ -258,9 +262,12 @@ class NativeCodec:
     """The service's own JSON protocol of ``/activate`` and ``/loss`` on the road."""
 
     protocol = PROTOCOL
+    parse_apart = functools.partial(parse_apart, bare_non_finite=False)
 
     def __init__(
-        self, decode: Callable[[bytes, DecodeOptions], Decoded], encode: Callable[[Decoded, Result], bytes]
+        self,
+        decode: Callable[[bytes, DecodeOptions, dict[str, Any] | None], Decoded],
+        encode: Callable[[Decoded, Result], bytes],
     ) -> None:
         self._decode = decode
         self._encode = encode
@@ -272,11 +279,13 @@ class NativeCodec:
         if not is_json(meta.content_type):
             raise UnsupportedMediaType.at(("header", "content-type"), "send the body as application/json", "media_type")
 
-    def parsed_bytes(self, body: Body, meta: RequestMeta) -> int:
-        return len(body)
+    def json_text(self, body: Body, meta: RequestMeta) -> bytes:
+        return body if isinstance(body, bytes) else bytes(body)
 
-    def decode(self, body: Body, meta: RequestMeta, subject: Subject, options: DecodeOptions) -> Decoded:
-        return self._decode(body if isinstance(body, bytes) else bytes(body), options)
+    def decode(
+        self, body: Body, meta: RequestMeta, subject: Subject, options: DecodeOptions, parsed: Any = None
+    ) -> Decoded:
+        return self._decode(self.json_text(body, meta), options, parsed)
 
     def reply_bytes(self, decoded: Decoded) -> int:
         return reply_bytes(decoded.job)

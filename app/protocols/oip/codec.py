@@ -7,7 +7,7 @@ tensor parameters, and ``grad_output``); its parameters travel in the request's 
 
 from __future__ import annotations
 
-import re
+import functools
 from collections.abc import Iterator
 from typing import Any, NamedTuple
 
@@ -20,8 +20,8 @@ from app.compute.jobs import Job, Result, build_job
 from app.compute.params import validate_params
 from app.compute.service import job_size
 from app.core.config import FloatDType
-from app.core.errors import InvalidRequest, Loc, MalformedRequest, ProblemList, TooLarge
-from app.protocols.decoding import parse_json, validated
+from app.core.errors import InvalidRequest, Loc, ProblemList, TooLarge
+from app.protocols.decoding import validated
 from app.protocols.oip.binary import HEADER_LENGTH, BinaryReader, SplitBody, split_body
 from app.protocols.oip.metadata import (
     MODEL_VERSION,
@@ -54,6 +54,7 @@ from app.protocols.oip.tensors import (
     to_bytes,
     to_json_data,
 )
+from app.protocols.parsing import parse_apart, parse_object
 from app.protocols.scan import BodyScan, scan_body
 from app.protocols.tensors import decode_tensor
 from app.serving.codec import Body, DecodeOptions, Encoded, RequestMeta, Subject
@@ -89,29 +90,10 @@ class InferDecoded(NamedTuple):
     """Where the request's ignored parameters were (``parameters.sort_parameters``)."""
 
 
-_BARE_NON_FINITE = (b"NaN", b"Infinity")
-_STRING_OR_BARE_TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*"|-?Infinity|NaN')
-
-
-def _quoted(match: re.Match[bytes]) -> bytes:
-    token = match.group(0)
-    return token if token[:1] == b'"' else b'"' + token + b'"'
-
-
-def _parse(body: bytes) -> dict[str, Any]:
-    """The JSON object. Bare ``NaN``/``Infinity``/``-Infinity`` tokens (which Python clients such
-    as tritonclient write for non-finite JSON tensor data) are first quoted, outside strings, into
-    the strings this service reads as non-finite values: one parser decides what is valid JSON."""
-    try:
-        return parse_json(body)
-    except MalformedRequest:
-        if not any(token in body for token in _BARE_NON_FINITE):
-            raise
-    return parse_json(_STRING_OR_BARE_TOKEN.sub(_quoted, body))
-
-
-def _envelope(body: bytes) -> InferenceRequest:
-    return validated(InferenceRequest, _parse(body))
+def _envelope(header: bytes, parsed: dict[str, Any] | None) -> InferenceRequest:
+    """The request's JSON object; bare ``NaN``/``Infinity`` tokens, as tritonclient writes them for
+    non-finite data, are read as this service's non-finite strings (``parse_object``)."""
+    return validated(InferenceRequest, parse_object(header, bare_non_finite=True) if parsed is None else parsed)
 
 
 def _flag(parameters: dict[str, Any], name: str, loc: Loc) -> bool:
@@ -256,9 +238,12 @@ def _requested(
     return tuple(chosen)
 
 
-def decode_infer(body: Body, meta: RequestMeta, spec: FunctionSpec, options: DecodeOptions) -> InferDecoded:
+def decode_infer(
+    body: Body, meta: RequestMeta, spec: FunctionSpec, options: DecodeOptions, parsed: dict[str, Any] | None = None
+) -> InferDecoded:
     """A checked ``Job`` for ``spec`` from an inference request (``meta.binary_header_length``: the
-    binary tensor data extension's JSON header size), and the outputs to send back."""
+    binary tensor data extension's JSON header size), and the outputs to send back; ``parsed``: its
+    JSON header's object when it was parsed apart (``app.protocols.parsing``)."""
     split = split_body(body, meta.binary_header_length)
     if meta.binary_header_length is not None and not split.json:
         request = _raw_request(spec, split.binary, meta.content_type)
@@ -266,7 +251,7 @@ def decode_infer(body: Body, meta: RequestMeta, spec: FunctionSpec, options: Dec
     else:
         # the whole body for JSON tensors (as read: bytes); a small header for binary ones
         header = split.json if isinstance(split.json, bytes) else bytes(split.json)
-        request = _envelope(header)
+        request = _envelope(header, parsed)
         _check_model(request, spec, options.catalogue)
     ignored: list[str] = []
     grad = binary_default = False
@@ -470,6 +455,7 @@ class InferCodec:
     """The protocol's inference request on the road (REST: JSON, or JSON and binary tensors)."""
 
     protocol = PROTOCOL
+    parse_apart = functools.partial(parse_apart, bare_non_finite=True)
 
     def subject(self, options: DecodeOptions, path: tuple[str, ...]) -> Subject:
         return find_model(options.catalogue, *path)
@@ -477,14 +463,17 @@ class InferCodec:
     def check(self, meta: RequestMeta) -> None:
         """Any media type: Triton's clients send binary bodies as application/octet-stream."""
 
-    def parsed_bytes(self, body: Body, meta: RequestMeta) -> int:
+    def json_text(self, body: Body, meta: RequestMeta) -> bytes:
         """Binary tensors are only viewed: what is parsed is the JSON header."""
         header = meta.binary_header_length
-        return len(body) if header is None else min(header, len(body))
+        text = body if header is None else memoryview(body)[:header]
+        return text if isinstance(text, bytes) else bytes(text)
 
-    def decode(self, body: Body, meta: RequestMeta, subject: Subject, options: DecodeOptions) -> InferDecoded:
+    def decode(
+        self, body: Body, meta: RequestMeta, subject: Subject, options: DecodeOptions, parsed: Any = None
+    ) -> InferDecoded:
         assert subject is not None  # ``subject`` resolves the model or refuses
-        return decode_infer(body, meta, subject, options)
+        return decode_infer(body, meta, subject, options, parsed)
 
     def reply_bytes(self, decoded: InferDecoded) -> int:
         return json_reply_bytes(decoded)

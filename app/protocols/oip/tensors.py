@@ -17,6 +17,7 @@ from app.core.errors import InvalidRequest, Loc
 from app.core.limits import TensorLimits
 from app.protocols.scan import BodyScan
 from app.protocols.tensors import (
+    Predecoded,
     bfloat16_bits_to_float32,
     check_size,
     decode_tensor,
@@ -92,7 +93,7 @@ def from_bytes(raw: memoryview, shape: list[int], datatype: str, loc: Loc) -> np
 def from_json(data: Any, shape: list[int], datatype: str, loc: Loc, limits: TensorLimits, scan: BodyScan) -> np.ndarray:
     """``data`` (flat or nested, row-major) as an array of ``shape`` holding ``datatype`` values;
     ``scan`` (of the JSON text) says whether the exact element-by-element path is needed."""
-    if not isinstance(data, list):
+    if not isinstance(data, (list, Predecoded)):
         raise InvalidRequest.at(loc, "must be a list of numbers (row-major, flat or nested)", "invalid_data")
     count = math.prod(shape)
     values = decode_tensor(data, loc, limits, scan) if data else np.zeros(0)
