@@ -230,12 +230,12 @@ def _decode_object(
     data = value.get("data")
     if isinstance(data, str):
         return _from_base64(data, shape, count, dtype_name, (*loc, "data"))
-    if isinstance(data, Predecoded):
+    if isinstance(data, Predecoded):  # checked as a list is below
         flat = data.at((*loc, "data"))
+        if len(flat) != count:
+            raise _invalid((*loc, "data"), f"holds {len(flat)} values; shape {shape} needs {count}", "size_mismatch")
         if flat.ndim != 1:
             raise _invalid((*loc, "data"), "nested deeper than the rank limit 1", "rank_limit")
-        if flat.size != count:
-            raise _invalid((*loc, "data"), f"holds {flat.size} values; shape {shape} needs {count}", "size_mismatch")
     elif isinstance(data, list):
         if len(data) != count:
             raise _invalid((*loc, "data"), f"holds {len(data)} values; shape {shape} needs {count}", "size_mismatch")
