@@ -54,6 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if metrics is not None:
             metrics.read_queue_depth = lambda: compute.queue_depth
             metrics.device_memory = compute.device_memory
+            metrics.budget_memory = compute.memory.figures
             metrics.fold_periodically()
         tune_process(settings)
         app.state.compute = compute

@@ -19,7 +19,8 @@ from app.core.errors import Loc, MemoryBusy, TooLarge
 
 
 def _mib(size: int) -> str:
-    return f"{size / 2**20:.1f} MiB"
+    """A size in MiB, or in KiB below a tenth of a MiB (where ``0.0 MiB`` would say nothing)."""
+    return f"{size / 2**20:.1f} MiB" if size >= 2**20 / 10 else f"{size / 2**10:.1f} KiB"
 
 
 @dataclass(eq=False)
@@ -56,6 +57,11 @@ class MemoryBudget:
 
     def reservation(self) -> Reservation:
         return Reservation(self)
+
+    def figures(self) -> dict[str, int]:
+        """What ``/metrics`` reports: the limit, what is held, and what waiting requests ask for."""
+        waiting = sum(waiter.extra for waiter in self._waiters if not waiter.future.done())
+        return {"limit": self.limit, "held": self.held, "waiting": waiting}
 
     def _take(self, extra: int) -> bool:
         if not self._waiters and self.held + extra <= self.limit:

@@ -63,7 +63,10 @@ class ParseProcess:
             return result
 
     def _started(self) -> subprocess.Popen[bytes]:
-        if self._process is None or self._process.poll() is not None:
+        if self._process is not None and self._process.poll() is not None:
+            logger.warning("the parse process had exited (status %s); starting another", self._process.poll())
+            self._stop()  # its pipes closed
+        if self._process is None:
             self._process = subprocess.Popen(COMMAND, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         return self._process
 

@@ -23,8 +23,12 @@ from app.serving.codec import Body, RequestMeta
 from app.serving.idle import watch_body
 from app.serving.inflate import aligned_buffer, inflate
 
-FIRST_HOLD = 1024 * 1024
-"""What a body holds in the budget before its first byte (or all of it, when declared smaller)."""
+FIRST_HOLD = 4096
+"""What a body holds in the budget before its first byte (or all of it, when declared smaller): a
+page, so that as many connections as the cap allows, each declaring the largest body and sending
+nothing, hold 8 MiB of it at the default cap of 2,048. A small body's parse (up to ~1 MiB of Python
+objects for ``inline_decode_bytes`` of JSON) is not held: it is done on the event loop, so one at a
+time."""
 PARSED_NUMBER_BYTES = 32
 """A JSON number once parsed: a Python float (24 bytes) and its list slot (8)."""
 _COMMA = ord(",")

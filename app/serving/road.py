@@ -70,7 +70,8 @@ class Road:
             # Small payloads are decoded and encoded on the loop; large ones in a thread, so that
             # the loop stays responsive, and large JSON texts are parsed in the parse process
             # (``apart.py``), whose parse would otherwise hold the interpreter lock throughout. A
-            # small body's parsing (at most ~1 MiB) is not worth holding in the budget separately.
+            # small body's parse (at most ~1 MiB) is not held in the budget: being on the loop, one
+            # runs at a time.
             if len(text) <= inline:
                 decoded = codec.decode(body, meta, subject, options)
             else:

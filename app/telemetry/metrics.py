@@ -51,16 +51,14 @@ def multiprocess_dir() -> str | None:
     return os.environ.get(MULTIPROCESS_ENV) or None
 
 
-class _DeviceMemory(Collector):
-    """Device memory read when scraped (one process per GPU, so this process's view is the GPU's)."""
+class _ReadWhenScraped(Collector):
+    """A gauge with a ``kind`` label whose values are read when scraped (this process's view)."""
 
-    def __init__(self, read: Callable[[], Mapping[str, int]]) -> None:
-        self._read = read
+    def __init__(self, name: str, documentation: str, read: Callable[[], Mapping[str, int]]) -> None:
+        self._name, self._documentation, self._read = name, documentation, read
 
     def collect(self) -> Iterable[Metric]:
-        family = GaugeMetricFamily(
-            "torchfn_device_memory_bytes", "Device memory held by torch, on a GPU only.", labels=["kind"]
-        )
+        family = GaugeMetricFamily(self._name, self._documentation, labels=["kind"])
         for kind, value in self._read().items():
             family.add_metric([kind], value)
         yield family
@@ -100,6 +98,8 @@ class Metrics:
             PlatformCollector(registry=self.registry)
         self.device_memory: Callable[[], Mapping[str, int]] = dict
         """Read at scrape time; the lifespan points it at the compute service."""
+        self.budget_memory: Callable[[], Mapping[str, int]] = dict
+        """Read at scrape time; the lifespan points it at the compute service's memory budget."""
         self.read_queue_depth: Callable[[], int] = int
         """Read at every fold (and so at every scrape)."""
         reg = self.registry
@@ -151,7 +151,8 @@ class Metrics:
             ["reason"],
             registry=reg,
         )
-        self.registry.register(_DeviceMemory(lambda: self.device_memory()))
+        for collector in self._read_when_scraped():
+            self.registry.register(collector)
 
         # The tallies, by label set (``labels()`` costs microseconds a call: each set is looked up once).
         self.in_flight_now = 0
@@ -224,8 +225,24 @@ class Metrics:
             return generate_latest(self.registry)
         registry = CollectorRegistry()
         MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-        registry.register(_DeviceMemory(lambda: self.device_memory()))
+        for collector in self._read_when_scraped():
+            registry.register(collector)
         return generate_latest(registry)
+
+    def _read_when_scraped(self) -> list[Collector]:
+        """The gauges read from the compute service at each scrape (per process: a worker's own)."""
+        return [
+            _ReadWhenScraped(
+                "torchfn_device_memory_bytes",
+                "Device memory held by torch, on a GPU only.",
+                lambda: self.device_memory(),
+            ),
+            _ReadWhenScraped(
+                "torchfn_memory_budget_bytes",
+                "The memory budget: its limit, what requests hold of it, and what waiting requests ask.",
+                lambda: self.budget_memory(),
+            ),
+        ]
 
     def process_exit(self) -> None:
         """Drop this process's live gauges from the shared files (multi-process mode)."""

@@ -358,3 +358,13 @@ def test_the_access_log_names_the_function_whether_metrics_are_on_or_not(
         assert client.post("/v2/models/ReLU/infer", json={"inputs": []}).status_code == 400
     functions = [record.__dict__.get("function") for record in caplog.records if record.name == "torchfn.access"]
     assert functions == ["relu", "relu"]
+
+
+def test_the_memory_budget_is_exported_and_what_is_held_goes_back(client: TestClient) -> None:
+    limit = client.app.state.compute.memory.limit  # type: ignore[attr-defined]
+    reply = client.post("/activate", json={"function": "relu", "input": [1.0] * 50_000})
+    assert reply.status_code == 200
+    text = client.get("/metrics").text
+    assert metric(text, "torchfn_memory_budget_bytes", kind="limit") == limit
+    assert metric(text, "torchfn_memory_budget_bytes", kind="held") == 0
+    assert metric(text, "torchfn_memory_budget_bytes", kind="waiting") == 0
