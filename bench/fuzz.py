@@ -1,6 +1,6 @@
 """The long schema fuzzing run: Schemathesis against the real server over HTTP, every operation
 of its OpenAPI schema, every check, valid and invalid data. The in-suite run
-(tests/test_schema_fuzz.py) is the short version; both read ``schemathesis.toml``.
+(tests/system/test_schema_fuzz.py) is the short version; both read ``schemathesis.toml``.
 
     python -m bench.fuzz --max-examples 2500 --seed 1     # ``make fuzz``: >= 10,000 cases
 """

@@ -35,5 +35,5 @@ def client(settings: Settings) -> Iterator[TestClient]:
 
 @pytest.fixture
 def gate(monkeypatch: pytest.MonkeyPatch) -> Gate:
-    """Holds the engine's compute calls until released (``tests/engine_gate.py``)."""
+    """Holds the engine's compute calls until released (``tests/support/engine_gate.py``)."""
     return Gate(monkeypatch)

@@ -13,7 +13,7 @@ import numpy as np
 from app.compute.catalogue import Catalogue, FunctionSpec
 from app.compute.catalogue.checks import ArgumentError
 from app.compute.catalogue.cost import Cost
-from app.compute.params import validate_params
+from app.compute.catalogue.params import validate_params
 from app.core.errors import InvalidRequest, Loc
 from app.core.limits import MAX_NAME, longer_than
 

@@ -2,12 +2,12 @@
 production: health, readiness and the HEALTHCHECK, an activation and a /v2 inference equal to
 torch's, metrics, the user, the read-only root, the limits, and SIGTERM under a running request.
 
-No registry serves images here, so the base image is a local stand-in (tests/debian_base.py, Debian
+No registry serves images here, so the base image is a local stand-in (tests/support/debian_base.py, Debian
 bookworm's Python 3.11 passed through the ``PYTHON_IMAGE`` build argument): this tests the
 Dockerfile's logic and the app inside the image, not the official base image. pip inside the build
 reaches the indexes this machine's pip reaches, with its CA bundle as the ``pip_ca`` secret; torch
 is the wheel this machine's pip installs, served as a one-package ``file://`` index on a build
-volume through ``TORCH_INDEX_URL`` (tests/host_sources.py). Run by ``make container-test``."""
+volume through ``TORCH_INDEX_URL`` (tests/support/host_sources.py). Run by ``make container-test``."""
 
 from __future__ import annotations
 

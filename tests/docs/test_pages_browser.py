@@ -56,7 +56,7 @@ class PluginServer:
 
 @pytest.fixture(scope="module")
 def plugin_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PluginServer]:
-    """The server with the tutorial's plugins (``tests/plugin_modules.py``: ``TUTORIAL``)."""
+    """The server with the tutorial's plugins (``tests/support/plugin_modules.py``: ``TUTORIAL``)."""
     directory = tmp_path_factory.mktemp("plugins")
     with pytest.MonkeyPatch.context() as patch:
         name = write_module(directory, TUTORIAL, patch)

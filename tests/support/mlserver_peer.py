@@ -2,7 +2,7 @@
 prints the name of each check as it passes and exits non-zero at the first failure.
 
 In a process of its own: MLServer's generated gRPC code and KServe's define the same protobuf
-symbols (package ``inference``), which one process cannot hold, and tests/test_oip_peers.py
+symbols (package ``inference``), which one process cannot hold, and tests/system/test_oip_peers.py
 imports KServe. Each answer is compared with torch and validated against the protocol's schema."""
 
 from __future__ import annotations

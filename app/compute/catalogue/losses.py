@@ -21,7 +21,6 @@ REDUCTION = Param(
 )
 _INPUT = TensorArg("input", "predictions")
 _TARGET = TensorArg("target", "targets, same shape as input")
-_FIXED_TARGET = TensorArg("target", "targets, same shape as input", differentiable=False)
 _LABEL_TARGET = TensorArg("target", "labels 1 or -1", differentiable=False)
 
 

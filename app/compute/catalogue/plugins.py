@@ -14,10 +14,10 @@ import numpy as np
 
 from app.compute.catalogue.declarations import Function
 from app.compute.catalogue.introspect import UnusableSignature, describe_plugin
+from app.compute.catalogue.params import validate_params
 from app.compute.catalogue.plugin_calls import PluginRefusal
 from app.compute.catalogue.registry import BUILT_IN, Catalogue
 from app.compute.catalogue.spec import FunctionSpec
-from app.compute.params import validate_params
 from app.core.config import Settings
 from app.core.errors import ServiceError
 

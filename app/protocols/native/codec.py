@@ -10,10 +10,10 @@ import numpy as np
 import orjson
 
 from app.compute.catalogue import Catalogue, FunctionSpec
+from app.compute.catalogue.params import validate_params
 from app.compute.catalogue.spec import FunctionKind
 from app.compute.chaining import Chained, chain_activation
 from app.compute.jobs import Job, Result, build_job
-from app.compute.params import validate_params
 from app.compute.service import reply_bytes
 from app.core.config import FloatDType
 from app.core.errors import InvalidRequest, Loc, Problem, TooLarge, UnsupportedMediaType

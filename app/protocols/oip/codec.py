@@ -15,9 +15,9 @@ import numpy as np
 import orjson
 
 from app.compute.catalogue import Catalogue, FunctionSpec
+from app.compute.catalogue.params import validate_params
 from app.compute.chaining import Chained, chain_activation
 from app.compute.jobs import Job, Result, build_job
-from app.compute.params import validate_params
 from app.compute.service import job_size
 from app.core.config import FloatDType
 from app.core.errors import InvalidRequest, Loc, ProblemList, TooLarge

@@ -1,7 +1,7 @@
 """What /v2 does with requests built by other servers' clients: a body's model name and version,
 parameters that are not the function's (and the rule against a misspelled one), Triton's priority
 and timeout, Triton's raw binary request, the statistics and model configuration extensions, and
-model metadata that lists every input. The clients themselves: tests/test_oip_peers.py."""
+model metadata that lists every input. The clients themselves: tests/system/test_oip_peers.py."""
 
 from __future__ import annotations
 

@@ -6,8 +6,8 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from app.compute.catalogue import FunctionSpec, Param
 from app.compute.catalogue.registry import Catalogue
+from app.compute.catalogue.spec import FunctionSpec, Param
 from app.core.errors import InvalidRequest, Loc, ProblemList
 from app.core.limits import MAX_NAME, MAX_PARAM_STRING, longer_than
 
