@@ -1,10 +1,13 @@
-.PHONY: run test container-test check install bench
+.PHONY: run test test-quick container-test check install bench
 
 run:        ## install (if needed) and start the service on :8000
 	scripts/serve
 
 test:       ## install (if needed), lint, type check and run every test
 	scripts/test
+
+test-quick: ## install (if needed) and run each layer's own tests, no server process (about 60 s)
+	scripts/test-quick
 
 container-test:  ## build the image with buildah and smoke-test it with podman (root; installs them)
 	scripts/container-test
@@ -17,8 +20,10 @@ install:    ## create .venv with the pinned development dependencies
 
 bench:      ## the side-by-side benchmarks (starts its own server)
 	scripts/install --dev
+	.venv/bin/python -m bench.throughput
 	.venv/bin/python -m bench.large_tensor
 	.venv/bin/python -m bench.oip_large_tensor
+	.venv/bin/python -m bench.loop_latency
 
 .PHONY: fuzz load memory
 
