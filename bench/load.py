@@ -20,25 +20,20 @@ import base64
 import contextlib
 import hashlib
 import json
-import os
 import statistics
-import subprocess
 import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from urllib.parse import urlsplit
 
-import httpx
 import numpy as np
 import orjson
 import torch
 
-from bench.machine import free_port, server_command
+from bench.machine import free_port, server_command, server_process
 
-ROOT = Path(__file__).resolve().parent.parent
 FUNCTION = "multilabel_margin_loss"
 CLASSES = 2048
 """One sample of 2,048 classes, half of them labels: ~5 ms of compute (O(classes²)) for a ~20 KB
@@ -344,26 +339,9 @@ SERVER_ENV = {
 def server(env: dict[str, str]) -> Iterator[tuple[str, int]]:
     """A real server process on loopback with ``env`` added: (its URL, its pid)."""
     port = free_port()
-    command = server_command("app.main:app", port, None, "--no-access-log")
-    process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, **env}, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                    break
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("the server did not start")
-            time.sleep(0.1)
-        yield url, process.pid
-    finally:
-        process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    with server_process(server_command("app.main:app", port, None, "--no-access-log"), url, env) as pid:
+        yield url, pid
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,9 +18,7 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -31,9 +29,8 @@ import httpx
 import numpy as np
 import orjson
 
-from bench.machine import free_port
+from bench.machine import ROOT, free_port, server_process
 
-ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "loop_latency.json"
 DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
 CONCURRENT = 4
@@ -150,30 +147,13 @@ async def measure(url: str, pid: int, bodies: list[bytes]) -> Round:
 def served(env: dict[str, str] | None = None) -> Iterator[tuple[str, int]]:
     """``python -m app.serve`` (the container's command) on loopback: (its URL, its pid)."""
     port = free_port()
-    environment = {**os.environ, **(env or {}), "TORCHFN_HOST": "127.0.0.1", "TORCHFN_PORT": str(port)}
-    command = [sys.executable, "-m", "app.serve"]
-    process = subprocess.Popen(command, cwd=ROOT, env=environment, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                    break
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("the server did not start")
-            time.sleep(0.1)
+    network = {"TORCHFN_HOST": "127.0.0.1", "TORCHFN_PORT": str(port)}
+    with server_process([sys.executable, "-m", "app.serve"], url, {**(env or {}), **network}) as pid:
         with httpx.Client(base_url=url) as client:  # warm: the first requests' one-off costs
             for _ in range(3):
                 client.post("/loss", json={"function": "mse_loss", "input": [1.0], "target": [0.0], "grad": True})
-        yield url, process.pid
-    finally:
-        process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        yield url, pid
 
 
 def main(argv: list[str] | None = None) -> int:

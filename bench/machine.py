@@ -1,11 +1,21 @@
-"""What the benchmarks share about this machine: a free loopback port and the cores to pin to."""
+"""What the benchmarks share about this machine: a free loopback port, the cores to pin to, and a
+server process started and stopped."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
+import subprocess
 import sys
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def free_port() -> int:
@@ -32,3 +42,27 @@ def server_command(app: str, port: int, cpu: int | None, *extra: str) -> list[st
     """One uvicorn worker on loopback serving ``app``, pinned to ``cpu``."""
     uvicorn = [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port)]
     return pinned([*uvicorn, "--workers", "1", "--log-level", "warning", *extra], cpu)
+
+
+@contextlib.contextmanager
+def server_process(command: list[str], url: str, env: Mapping[str, str] | None = None) -> Iterator[int]:
+    """``command`` run from the repository's root with ``env`` added, once ``url``'s ``/readyz``
+    answers 200 (within a minute): its pid. Stopped with SIGTERM (SIGKILL after 15 s) on exit."""
+    process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, **(env or {})}, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                    break
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the server did not start: {' '.join(command)}")
+            time.sleep(0.1)
+        yield process.pid
+    finally:
+        process.terminate()
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

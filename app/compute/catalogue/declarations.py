@@ -1,22 +1,6 @@
-"""What an operator's plugin may declare, beyond a bare ``nn.Module`` subclass or function
-(published to plugins as ``app.plugins``).
-
-A bare class or function needs nothing from here: its ``forward`` (or its signature) gives the
-tensor arguments, its typed keyword arguments the parameters. ``Function`` adds what a signature
-cannot say::
-
-    from app.plugins import Function, Param, elementwise
-
-    SWISH = Function(
-        Swish,
-        summary="x * sigmoid(beta * x)",
-        params={"beta": Param("slope of the gate", gt=0.0)},
-        elementwise=True,
-        cost=elementwise(40.0),
-    )
-
-Name ``module:SWISH`` in ``TORCHFN_PLUGINS`` (or in the entry-point group ``torchfn.functions``).
-"""
+"""What an operator's plugin may declare beyond a bare ``nn.Module`` subclass or function:
+``Function``, ``Param``, cost models. Published to plugins as ``app.plugins``, whose docstring
+shows how they are used."""
 
 from __future__ import annotations
 
