@@ -194,7 +194,10 @@ def test_metrics_count_the_requests(server: Running) -> None:
     for _ in range(3):
         assert httpx.post(f"{server.url}/activate", json={"function": "tanh", "input": [0.5]}).status_code == 200
     text = httpx.get(f"{server.url}/metrics").text
-    assert metric(text, "torchfn_requests_total", endpoint="/activate", function="tanh", status="200") == 3
+    assert (
+        metric(text, "torchfn_requests_total", endpoint="/activate", function="tanh", status="200", protocol="http")
+        == 3
+    )
     assert "# TYPE torchfn_queue_depth gauge" in text
 
 

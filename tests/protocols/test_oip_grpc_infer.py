@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from app.core.errors import InvalidRequest, ServiceError, TooLarge
-from app.core.limits import TensorLimits
+from app.core.limits import MAX_PARAM_STRING, TensorLimits
 from app.protocols.oip.grpc.contents import FIELD_OF
 from app.protocols.oip.grpc.infer import (
     MAX_ID_LENGTH,
@@ -22,6 +22,7 @@ from app.protocols.oip.grpc.infer import (
     Parameters,
     decode_infer_request,
     encode_infer_response,
+    model_named,
 )
 from app.protocols.oip.grpc.messages import InferParameter, InferTensorContents, ModelInferRequest, ModelInferResponse
 from app.protocols.oip.tensors import DATATYPES, from_bytes
@@ -164,7 +165,24 @@ def test_the_request_names_its_model_id_parameters_and_outputs_in_plain_values()
         ("output", {}),
     ]
     bare = decode(raw_request(("input", "FP32", [1], b"\x00\x00\x80\x3f")))
-    assert (bare.id, bare.outputs, bare.parameters, bare.model_version) == (None, None, {}, "")
+    assert (bare.id, bare.outputs, bare.parameters, bare.model_version) == (None, None, {}, None)
+
+
+def test_input_parameters_besides_binary_data_size_are_passed_on_for_the_protocols_rule() -> None:
+    request = raw_request(("input", "FP32", [2], bytes(8)))
+    request.inputs[0].parameters["binary_data_size"].int64_param = 8
+    request.inputs[0].parameters["shared_memory_region"].string_param = "r"
+    (tensor,) = decode(request).inputs
+    assert tensor.parameters == {"shared_memory_region": "r"}
+
+
+def test_the_model_and_version_named_are_bounded_as_names() -> None:
+    assert model_named(ModelInferRequest(model_name="relu")) == ("relu", None)
+    assert model_named(ModelInferRequest(model_name="relu", model_version="1")) == ("relu", "1")
+    for field in ("model_name", "model_version"):
+        with pytest.raises(InvalidRequest) as raised:
+            model_named(ModelInferRequest(**{field: "m" * (MAX_NAME_LENGTH + 1)}))
+        assert [(p.loc, p.type) for p in raised.value.problems] == [((field,), "string_too_long")]
 
 
 def test_kserves_binary_data_size_is_checked_against_the_tensor() -> None:
@@ -306,13 +324,23 @@ BAD_REQUESTS: dict[str, tuple[ModelInferRequest, type[ServiceError], tuple[Any, 
         ("inputs", "x", "raw_input_contents"),
         "dtype_overflow",
     ),
-    "an unknown input parameter": (
-        _with_parameter(
-            raw_request(("x", "FP32", [1], bytes(4))), "shared_memory_region", InferParameter(string_param="r")
-        ),
+    "too many parameters": (
+        ModelInferRequest(parameters={f"p{index}": InferParameter(int64_param=index) for index in range(65)}),
         InvalidRequest,
-        ("inputs", "x", "parameters", "shared_memory_region"),
-        "unknown_param",
+        ("parameters",),
+        "too_many_parameters",
+    ),
+    "a parameter name past the limit": (
+        ModelInferRequest(parameters={"p" * (MAX_NAME_LENGTH + 1): InferParameter(bool_param=True)}),
+        InvalidRequest,
+        ("parameters", "p" * MAX_NAME_LENGTH),
+        "string_too_long",
+    ),
+    "a parameter string past the limit": (
+        ModelInferRequest(parameters={"reduction": InferParameter(string_param="s" * (MAX_PARAM_STRING + 1))}),
+        InvalidRequest,
+        ("parameters", "reduction"),
+        "string_too_long",
     ),
     "binary_data_size unlike the tensor's": (
         _with_parameter(raw_request(("x", "FP32", [2], bytes(8))), "binary_data_size", InferParameter(int64_param=4)),

@@ -70,7 +70,7 @@ def test_sizes_past_a_c_int_are_clamped() -> None:
 
 
 def test_the_port_is_tritons_and_zero_turns_grpc_off() -> None:
-    assert Settings().grpc_port == 8001
+    assert Settings.model_fields["grpc_port"].default == 8001  # (the suite's own environment sets 0)
     assert Settings(grpc_port=0).grpc_port == 0
     with pytest.raises(ValueError, match="grpc_port"):
         Settings(grpc_port=-1)

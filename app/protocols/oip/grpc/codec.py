@@ -1,0 +1,94 @@
+"""The protocol's ``ModelInfer`` on the road: a serialized ``ModelInferRequest`` to a ``Job``, a
+``Result`` to a serialized ``ModelInferResponse``. Knows protobuf messages, never gRPC: the gRPC
+transport hands the road the message's bytes as gRPC received them.
+
+The message is decoded into the protocol's one ``InferRequest`` (``infer.py``) and the rest is the
+REST face's (``app.protocols.oip.inference``): the same parameters, inputs, outputs and job.
+What differs is the form of the reply. Its outputs travel raw (``raw_output_contents``) when the
+request's tensors did, when the request asks for raw bytes (``binary_data_output``, or
+``binary_data`` on any output: the protocol sends every output one way or the other), or when a
+datatype has no typed field (FP16, BF16); else in typed ``contents``. The reply's parameters are
+strings where the REST face's are lists (``InferParameter`` holds no list): ``warnings`` and
+``ignored_parameters`` hold one item a line.
+"""
+
+from __future__ import annotations
+
+from google.protobuf.message import DecodeError
+
+from app.compute.jobs import Result
+from app.compute.service import job_size
+from app.core.errors import InvalidRequest, MalformedRequest
+from app.protocols.oip.grpc.infer import decode_infer_request, encode_infer_response, model_named
+from app.protocols.oip.grpc.messages import ModelInferRequest
+from app.protocols.oip.inference import InferDecoded, infer_job, reply_outputs, reply_parameters
+from app.protocols.oip.metadata import MODEL_VERSION, find_model, input_names, output_names
+from app.protocols.oip.tensors import DATATYPE_OF, item_size
+from app.serving.codec import Body, DecodeOptions, Encoded, RequestMeta, Subject
+
+PROTOCOL = "oip"
+MEDIA_TYPE = "application/grpc+proto"
+LIST_SEPARATOR = "\n"
+"""Between the items of a reply parameter that the REST face sends as a list."""
+
+
+def parse_request(body: Body) -> ModelInferRequest:
+    try:
+        return ModelInferRequest.FromString(body if isinstance(body, bytes) else bytes(body))
+    except DecodeError:
+        raise MalformedRequest.at(("body",), "not a serialized ModelInferRequest", "malformed_message") from None
+
+
+def decode_model_infer(body: Body, options: DecodeOptions) -> InferDecoded:
+    """A checked ``Job`` from a serialized ``ModelInferRequest``: the model it names first (404
+    when unknown), its inputs and outputs counted against the model's before any tensor is read."""
+    message = parse_request(body)
+    spec = find_model(options.catalogue, *model_named(message))
+    for field, names in (("inputs", input_names(spec)), ("outputs", output_names(spec))):
+        given = len(getattr(message, field))
+        if given > len(names):
+            raise InvalidRequest.at(
+                (field,), f"holds {given}; {spec.name} has {len(names)} ({', '.join(names)})", f"too_many_{field}"
+            )
+    request = decode_infer_request(message, options.limits, options.max_total_elements)
+    del message  # its tensors are copied out
+    return infer_job(request, spec, options)
+
+
+def encode_model_infer(decoded: InferDecoded, result: Result) -> bytes:
+    """The serialized ``ModelInferResponse``."""
+    outputs = reply_outputs(decoded, result)
+    parameters = {name: LIST_SEPARATOR.join(items) for name, items in reply_parameters(decoded, result).items()}
+    raw = any(output.binary for output in outputs)
+    response = encode_infer_response(decoded.job.spec.name, MODEL_VERSION, decoded.request_id, outputs, parameters, raw)
+    return response.SerializeToString()
+
+
+class ModelInferCodec:
+    """``ModelInfer`` on the road. The model is named in the message, not in a path: it is resolved
+    as the message is decoded (which gRPC has received whole before the service sees it)."""
+
+    protocol = PROTOCOL
+
+    def subject(self, options: DecodeOptions, path: tuple[str, ...]) -> Subject:
+        return None
+
+    def check(self, meta: RequestMeta) -> None:
+        """gRPC has checked its own content type."""
+
+    def parsed_bytes(self, body: Body, meta: RequestMeta) -> int:
+        """The whole message is parsed, its tensors copied out of it."""
+        return len(body)
+
+    def decode(self, body: Body, meta: RequestMeta, subject: Subject, options: DecodeOptions) -> InferDecoded:
+        return decode_model_infer(body, options)
+
+    def reply_bytes(self, decoded: InferDecoded) -> int:
+        """The outputs' bytes at most: no output holds more elements than the inputs together."""
+        return job_size(decoded.job) * item_size(DATATYPE_OF[decoded.job.dtype]) * len(decoded.outputs)
+
+    def encode(self, decoded: InferDecoded, result: Result) -> Encoded:
+        return Encoded((encode_model_infer(decoded, result),), MEDIA_TYPE)
+
+
+MODEL_INFER = ModelInferCodec()
