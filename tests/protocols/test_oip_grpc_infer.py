@@ -18,13 +18,13 @@ from app.protocols.oip.grpc.contents import FIELD_OF
 from app.protocols.oip.grpc.infer import (
     MAX_ID_LENGTH,
     MAX_NAME_LENGTH,
-    OutputTensor,
     Parameters,
     decode_infer_request,
     encode_infer_response,
     model_named,
 )
 from app.protocols.oip.grpc.messages import InferParameter, InferTensorContents, ModelInferRequest, ModelInferResponse
+from app.protocols.oip.inference import OutputTensor
 from app.protocols.oip.tensors import DATATYPES, from_bytes
 
 LIMITS = TensorLimits(max_elements=1000, max_rank=4)
@@ -179,9 +179,13 @@ def test_input_parameters_besides_binary_data_size_are_passed_on_for_the_protoco
 def test_the_model_and_version_named_are_bounded_as_names() -> None:
     assert model_named(ModelInferRequest(model_name="relu")) == ("relu", None)
     assert model_named(ModelInferRequest(model_name="relu", model_version="1")) == ("relu", "1")
-    for field in ("model_name", "model_version"):
+    long = "m" * (MAX_NAME_LENGTH + 1)
+    for request, field in (
+        (ModelInferRequest(model_name=long), "model_name"),
+        (ModelInferRequest(model_version=long), "model_version"),
+    ):
         with pytest.raises(InvalidRequest) as raised:
-            model_named(ModelInferRequest(**{field: "m" * (MAX_NAME_LENGTH + 1)}))
+            model_named(request)
         assert [(p.loc, p.type) for p in raised.value.problems] == [((field,), "string_too_long")]
 
 

@@ -25,7 +25,8 @@ import numpy as np
 
 from app.core.limits import TensorLimits
 from app.protocols.oip.grpc import messages
-from app.protocols.oip.grpc.infer import InferRequest, OutputTensor, decode_infer_request, encode_infer_response
+from app.protocols.oip.grpc.infer import decode_infer_request, encode_infer_response
+from app.protocols.oip.inference import InferRequest, OutputTensor
 from app.transports.grpc.service import rpc_handler
 
 METHODS = ("ServerLive", "ServerReady", "ModelReady", "ServerMetadata", "ModelMetadata", "ModelInfer")
