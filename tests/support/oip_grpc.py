@@ -12,6 +12,7 @@ from typing import Any, NamedTuple
 import grpc
 import numpy as np
 import torch
+from fastapi import FastAPI
 from grpc_health.v1.health_pb2 import HealthCheckRequest, HealthCheckResponse
 
 from app.core.config import Settings
@@ -47,6 +48,7 @@ class Served(NamedTuple):
     """The HTTP face's base URL."""
     address: str
     """The gRPC face's ``host:port``."""
+    app: FastAPI
 
 
 @contextlib.contextmanager
@@ -54,8 +56,9 @@ def grpc_serving(settings: Settings | None = None, **changes: Any) -> Iterator[S
     """The app with ``settings`` (and ``changes``) on real sockets, gRPC on a port of its own."""
     port = free_port()
     settings = (settings or Settings()).model_copy(update={**changes, "grpc_port": port})
-    with serving(create_app(settings)) as url:
-        yield Served(url, f"127.0.0.1:{port}")
+    app = create_app(settings)
+    with serving(app) as url:
+        yield Served(url, f"127.0.0.1:{port}", app)
 
 
 class Client:
