@@ -85,7 +85,12 @@ class Codec(Protocol[DecodedT]):
         """Refuse a request the protocol cannot read (e.g. 415 for a media type), before its body."""
 
     def parsed_bytes(self, body: Body, meta: RequestMeta) -> int:
-        """How much of the body is parsed as text (binary tensors are only viewed)."""
+        """How much of the body is parsed (binary tensors are only viewed): a body parsed past
+        ``inline_decode_bytes`` is decoded in a thread."""
+
+    def decoding_bytes(self, body: Body, parsed: int) -> int:
+        """What holding the body and decoding it (its ``parsed`` bytes) takes at most: held in the
+        memory budget while a large body is decoded."""
 
     def decode(self, body: Body, meta: RequestMeta, subject: Subject, options: DecodeOptions) -> DecodedT:
         """The body as a checked job. Pure: it may run in a thread."""

@@ -19,7 +19,7 @@ from app.compute.jobs import Result
 from app.compute.service import ComputeService
 from app.core.config import Settings
 from app.core.request_context import current_request
-from app.serving.body import BodySource, parsing_bytes, read_body
+from app.serving.body import BodySource, read_body
 from app.serving.codec import Codec, DecodedT, DecodeOptions, Encoded, RequestMeta
 
 
@@ -65,7 +65,9 @@ class Road:
             # the loop stays responsive. A small body's parsing (at most ~1 MiB) is not worth
             # holding in the budget separately.
             if parsed > inline:
-                await memory.resize(parsing_bytes(body, parsed), settings.memory_wait_s, ("body",), "parsing the body")
+                await memory.resize(
+                    codec.decoding_bytes(body, parsed), settings.memory_wait_s, ("body",), "parsing the body"
+                )
                 decoded = await asyncio.to_thread(codec.decode, body, meta, subject, options)
             else:
                 decoded = codec.decode(body, meta, subject, options)

@@ -195,3 +195,16 @@ def test_the_codec_reads_the_whole_message_and_bounds_its_reply() -> None:
         "relu", {"inputs": [{"name": "input", "datatype": "FP64", "shape": [3], "data": [1, 2, 3]}]}, False
     )
     assert MODEL_INFER.reply_bytes(decoded) == 3 * 8
+
+
+def test_what_decoding_holds_is_bounded_by_the_form_of_the_tensors() -> None:
+    raw = from_rest(
+        "relu", {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1000], "data": [1.0] * 1000}]}, True
+    )
+    body = raw.SerializeToString()
+    assert 2 * len(body) < MODEL_INFER.decoding_bytes(body, len(body)) < 2 * len(body) + 1000  # the body, a copy
+    typed = from_rest(
+        "relu", {"inputs": [{"name": "input", "datatype": "INT64", "shape": [1000], "data": [0] * 1000}]}, False
+    )
+    body = typed.SerializeToString()
+    assert MODEL_INFER.decoding_bytes(body, len(body)) == 17 * len(body)  # 1-byte varints: 8 parsed, 8 in the array

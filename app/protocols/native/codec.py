@@ -21,6 +21,7 @@ from app.protocols.decoding import EnvelopeT, parse_json, validated
 from app.protocols.native.models import ActivateRequest, ChainedActivation, LossRequest
 from app.protocols.scan import scan_body
 from app.protocols.tensors import Encoding, decode_tensor, encode_tensor
+from app.serving.body import parsing_bytes
 from app.serving.codec import Body, DecodeOptions, Encoded, RequestMeta, Subject
 
 PROTOCOL = "native"
@@ -276,6 +277,9 @@ class NativeCodec:
 
     def parsed_bytes(self, body: Body, meta: RequestMeta) -> int:
         return len(body)
+
+    def decoding_bytes(self, body: Body, parsed: int) -> int:
+        return parsing_bytes(body, parsed)
 
     def decode(self, body: Body, meta: RequestMeta, subject: Subject, options: DecodeOptions) -> Decoded:
         return self._decode(body if isinstance(body, bytes) else bytes(body), options)

@@ -45,6 +45,7 @@ from app.protocols.oip.tensors import (
     to_json_data,
 )
 from app.protocols.scan import BodyScan, scan_body
+from app.serving.body import parsing_bytes
 from app.serving.codec import Body, DecodeOptions, Encoded, RequestMeta, Subject
 
 PROTOCOL = "oip"
@@ -227,6 +228,9 @@ class InferCodec:
         """Binary tensors are only viewed: what is parsed is the JSON header."""
         header = meta.binary_header_length
         return len(body) if header is None else min(header, len(body))
+
+    def decoding_bytes(self, body: Body, parsed: int) -> int:
+        return parsing_bytes(body, parsed)
 
     def decode(self, body: Body, meta: RequestMeta, subject: Subject, options: DecodeOptions) -> InferDecoded:
         assert subject is not None  # ``subject`` resolves the model or refuses

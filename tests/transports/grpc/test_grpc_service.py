@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -384,6 +385,15 @@ class JsonLines(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         self.lines.append(orjson.loads(self.format(record)))
 
+    def wait_for(self, logger: str, count: int = 1) -> list[dict[str, Any]]:
+        """The lines of ``logger`` once there are ``count`` (a call's access line is written as its
+        status goes out, so the client may have it first)."""
+        deadline = time.monotonic() + 30
+        while len(found := [line for line in self.lines if line["logger"] == logger]) < count:
+            assert time.monotonic() < deadline, f"never {count} lines of {logger}: {self.lines}"
+            time.sleep(0.01)
+        return found
+
 
 @pytest.fixture
 def logged() -> Iterator[JsonLines]:
@@ -412,25 +422,27 @@ def test_an_unexpected_error_is_internal_with_a_generic_message_logged_with_the_
     assert error["request_id"] == "oops-1"
     assert "a secret path" in error["exception"]
     assert "Traceback" in error["exception"]
-    (access,) = [line for line in logged.lines if line["logger"] == "torchfn.access"]
+    (access,) = logged.wait_for("torchfn.access")
     assert (access["request_id"], access["status"], access["protocol"]) == ("oops-1", "INTERNAL", "grpc")
 
 
 # ----------------------------------------------------------------------------- ids, metrics, logs
 
 
-def test_the_request_id_is_taken_or_made_and_sent_back_in_the_initial_metadata(client: Client) -> None:
+def test_the_request_id_is_taken_or_made_and_sent_back_in_the_trailing_metadata(client: Client) -> None:
     request = infer_request("relu", {"input": X})
     _, call = client.infer_call.with_call(request, metadata=(("x-request-id", "abc-1"),), timeout=30)
-    assert dict(call.initial_metadata())["x-request-id"] == "abc-1"
+    assert dict(call.trailing_metadata())["x-request-id"] == "abc-1"
     no_id: Metadata = ()
     for sent in (no_id, (("x-request-id", "bad id with spaces"),)):
         _, call = client.infer_call.with_call(request, metadata=sent, timeout=30)
-        made = dict(call.initial_metadata())["x-request-id"]
+        made = dict(call.trailing_metadata())["x-request-id"]
         assert len(made) == 32
         assert int(made, 16) >= 0
-    refusal = client.refusal(ModelInferRequest(model_name="relux"), (("x-request-id", "abc-2"),))
-    assert dict(refusal.initial_metadata())["x-request-id"] == "abc-2"  # type: ignore[attr-defined]
+    _, _, trailing = status_of(client.refusal(ModelInferRequest(model_name="relux"), (("x-request-id", "abc-2"),)))
+    assert trailing["x-request-id"] == "abc-2"
+    _, _, trailing = status_of(client.refusal(ModelInferRequest(model_name="relu", id="x" * 300)))
+    assert len(trailing["x-request-id"]) == 32
 
 
 def test_calls_are_counted_by_protocol_and_logged(client: Client, http: httpx.Client, logged: JsonLines) -> None:
@@ -438,6 +450,7 @@ def test_calls_are_counted_by_protocol_and_logged(client: Client, http: httpx.Cl
     client.infer(infer_request("relu", {"input": X}), (("x-request-id", "counted-1"),))
     client.refusal(ModelInferRequest(model_name="relux"))
     client.ready_call(ServerReadyRequest())
+    logged.wait_for("torchfn.access", 3)
     text = http.get("/metrics").text
     labels = {"endpoint": INFER_PATH, "protocol": "grpc"}
 

@@ -19,8 +19,9 @@ from google.protobuf.message import DecodeError
 from app.compute.jobs import Result
 from app.compute.service import job_size
 from app.core.errors import InvalidRequest, MalformedRequest
-from app.protocols.oip.grpc.infer import decode_infer_request, encode_infer_response, model_named
+from app.protocols.oip.grpc.infer import decode_infer_request, model_named, serialize_infer_response
 from app.protocols.oip.grpc.messages import ModelInferRequest
+from app.protocols.oip.grpc.wire import split_raw_contents
 from app.protocols.oip.inference import InferDecoded, infer_job, reply_outputs, reply_parameters
 from app.protocols.oip.metadata import MODEL_VERSION, find_model, input_names, output_names
 from app.protocols.oip.tensors import DATATYPE_OF, item_size
@@ -29,20 +30,24 @@ from app.serving.codec import Body, DecodeOptions, Encoded, RequestMeta, Subject
 PROTOCOL = "oip"
 MEDIA_TYPE = "application/grpc+proto"
 LIST_SEPARATOR = "\n"
+TYPED_EXPANSION = 16
 """Between the items of a reply parameter that the REST face sends as a list."""
 
 
-def parse_request(body: Body) -> ModelInferRequest:
+def parse_request(body: bytes) -> ModelInferRequest:
     try:
-        return ModelInferRequest.FromString(body if isinstance(body, bytes) else bytes(body))
+        return ModelInferRequest.FromString(body)
     except DecodeError:
         raise MalformedRequest.at(("body",), "not a serialized ModelInferRequest", "malformed_message") from None
 
 
 def decode_model_infer(body: Body, options: DecodeOptions) -> InferDecoded:
     """A checked ``Job`` from a serialized ``ModelInferRequest``: the model it names first (404
-    when unknown), its inputs and outputs counted against the model's before any tensor is read."""
-    message = parse_request(body)
+    when unknown), its inputs and outputs counted against the model's before any tensor is read;
+    raw tensors copied once, straight out of the body (``wire.py``)."""
+    body = body if isinstance(body, bytes) else bytes(body)
+    split = split_raw_contents(body)
+    message = parse_request(body if split is None else split.header)
     spec = find_model(options.catalogue, *model_named(message))
     for field, names in (("inputs", input_names(spec)), ("outputs", output_names(spec))):
         given = len(getattr(message, field))
@@ -50,7 +55,8 @@ def decode_model_infer(body: Body, options: DecodeOptions) -> InferDecoded:
             raise InvalidRequest.at(
                 (field,), f"holds {given}; {spec.name} has {len(names)} ({', '.join(names)})", f"too_many_{field}"
             )
-    request = decode_infer_request(message, options.limits, options.max_total_elements)
+    raws = None if split is None else split.raws
+    request = decode_infer_request(message, options.limits, options.max_total_elements, raws)
     del message  # its tensors are copied out
     return infer_job(request, spec, options)
 
@@ -60,8 +66,7 @@ def encode_model_infer(decoded: InferDecoded, result: Result) -> bytes:
     outputs = reply_outputs(decoded, result)
     parameters = {name: LIST_SEPARATOR.join(items) for name, items in reply_parameters(decoded, result).items()}
     raw = any(output.binary for output in outputs)
-    response = encode_infer_response(decoded.job.spec.name, MODEL_VERSION, decoded.request_id, outputs, parameters, raw)
-    return response.SerializeToString()
+    return serialize_infer_response(decoded.job.spec.name, MODEL_VERSION, decoded.request_id, outputs, parameters, raw)
 
 
 class ModelInferCodec:
@@ -79,6 +84,14 @@ class ModelInferCodec:
     def parsed_bytes(self, body: Body, meta: RequestMeta) -> int:
         """The whole message is parsed, its tensors copied out of it."""
         return len(body)
+
+    def decoding_bytes(self, body: Body, parsed: int) -> int:
+        """The body, a copy of its raw tensors, and what the rest may grow to once parsed and
+        decoded: typed contents expand, at most ``TYPED_EXPANSION`` times (an INT64 of one varint
+        byte is 8 bytes in the parsed message and 8 in its array)."""
+        split = split_raw_contents(body if isinstance(body, bytes) else bytes(body))
+        raw = 0 if split is None else sum(len(data) for data in split.raws)
+        return len(body) + raw + TYPED_EXPANSION * (len(body) - raw)
 
     def decode(self, body: Body, meta: RequestMeta, subject: Subject, options: DecodeOptions) -> InferDecoded:
         return decode_model_infer(body, options)
