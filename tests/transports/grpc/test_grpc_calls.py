@@ -19,6 +19,7 @@ from grpc_health.v1 import health_pb2
 from app.compute.service import ComputeService
 from app.protocols.oip.grpc.messages import ServerLiveRequest
 from tests.support.engine_gate import Gate
+from tests.support.exposition import metric
 from tests.support.oip_grpc import Client, Metadata, Served, grpc_serving, infer_request, outputs_of, status_of
 
 BLOCKER = {"function": "relu", "input": [100.0]}
@@ -85,6 +86,19 @@ def test_an_http_request_and_a_grpc_call_share_a_batch(gated: Gated) -> None:
     assert 'batch;desc="size=2"' in reply.headers["server-timing"]  # the call was its company
     assert outputs_of(call.result(60))["output"].tolist() == [0.0]
     assert sorted(gated.gate.computed[1:]) == [[-1.5], [2.5]]
+
+
+def test_a_call_in_flight_counts_in_the_requests_in_flight_beside_http(gated: Gated) -> None:
+    metrics = gated.served.app.state.metrics
+    assert metrics.in_flight_now == 1  # the HTTP blocker
+    call = gated.pool.submit(gated.client.infer, relu_of(3.0))
+    gated.queued(1)
+    assert metrics.in_flight_now == 2
+    text = httpx.get(f"{gated.served.url}/metrics").text
+    assert metric(text, "torchfn_requests_in_flight") == 3  # and this scrape
+    gated.release()
+    assert outputs_of(call.result(60))["output"].tolist() == [3.0]
+    until(lambda: metrics.in_flight_now == 0, "every request answered")
 
 
 def test_a_cancelled_call_is_dropped_before_the_engine(gated: Gated) -> None:
