@@ -10,14 +10,15 @@ import numpy as np
 import orjson
 import pytest
 
-from app.compute.catalogue import CATALOGUE
+from app.compute.catalogue import CATALOGUE, FunctionSpec
 from app.compute.jobs import Job, Result
 from app.core.errors import InvalidRequest, MalformedRequest, ServiceError, UnknownFunction
 from app.core.limits import TensorLimits
 from app.protocols.oip.codec import INFER
-from app.protocols.oip.grpc.codec import MODEL_INFER, decode_model_infer, encode_model_infer
+from app.protocols.oip.grpc.codec import MODEL_INFER, _within, decode_model_infer, encode_model_infer
 from app.protocols.oip.grpc.messages import ModelInferRequest, ModelInferResponse
 from app.protocols.oip.inference import InferDecoded
+from app.protocols.oip.metadata import input_names, output_names
 from app.serving.codec import DecodeOptions, RequestMeta
 from tests.support.oip_grpc import from_rest
 
@@ -208,3 +209,12 @@ def test_what_decoding_holds_is_bounded_by_the_form_of_the_tensors() -> None:
     )
     body = typed.SerializeToString()
     assert MODEL_INFER.decoding_bytes(body, len(body)) == 17 * len(body)  # 1-byte varints: 8 parsed, 8 in the array
+
+
+@pytest.mark.parametrize("spec", list(CATALOGUE), ids=lambda spec: spec.name)
+def test_a_message_may_name_as_many_inputs_and_outputs_as_the_model_has(spec: FunctionSpec) -> None:
+    for field, names in (("inputs", input_names(spec)), ("outputs", output_names(spec))):
+        _within(len(names), spec, field)
+        with pytest.raises(InvalidRequest) as raised:
+            _within(len(names) + 1, spec, field)
+        assert raised.value.problems[0].type == f"too_many_{field}"
