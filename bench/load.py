@@ -36,7 +36,7 @@ import numpy as np
 import orjson
 import torch
 
-from bench.machine import free_port, server_command
+from bench.machine import free_port, grpc_port_env, server_command
 
 ROOT = Path(__file__).resolve().parent.parent
 FUNCTION = "multilabel_margin_loss"
@@ -345,7 +345,9 @@ def server(env: dict[str, str]) -> Iterator[tuple[str, int]]:
     """A real server process on loopback with ``env`` added: (its URL, its pid)."""
     port = free_port()
     command = server_command("app.main:app", port, None, "--no-access-log")
-    process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, **env}, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        command, cwd=ROOT, env={**os.environ, **grpc_port_env(), **env}, stderr=subprocess.DEVNULL
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60

@@ -54,7 +54,7 @@ import httpx
 import numpy as np
 import orjson
 
-from bench.machine import choose_cpus, free_port, pinned, server_command
+from bench.machine import choose_cpus, free_port, grpc_port_env, pinned, server_command
 
 ROOT = Path(__file__).resolve().parent.parent
 LUA_SCRIPT = ROOT / "bench" / "post.lua"
@@ -160,7 +160,7 @@ def running_server(config: ServerConfig, cpu: int | None, probe: Payload) -> Ite
     port = free_port()
     command = server_command(config.app, port, cpu, "--no-access-log")
     env = {key: value for key, value in os.environ.items() if not key.startswith("TORCHFN_")}
-    env.update({"TORCHFN_TORCH_THREADS": "1", "OMP_NUM_THREADS": "1", **config.env})
+    env.update({"TORCHFN_TORCH_THREADS": "1", "OMP_NUM_THREADS": "1", **grpc_port_env(), **config.env})
     with tempfile.TemporaryFile("w+", encoding="utf-8") as log:
         process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
         server = Server(config, process, f"http://127.0.0.1:{port}", log)
