@@ -17,6 +17,7 @@ from app.serving.codec import DecodeOptions
 from app.serving.health import Health
 from app.serving.road import Road
 from app.telemetry.metrics import Metrics, MetricsObserver
+from app.transports.grpc.server import GrpcServer
 from app.transports.http.app import ServiceApp
 from app.transports.http.compute_routes import install_compute_routes
 from app.transports.http.errors import ErrorPipeline
@@ -61,10 +62,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.health = Health(compute)
         app.state.road = road = Road(compute, options, settings)
         restore_signals = drain_on_stop_signals()
+        grpc_server = None
+        if settings.grpc_port:
+            grpc_server = GrpcServer(
+                settings, app.state.road, app.state.health, catalogue, metrics, app.title, app.version
+            )
+            app.state.grpc_port = await grpc_server.start()
         try:
             yield
         finally:
             restore_signals()
+            if grpc_server is not None:  # its calls in flight have what is left of the grace period
+                await grpc_server.stop()
             # The server has already spent the grace period on in-flight requests; a computation
             # still running gets what is left of a second beyond it, then the process exits anyway.
             road.close()

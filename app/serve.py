@@ -106,9 +106,15 @@ def main() -> int:
     except PluginError as error:
         print(f"invalid setting TORCHFN_PLUGINS: {error}", file=sys.stderr)
         return BAD_SETTINGS
-    too_few_files = fit_open_files_limit(settings.max_connections)
+    grpc_connections = settings.grpc_max_connections if settings.grpc_port else 0
+    too_few_files = fit_open_files_limit(settings.max_connections + grpc_connections)
     if too_few_files is not None:
-        print(f"invalid setting TORCHFN_MAX_CONNECTIONS: {too_few_files}", file=sys.stderr)
+        names = (
+            "TORCHFN_MAX_CONNECTIONS and TORCHFN_GRPC_MAX_CONNECTIONS"
+            if grpc_connections
+            else "TORCHFN_MAX_CONNECTIONS"
+        )
+        print(f"invalid setting {names}: {too_few_files}", file=sys.stderr)
         return BAD_SETTINGS
     server_config = config(settings)
     with _multiprocess_metrics(settings.workers):

@@ -10,7 +10,15 @@ from Debian's ``nghttp2-client``). The servers (``SERVERS``), each run alone pin
   outputs (what moving the bytes costs), with the allocator setting the service makes at start-up.
 
 Both take the bounds of the service's own gRPC server (``app.transports.grpc.options``, default
-settings). The payloads (``payloads()``), each with the server it is measured against first:
+settings). And the service itself:
+
+* ``service``: ``python -m app.serve`` with its default settings (gRPC on a port of its own), pinned
+  like the floors; it serves both payloads, and its replies are checked against numpy's relu;
+* ``service-http``: the same process's ``POST /activate`` over HTTP/1.1 with the same 256 values,
+  driven by ``wrk`` (``bench.throughput``'s script and checks, ``--connections`` x ``--streams``
+  connections), measured in the same mirrored sequence as the gRPC servers on ``relu256``.
+
+The payloads (``payloads()``), each with the server it is measured against first:
 
 * ``relu256``: relu on 256 FP32 in ``raw_input_contents``, at ``--connections`` x ``--streams``
   concurrent calls (default 8 x 8 = 64): requests/s, against ``bare``;
@@ -39,19 +47,8 @@ payload against the payload's first (requests/s for ``relu256``, mean latency fo
 Figures go to stdout and ``bench/results/grpc_throughput.json``; the exit status is non-zero only
 on errors (a server failing, a wrong reply, a failed call), never on a ratio.
 
-Adding the service once it serves gRPC: append to ``SERVERS``::
-
-    GrpcServer(
-        "service",
-        lambda port: [sys.executable, "-m", "app.serve"],
-        env=lambda port: {"TORCHFN_GRPC_PORT": str(port), "TORCHFN_PORT": str(free_port())},
-        payloads=("relu256", "relu1m"),
-        check=lambda payload, reply: reply.raw_output_contents[0] == payload.relu_output,
-    )
-
-(``relu_output``: ``numpy.maximum(x, 0)``'s bytes, to add to ``Payload``). The ratios service / bare
-on ``relu256`` and service / echo on ``relu1m`` then appear by themselves; ``/activate`` over HTTP is
-``bench.throughput``'s ``relu256`` (wrk), to run beside it.
+The ratios: ``service/bare`` (calls/s) on ``relu256``, ``service/echo`` (mean latency) on
+``relu1m``, and ``service/service-http`` (calls/s), gRPC against ``/activate`` in the same rounds.
 """
 
 from __future__ import annotations
@@ -76,9 +73,11 @@ from typing import Any, TextIO
 
 import grpc
 import numpy as np
+import orjson
 
 from app.core.allocator import MMAP_THRESHOLD_BYTES, TRIM_THRESHOLD_BYTES
 from app.protocols.oip.grpc.messages import ModelInferRequest, ModelInferResponse
+from bench import throughput
 from bench.grpc_serve import INFER_PATH
 from bench.machine import choose_cpus, free_port, pinned
 from bench.throughput import children_cpu_s, process_cpu_s, system_busy_s
@@ -110,6 +109,10 @@ class Payload:
     """What its ratios compare: ``requests_per_s`` (higher is better) or ``mean_ms`` (lower)."""
     large: bool
     """Measured at ``--large-calls`` concurrent calls rather than ``--connections`` x ``--streams``."""
+    relu_output: bytes
+    """``numpy.maximum(x, 0)``'s bytes: the service's raw output."""
+    http_body: bytes | None = None
+    """The same computation as ``POST /activate``'s JSON body, for the service's HTTP face."""
 
     @property
     def framed(self) -> bytes:
@@ -117,20 +120,34 @@ class Payload:
         return b"\x00" + len(self.message).to_bytes(4, "big") + self.message
 
 
-def _relu_request(elements: int, seed: int) -> tuple[bytes, bytes]:
+def _relu_request(elements: int, seed: int) -> tuple[bytes, np.ndarray]:
     values = np.random.default_rng(seed).standard_normal(elements).astype("<f4")
     tensor = ModelInferRequest.InferInputTensor(name="input", datatype="FP32", shape=[elements])
     request = ModelInferRequest(model_name="relu", model_version="1", inputs=[tensor])
     request.raw_input_contents.append(values.tobytes())
-    return request.SerializeToString(), values.tobytes()
+    return request.SerializeToString(), values
+
+
+def _relu_output(values: np.ndarray) -> bytes:
+    output: np.ndarray = np.maximum(values, np.float32(0.0))
+    return output.tobytes()
 
 
 def payloads(seed: int = 0) -> list[Payload]:
-    small, small_raw = _relu_request(256, seed)
-    large, large_raw = _relu_request(1_000_000, seed)
+    small, small_values = _relu_request(256, seed)
+    large, large_values = _relu_request(1_000_000, seed)
+    activate = orjson.dumps({"function": "relu", "input": small_values}, option=orjson.OPT_SERIALIZE_NUMPY)
     return [
-        Payload("relu256", small, small_raw, "requests_per_s", large=False),
-        Payload("relu1m", large, large_raw, "mean_ms", large=True),
+        Payload(
+            "relu256",
+            small,
+            small_values.tobytes(),
+            "requests_per_s",
+            large=False,
+            relu_output=_relu_output(small_values),
+            http_body=activate,
+        ),
+        Payload("relu1m", large, large_values.tobytes(), "mean_ms", large=True, relu_output=_relu_output(large_values)),
     ]
 
 
@@ -147,6 +164,8 @@ class GrpcServer:
     """The payloads it is measured on; the first server listed for a payload is its baseline."""
     check: Check
     """Whether its reply to a payload is right."""
+    http: bool = False
+    """It serves ``POST /activate`` too (on a port of its own), measured beside its gRPC face."""
 
 
 def _module(name: str) -> Callable[[int], list[str]]:
@@ -168,7 +187,17 @@ SERVERS = [
         payloads=("relu1m",),
         check=lambda payload, reply: list(reply.raw_output_contents) == [payload.raw_input],
     ),
+    GrpcServer(
+        "service",
+        lambda port: [sys.executable, "-m", "app.serve"],
+        env=lambda port: {"TORCHFN_HOST": "127.0.0.1", "TORCHFN_GRPC_PORT": str(port)},
+        payloads=("relu256", "relu1m"),
+        check=lambda payload, reply: list(reply.raw_output_contents) == [payload.relu_output],
+        http=True,
+    ),
 ]
+HTTP_SUFFIX = "-http"
+"""The name of a server's HTTP face in the runs: ``service-http``."""
 
 
 # ----------------------------------------------------------------------------- the servers
@@ -180,6 +209,7 @@ class Server:
     process: subprocess.Popen[bytes]
     port: int
     log: TextIO
+    http_port: int | None = None
 
     @property
     def url(self) -> str:
@@ -207,13 +237,16 @@ class Server:
 @contextlib.contextmanager
 def running_server(spec: GrpcServer, cpu: int | None, probe: Payload) -> Iterator[Server]:
     port = free_port()
+    http_port = free_port() if spec.http else None
     env = {key: value for key, value in os.environ.items() if not key.startswith(("TORCHFN_", "MALLOC_"))}
     env.update({"TORCHFN_TORCH_THREADS": "1", "OMP_NUM_THREADS": "1", **spec.env(port)})
+    if http_port is not None:
+        env["TORCHFN_PORT"] = str(http_port)
     with tempfile.TemporaryFile("w+", encoding="utf-8") as log:
         process = subprocess.Popen(
             pinned(spec.command(port), cpu), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
         )
-        server = Server(spec, process, port, log)
+        server = Server(spec, process, port, log, http_port)
         try:
             wait_ready(server, probe)
             yield server
@@ -358,7 +391,61 @@ def h2load(
     )
 
 
+def http_face(server: Server) -> throughput.Server:
+    """The server's HTTP face, as ``bench.throughput`` drives it."""
+    config = throughput.ServerConfig(server.spec.name + HTTP_SUFFIX, "app.main:app", {}, service=True)
+    return throughput.Server(config, server.process, f"http://127.0.0.1:{server.http_port}", server.log)
+
+
+def http_payload(payload: Payload) -> throughput.Payload:
+    assert payload.http_body is not None
+    expected = np.frombuffer(payload.relu_output, dtype="<f4")
+    return throughput.Payload(payload.name, "/activate", payload.http_body, {"output": expected})
+
+
+def wrk(server: Server, payload: Payload, connections: int, seconds: float, cpu: int | None, workdir: Path) -> Run:
+    """One wrk run against the server's ``POST /activate`` (``bench.throughput``'s, which raises on
+    any non-2xx reply or socket error), as a ``Run`` of its HTTP face."""
+    run = throughput.wrk(http_face(server), http_payload(payload), connections, max(1, round(seconds)), cpu, workdir)
+    return Run(
+        server=run.config,
+        payload=payload.name,
+        connections=connections,
+        streams=1,
+        duration_s=run.duration_s,
+        calls=run.requests,
+        requests_per_s=run.requests_per_s,
+        mean_ms=run.mean_ms,
+        p50_ms=run.p50_ms,
+        p90_ms=run.p90_ms,
+        p99_ms=run.p99_ms,
+        max_ms=run.max_ms,
+        server_cpu_share=run.server_cpu_share,
+        h2load_cpu_share=run.wrk_cpu_share,
+        other_cpu_share=run.other_cpu_share,
+        h2load_command=run.wrk_command,
+    )
+
+
 # ----------------------------------------------------------------------------- a round
+
+
+def measure(
+    server: Server,
+    http: bool,
+    payload: Payload,
+    shape: tuple[int, int],
+    seconds: float,
+    sizes: dict[tuple[str, str], int],
+    client_cpu: int | None,
+    workdir: Path,
+) -> Run:
+    """One run of ``payload``: over gRPC with h2load at ``shape`` (connections, streams), or over
+    the server's HTTP face with wrk at as many connections (HTTP/1.1: a call in flight on each)."""
+    if http:
+        return wrk(server, payload, shape[0] * shape[1], seconds, client_cpu, workdir)
+    size = sizes[server.spec.name, payload.name]
+    return h2load(server, payload, workdir / f"{payload.name}.grpc", size, shape, seconds, client_cpu)
 
 
 def measure_round(
@@ -378,22 +465,29 @@ def measure_round(
             server = stack.enter_context(running_server(spec, server_cpu, served[0]))
             for payload in served:
                 sizes[spec.name, payload.name] = checked_reply_size(server, payload)
+            if spec.http:
+                throughput.check_replies(http_face(server), [http_payload(p) for p in served if p.http_body])
             servers[spec.name] = server
         half = args.duration / 2
         for payload in cases:
             body = workdir / f"{payload.name}.grpc"
             body.write_bytes(payload.framed)
             shape = (args.large_calls, 1) if payload.large else (args.connections, args.streams)
-            measured = [server for name, server in servers.items() if (name, payload.name) in sizes]
-            for server in measured if args.warmup else []:
-                h2load(server, payload, body, sizes[server.spec.name, payload.name], shape, args.warmup, client_cpu)
-            for server in [*measured, *reversed(measured)]:
-                run = h2load(server, payload, body, sizes[server.spec.name, payload.name], shape, half, client_cpu)
+            measured: list[tuple[Server, bool]] = [
+                (server, False) for name, server in servers.items() if (name, payload.name) in sizes
+            ]
+            if payload.http_body is not None and not payload.large:
+                measured += [(server, True) for server, _ in measured if server.spec.http]
+            for server, http in measured if args.warmup else []:
+                measure(server, http, payload, shape, args.warmup, sizes, client_cpu, workdir)
+            for server, http in [*measured, *reversed(measured)]:
+                run = measure(server, http, payload, shape, half, sizes, client_cpu, workdir)
                 runs.append(run)
                 print(
-                    f"  {server.spec.name:<8} {payload.name} {shape[0]}x{shape[1]}: {run.requests_per_s:.0f} calls/s, "
+                    f"  {run.server:<12} {payload.name} {run.connections}x{run.streams}: "
+                    f"{run.requests_per_s:.0f} calls/s, "
                     f"mean {run.mean_ms:.3f} ms, p50 {run.p50_ms:.3f} ms, p99 {run.p99_ms:.3f} ms, "
-                    f"server cpu {run.server_cpu_share:.2f}, h2load cpu {run.h2load_cpu_share:.2f}",
+                    f"server cpu {run.server_cpu_share:.2f}, client cpu {run.h2load_cpu_share:.2f}",
                     file=sys.stderr,
                     flush=True,
                 )
@@ -449,6 +543,19 @@ def summary(runs: list[Run], cases: list[Payload]) -> dict[str, Any]:
                     "min": min(per_round),
                     "max": max(per_round),
                 }
+        for name in names:  # a server's gRPC face against its HTTP face, round by round
+            twin = name + HTTP_SUFFIX
+            common = sorted(set(by_round[name]) & set(by_round.get(twin, {})))
+            per_round = [
+                _pooled(by_round[name][index], payload.metric) / _pooled(by_round[twin][index], payload.metric)
+                for index in common
+            ]
+            if per_round:
+                ratios[f"{name}/{twin}"] = {
+                    "median": statistics.median(per_round),
+                    "min": min(per_round),
+                    "max": max(per_round),
+                }
         out[payload.name] = {"metric": payload.metric, "servers": servers, "ratios": ratios}
     return out
 
@@ -460,7 +567,7 @@ def print_report(report: dict[str, Any], out: TextIO = sys.stdout) -> None:
         print(f"{payload}: medians over rounds [range]", file=out)
         for name, figures in entry["servers"].items():
             print(
-                f"  {name:<8} {figures[metric]:>10.3f} {unit}"
+                f"  {name:<12} {figures[metric]:>10.3f} {unit}"
                 f" [{figures[metric + '_min']:.3f}..{figures[metric + '_max']:.3f}]"
                 f"  p50 {figures['p50_ms']:.3f} ms  p99 {figures['p99_ms']:.3f} ms"
                 f"  server cpu {figures['server_cpu_share']:.2f}  h2load cpu {figures['h2load_cpu_share']:.2f}"

@@ -47,7 +47,7 @@ import orjson
 import torch
 from numpy.typing import NDArray
 
-from bench.machine import choose_cpus, free_port, server_command
+from bench.machine import choose_cpus, free_port, grpc_port_env, server_command
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "large_tensor.json"
@@ -100,7 +100,7 @@ class Server:
 def running_server(server_cpu: int | None, torch_threads: int | None) -> Iterator[Server]:
     port = free_port()
     command = server_command("app.main:app", port, server_cpu)
-    env = dict(os.environ)
+    env = {**os.environ, **grpc_port_env()}
     if torch_threads is not None:
         env.setdefault("TORCHFN_TORCH_THREADS", str(torch_threads))
     with tempfile.TemporaryFile("w+", encoding="utf-8") as log:

@@ -32,7 +32,7 @@ import numpy as np
 import orjson
 import torch
 
-from bench.machine import free_port, server_command, server_process
+from bench.machine import free_port, grpc_port_env, server_command, server_process
 
 FUNCTION = "multilabel_margin_loss"
 CLASSES = 2048
@@ -340,7 +340,8 @@ def server(env: dict[str, str]) -> Iterator[tuple[str, int]]:
     """A real server process on loopback with ``env`` added: (its URL, its pid)."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    with server_process(server_command("app.main:app", port, None, "--no-access-log"), url, env) as pid:
+    command = server_command("app.main:app", port, None, "--no-access-log")
+    with server_process(command, url, {**grpc_port_env(), **env}) as pid:
         yield url, pid
 
 

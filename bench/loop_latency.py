@@ -29,7 +29,7 @@ import httpx
 import numpy as np
 import orjson
 
-from bench.machine import ROOT, free_port, server_process
+from bench.machine import ROOT, free_port, grpc_port_env, server_process
 
 RESULTS = ROOT / "bench" / "results" / "loop_latency.json"
 DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
@@ -148,7 +148,7 @@ def served(env: dict[str, str] | None = None) -> Iterator[tuple[str, int]]:
     """``python -m app.serve`` (the container's command) on loopback: (its URL, its pid)."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    network = {"TORCHFN_HOST": "127.0.0.1", "TORCHFN_PORT": str(port)}
+    network = {"TORCHFN_HOST": "127.0.0.1", "TORCHFN_PORT": str(port), **grpc_port_env()}
     with server_process([sys.executable, "-m", "app.serve"], url, {**(env or {}), **network}) as pid:
         with httpx.Client(base_url=url) as client:  # warm: the first requests' one-off costs
             for _ in range(3):

@@ -25,6 +25,12 @@ def free_port() -> int:
         return port
 
 
+def grpc_port_env() -> dict[str, str]:
+    """A service's gRPC face on a free port: its default (8001) is fixed, and servers started side
+    by side, by this benchmark or another's, would contend for it."""
+    return {"TORCHFN_GRPC_PORT": str(free_port())}
+
+
 def choose_cpus() -> tuple[int | None, int | None]:
     """(server cpu, client cpu): the first two CPUs this process may use, when taskset exists."""
     cpus = sorted(os.sched_getaffinity(0))

@@ -59,7 +59,7 @@ import httpx
 import numpy as np
 import orjson
 
-from bench.machine import choose_cpus, free_port, pinned, server_command
+from bench.machine import choose_cpus, free_port, grpc_port_env, pinned, server_command
 
 ROOT = Path(__file__).resolve().parent.parent
 LUA_SCRIPT = ROOT / "bench" / "post.lua"
@@ -174,7 +174,7 @@ def running_server(config: ServerConfig, cpu: int | None, probe: Payload) -> Ite
     env = {key: value for key, value in os.environ.items() if not key.startswith("TORCHFN_")}
     if config.service:  # as the image runs it: its default settings, but where to listen
         command = pinned([sys.executable, "-m", "app.serve"], cpu)
-        env.update({"TORCHFN_HOST": "127.0.0.1", "TORCHFN_PORT": str(port), **config.env})
+        env.update({"TORCHFN_HOST": "127.0.0.1", "TORCHFN_PORT": str(port), **grpc_port_env(), **config.env})
     else:
         command = server_command(config.app, port, cpu, "--no-access-log")
     with tempfile.TemporaryFile("w+", encoding="utf-8") as log:

@@ -40,7 +40,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from bench.machine import free_port
+from bench.machine import free_port, grpc_port_env
 from bench.throughput import (
     STOP_TIMEOUT_S,
     Payload,
@@ -86,6 +86,7 @@ def running_server(config: ServerConfig, cpus: list[int] | None, probe: Payload)
             "TORCHFN_PORT": str(port),
             "TORCHFN_ACCESS_LOG": "false",
             "TORCHFN_LOG_LEVEL": "warning",
+            **grpc_port_env(),
             **config.env,
         }
     )

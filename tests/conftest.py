@@ -3,6 +3,7 @@ runs unchanged on a GPU with ``TORCHFN_DEVICE=cuda``."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -13,6 +14,10 @@ from app.compute.engine import resolve_device
 from app.core.config import Settings
 from app.main import create_app
 from tests.support.engine_gate import Gate
+
+# The suite's apps serve no gRPC unless a test gives them a port of their own: the default port
+# would be shared (SO_REUSEPORT with several workers) or taken by concurrent test processes.
+os.environ.setdefault("TORCHFN_GRPC_PORT", "0")
 
 
 @pytest.fixture(scope="session")

@@ -11,15 +11,34 @@ from types import FrameType
 
 _draining = threading.Event()
 _draining_since: list[float] = []
+_when_draining: list[Callable[[], None]] = []
 _abandoned = threading.Event()
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 def begin_draining() -> None:
     """From now on readiness fails, so load balancers stop sending while in-flight work finishes."""
-    if not _draining.is_set():
-        _draining_since.append(time.monotonic())
+    if _draining.is_set():
+        return
+    _draining_since.append(time.monotonic())
     _draining.set()
+    for callback in list(_when_draining):
+        callback()
+
+
+def when_draining(callback: Callable[[], None]) -> Callable[[], None]:
+    """Call ``callback`` once the process begins draining (at once if it has), on the thread that
+    begins it (a signal handler's: the callback must only hand work to its event loop, e.g. with
+    ``loop.call_soon_threadsafe``). Returns a function that forgets it."""
+    _when_draining.append(callback)
+    if _draining.is_set():
+        callback()
+
+    def forget() -> None:
+        if callback in _when_draining:
+            _when_draining.remove(callback)
+
+    return forget
 
 
 def is_draining() -> bool:

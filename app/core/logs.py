@@ -19,7 +19,7 @@ from app.core.config import Settings
 from app.core.request_context import current_request
 
 ACCESS_LOGGER = "torchfn.access"
-ACCESS_FIELDS = ("method", "path", "status", "duration_ms", "function", "client")
+ACCESS_FIELDS = ("method", "path", "status", "duration_ms", "function", "client", "protocol")
 """``extra`` fields of an access-log record that the JSON line carries."""
 
 

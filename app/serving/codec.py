@@ -89,17 +89,23 @@ class Codec(Protocol[DecodedT]):
         """Refuse a request the protocol cannot read (e.g. 415 for a media type), before its body."""
 
     @property
-    def parse_apart(self) -> ParseApart:
-        """Parses a large ``json_text`` in the parse process (``app.serving.apart``): picklable."""
+    def parse_apart(self) -> ParseApart | None:
+        """Parses a large ``parsed_text`` in the parse process (``app.serving.apart``): picklable.
+        None for a format whose parser does not hold the interpreter lock for long (protobuf)."""
 
-    def json_text(self, body: Body, meta: RequestMeta) -> bytes:
-        """The part of the body that is parsed as JSON (binary tensors are only viewed)."""
+    def parsed_text(self, body: Body, meta: RequestMeta) -> bytes:
+        """The part of the body that is parsed (binary tensors after a JSON header are only
+        viewed): decoded on the loop when small, in a thread past ``inline_decode_bytes``."""
+
+    def decoding_bytes(self, body: Body, text: bytes) -> int:
+        """What holding the body and decoding it (its ``text``) takes at most: held in the memory
+        budget while a large body is decoded."""
 
     def decode(
         self, body: Body, meta: RequestMeta, subject: Subject, options: DecodeOptions, parsed: Any = None
     ) -> DecodedT:
-        """The body as a checked job; ``parsed``: its JSON text's object when ``parse_apart`` parsed
-        it. Pure: it may run in a thread."""
+        """The body as a checked job; ``parsed``: its text's object when ``parse_apart`` parsed it.
+        Pure: it may run in a thread."""
 
     def reply_bytes(self, decoded: DecodedT) -> int:
         """A bound on the encoded reply's text, to encode a large one in a thread."""

@@ -20,7 +20,7 @@ from app.compute.service import ComputeService
 from app.core.config import Settings
 from app.core.request_context import current_request
 from app.serving.apart import ParseProcess
-from app.serving.body import BodySource, parsing_bytes, read_body
+from app.serving.body import BodySource, read_body
 from app.serving.codec import Codec, DecodedT, DecodeOptions, Encoded, RequestMeta
 
 
@@ -66,7 +66,7 @@ class Road:
         memory = compute.memory.reservation()
         try:
             body = await read_body(source, meta, settings, memory)
-            text = codec.json_text(body, meta)
+            text = codec.parsed_text(body, meta)
             # Small payloads are decoded and encoded on the loop; large ones in a thread, so that
             # the loop stays responsive, and large JSON texts are parsed in the parse process
             # (``apart.py``), whose parse would otherwise hold the interpreter lock throughout. A
@@ -75,12 +75,13 @@ class Road:
             if len(text) <= inline:
                 decoded = codec.decode(body, meta, subject, options)
             else:
-                hold = parsing_bytes(len(body), text)
+                hold = codec.decoding_bytes(body, text)
                 if not memory.resize_now(hold):
                     await memory.resize(hold, settings.memory_wait_s, ("body",), "parsing the body")
                 parsed = None
-                if len(text) > settings.parse_apart_bytes:
-                    parsed = await self.parser.parse(codec.parse_apart, text, options.limits)
+                parse_apart = codec.parse_apart
+                if parse_apart is not None and len(text) > settings.parse_apart_bytes:
+                    parsed = await self.parser.parse(parse_apart, text, options.limits)
                 decoded = await asyncio.to_thread(codec.decode, body, meta, subject, options, parsed)
                 del parsed
             del text

@@ -10,7 +10,7 @@ from app.core.logs import ACCESS_LOGGER
 from app.core.request_context import RequestContext
 
 access_logger = logging.getLogger(ACCESS_LOGGER)
-MESSAGE = "%s %s %d %.2f ms"
+MESSAGE = "%s %s %s %.2f ms"
 _STANDARD = logging.LogRecord(ACCESS_LOGGER, logging.INFO, __file__, 0, MESSAGE, (), None).__dict__
 """What every access record shares: made once. ``LogRecord.__init__`` looks up the caller's file,
 thread and process for each record (~3 µs of the ~5 µs an access line costs); an access record is
@@ -20,9 +20,17 @@ _STARTED = _STANDARD["created"] - _STANDARD["relativeCreated"] / 1000
 
 
 def log_access(
-    method: str, path: str, status: int, seconds: float, context: RequestContext, client: str | None
+    method: str,
+    path: str,
+    status: int | str,
+    seconds: float,
+    context: RequestContext,
+    client: str | None,
+    protocol: str = "http",
 ) -> None:
-    """One access-log record, handed to the logger's handlers as ``logging`` would."""
+    """One access-log record, handed to the logger's handlers as ``logging`` would. ``protocol``:
+    the transport (``http``, ``grpc``); ``status``: its status (an HTTP status, a gRPC status
+    code's name)."""
     milliseconds = seconds * 1000
     created = time.time()
     record = logging.LogRecord.__new__(logging.LogRecord)
@@ -38,4 +46,5 @@ def log_access(
     fields["duration_ms"] = round(milliseconds, 3)
     fields["function"] = context.function or None
     fields["client"] = client
+    fields["protocol"] = protocol
     access_logger.handle(record)

@@ -104,17 +104,23 @@ class Metrics:
         """Read at every fold (and so at every scrape)."""
         reg = self.registry
         self.requests = Counter(
-            "torchfn_requests", "HTTP requests answered.", ["endpoint", "function", "status"], registry=reg
+            "torchfn_requests",
+            "Requests answered, HTTP requests and gRPC calls (status: HTTP's, or the gRPC status code's name).",
+            ["endpoint", "function", "status", "protocol"],
+            registry=reg,
         )
         self.latency = Histogram(
             "torchfn_request_duration_seconds",
             "Time from a request's arrival to the end of its response.",
-            ["endpoint"],
+            ["endpoint", "protocol"],
             buckets=LATENCY_BUCKETS,
             registry=reg,
         )
         self.in_flight = Gauge(
-            "torchfn_requests_in_flight", "HTTP requests being served now.", multiprocess_mode="livesum", registry=reg
+            "torchfn_requests_in_flight",
+            "Requests being served now: HTTP requests and gRPC calls.",
+            multiprocess_mode="livesum",
+            registry=reg,
         )
         self.queue_depth = Gauge(
             "torchfn_queue_depth", "Requests waiting for compute.", multiprocess_mode="livesum", registry=reg
@@ -156,26 +162,30 @@ class Metrics:
 
         # The tallies, by label set (``labels()`` costs microseconds a call: each set is looked up once).
         self.in_flight_now = 0
-        """HTTP requests being served now (the gauge follows it at each fold)."""
-        self._request_counts: dict[tuple[str, str, int], list[Any]] = {}
-        """[counter child, requests since the last fold] by (endpoint, function, status)."""
-        self._latencies: dict[str, _Observations] = {}
+        """Requests being served now, whatever their transport (the gauge follows it at each fold)."""
+        self._request_counts: dict[tuple[str, str, int | str, str], list[Any]] = {}
+        """[counter child, requests since the last fold] by (endpoint, function, status, protocol)."""
+        self._latencies: dict[tuple[str, str], _Observations] = {}
         self._function_children: dict[str, tuple[_Observations, _Observations]] = {}
         self._batch_sizes = _Observations(self.batch_size)
         self._folder: asyncio.TimerHandle | None = None
 
-    def observe_request(self, endpoint: str, function: str, status: int, seconds: float) -> None:
-        key = (endpoint, function, status)
+    def observe_request(
+        self, endpoint: str, function: str, status: int | str, seconds: float, protocol: str = "http"
+    ) -> None:
+        """``protocol``: the transport (``http``, ``grpc``); ``status``: its status (an HTTP status,
+        a gRPC status code's name)."""
+        key = (endpoint, function, status, protocol)
         counted = self._request_counts.get(key)
         if counted is None:
             counted = self._request_counts[key] = [
-                self.requests.labels(endpoint, function or NO_FUNCTION, str(status)),
+                self.requests.labels(endpoint, function or NO_FUNCTION, str(status), protocol),
                 0,
             ]
         counted[1] += 1
-        latency = self._latencies.get(endpoint)
+        latency = self._latencies.get((endpoint, protocol))
         if latency is None:
-            latency = self._latencies[endpoint] = _Observations(self.latency.labels(endpoint))
+            latency = self._latencies[endpoint, protocol] = _Observations(self.latency.labels(endpoint, protocol))
         latency.observe(seconds)
 
     def function_children(self, function: str) -> tuple[_Observations, _Observations]:

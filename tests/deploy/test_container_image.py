@@ -194,7 +194,10 @@ def test_metrics_count_the_requests(server: Running) -> None:
     for _ in range(3):
         assert httpx.post(f"{server.url}/activate", json={"function": "tanh", "input": [0.5]}).status_code == 200
     text = httpx.get(f"{server.url}/metrics").text
-    assert metric(text, "torchfn_requests_total", endpoint="/activate", function="tanh", status="200") == 3
+    assert (
+        metric(text, "torchfn_requests_total", endpoint="/activate", function="tanh", status="200", protocol="http")
+        == 3
+    )
     assert "# TYPE torchfn_queue_depth gauge" in text
 
 
@@ -316,13 +319,45 @@ print(json.dumps([call(*request) for request in requests]))
 """A client inside the pod's network namespace: waits for the startup probe's path, then makes
 each request and prints the statuses and bodies."""
 
+IN_POD_GRPC_CLIENT = """
+import json, sys
+import grpc
+import numpy as np
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from app.protocols.oip.grpc import messages
+
+port, values = int(sys.argv[1]), json.loads(sys.argv[2])
+channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+grpc.channel_ready_future(channel).result(timeout=60)
+
+def method(name, request, response):
+    return channel.unary_unary(f"/inference.GRPCInferenceService/{name}",
+                               request_serializer=request.SerializeToString,
+                               response_deserializer=response.FromString)
+
+health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
+ready = method("ServerReady", messages.ServerReadyRequest, messages.ServerReadyResponse)(
+    messages.ServerReadyRequest(), timeout=10)
+model = method("ModelReady", messages.ModelReadyRequest, messages.ModelReadyResponse)(
+    messages.ModelReadyRequest(name="relu"), timeout=10)
+request = messages.ModelInferRequest(model_name="relu")
+request.inputs.add(name="input", datatype="FP32", shape=[len(values)])
+request.raw_input_contents.append(np.asarray(values, dtype="<f4").tobytes())
+reply = method("ModelInfer", messages.ModelInferRequest, messages.ModelInferResponse)(request, timeout=30)
+output = np.frombuffer(reply.raw_output_contents[0], dtype="<f4").tolist()
+print(json.dumps({"serving": health.status == health_pb2.HealthCheckResponse.SERVING,
+                  "ready": ready.ready, "model_ready": model.ready, "output": output}))
+"""
+"""A gRPC client inside the pod's network namespace, with the image's own Python: the health
+service (what a gRPC probe asks), the protocol's readiness of the server and a model, and relu."""
+
 
 def test_the_kserve_runtime_container_starts_and_answers_kserves_probes(containers: Containers, image: str) -> None:
     """The Standard runtime's container, merged with the InferenceService as KServe merges them, run
     with its exact command and environment (port 8000 on every interface) and its security context
     and limits, in a network namespace of its own (as a pod's): the probes KServe's pods get, the
-    Open Inference Protocol's readiness of a model, an inference equal to torch's, and the
-    listener on the declared port."""
+    Open Inference Protocol's readiness of a model, an inference equal to torch's, the same over
+    gRPC on the h2c port, and the listeners on the declared ports."""
     isvc = inference_services()["torchfn-scaled"]
     runtime = runtime_for(isvc, runtimes())
     main = kserve_container(runtime, isvc)
@@ -370,8 +405,16 @@ def test_the_kserve_runtime_container_starts_and_answers_kserves_probes(containe
         assert orjson.loads(replies[-2][1]) == {"name": "relu", "ready": True}
         (output,) = orjson.loads(replies[-1][1])["outputs"]
         assert_same(torch.tensor(output["data"], dtype=torch.float32), F.relu(torch.tensor(values)))
+        grpc_port = int(env(main)["TORCHFN_GRPC_PORT"])
+        assert grpc_port == next(p["containerPort"] for p in main["ports"] if p["name"] == "h2c")
+        answered = orjson.loads(
+            running.exec("python", "-c", IN_POD_GRPC_CLIENT, str(grpc_port), orjson.dumps(values).decode())
+        )
+        assert (answered["serving"], answered["ready"], answered["model_ready"]) == (True, True, True)
+        assert_same(torch.tensor(answered["output"], dtype=torch.float32), F.relu(torch.tensor(values)))
         listening = running.exec("cat", "/proc/net/tcp")
-        assert re.search(rf"^\s*\d+: 00000000:{port:04X} 00000000:0000 0A ", listening, re.M), listening
+        for listened in (port, grpc_port):
+            assert re.search(rf"^\s*\d+: 00000000:{listened:04X} 00000000:0000 0A ", listening, re.M), listening
         assert running.exec("sh", "-c", f"test -d {MODEL_MOUNT} || echo absent").strip() == "absent"
     finally:
         print(running.log()[-3000:])

@@ -49,13 +49,22 @@ def test_auth_request_ids_metrics_and_json_logs() -> None:
         assert http.get("/functions").status_code == 401
 
         text = http.get("/metrics").text
-        assert metric(text, "torchfn_requests_total", endpoint="/activate", function="relu", status="200") == 1
-        assert metric(text, "torchfn_requests_total", endpoint="/activate", function="-", status="401") == 2
-        assert metric(text, "torchfn_requests_total", endpoint="/loss", function="l1_loss", status="200") == 1
+        assert (
+            metric(text, "torchfn_requests_total", endpoint="/activate", function="relu", status="200", protocol="http")
+            == 1
+        )
+        assert (
+            metric(text, "torchfn_requests_total", endpoint="/activate", function="-", status="401", protocol="http")
+            == 2
+        )
+        assert (
+            metric(text, "torchfn_requests_total", endpoint="/loss", function="l1_loss", status="200", protocol="http")
+            == 1
+        )
         assert metric(text, "torchfn_queue_wait_seconds_count", function="relu") == 1
         assert metric(text, "torchfn_compute_seconds_count", function="l1_loss") == 1
         assert metric(text, "torchfn_batch_size_count") == 2
-        assert metric(text, "torchfn_request_duration_seconds_count", endpoint="/activate") == 3
+        assert metric(text, "torchfn_request_duration_seconds_count", endpoint="/activate", protocol="http") == 3
         assert "# TYPE torchfn_queue_depth gauge" in text
         assert "# TYPE torchfn_rejected_total counter" in text
 
@@ -178,7 +187,9 @@ def test_several_workers_share_metrics_and_stop_cleanly() -> None:
         deadline = time.monotonic() + 2 * FOLD_S + 5
         while True:
             text = http.get("/metrics").text
-            counted = metric(text, "torchfn_requests_total", endpoint="/activate", function="tanh", status="200")
+            counted = metric(
+                text, "torchfn_requests_total", endpoint="/activate", function="tanh", status="200", protocol="http"
+            )
             if counted == sent or time.monotonic() > deadline:
                 break
             time.sleep(0.1)

@@ -216,7 +216,7 @@ def test_kustomize_does_catch_a_broken_overlay(tmp_path: Path) -> None:
 
 def test_the_kubernetes_check_does_catch_problems() -> None:
     (deployment,) = [doc for doc in render(KUSTOMIZE / "base") if doc["kind"] == "Deployment"]
-    deployment["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["httpGet"]["port"] = {"x": 1}
+    deployment["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["grpc"]["port"] = "grpc"  # a number only
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(deployment, KUBERNETES_VERSION, strict=True)
 
@@ -235,7 +235,7 @@ def test_deployment_probes_resources_security_and_shutdown(rendered: list[dict[s
     (main,) = pod["containers"]
     assert main["startupProbe"]["httpGet"]["path"] == "/readyz"
     assert main["livenessProbe"]["httpGet"]["path"] == "/healthz"
-    assert main["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert main["readinessProbe"]["grpc"] == {"port": int(container().env["TORCHFN_GRPC_PORT"])}  # health service
     assert main["ports"][0]["containerPort"] == int(container().env["TORCHFN_PORT"])
     for kind in ("requests", "limits"):
         assert {"cpu", "memory"} <= set(main["resources"][kind])
@@ -285,7 +285,7 @@ def _container_port(mapping: str) -> int:
 def test_the_grpc_port_is_exposed_mapped_and_named_for_h2c(rendered: list[dict[str, Any]]) -> None:
     image = container()
     http, grpc = int(image.env["TORCHFN_PORT"]), int(image.env["TORCHFN_GRPC_PORT"])
-    assert grpc == Settings().grpc_port
+    assert grpc == Settings.model_fields["grpc_port"].default
     assert image.exposed == [http, grpc]
     services = _compose()["services"]
     for name in ("torchfn", "torchfn-gpu"):

@@ -19,10 +19,12 @@ import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 import torch
 import torch.nn.functional as F
+from grpc_health.v1.health_pb2 import HealthCheckRequest, HealthCheckResponse
 from prometheus_client.parser import text_string_to_metric_families
 
 from app.compute.catalogue.registry import BUILT_IN
 from app.core.config import Settings
+from app.protocols.oip.grpc.messages import ModelReadyRequest, ServerReadyRequest
 from app.telemetry.metrics import Metrics
 from tests.support.container import DOCKERFILE, container, final_stage
 from tests.support.crd_schemas import CelRule, CustomResourceValidator
@@ -51,6 +53,7 @@ from tests.support.kserve import (
     supports,
 )
 from tests.support.manifests import KUBERNETES_VERSION
+from tests.support.oip_grpc import Client, infer_request, outputs_of
 from tests.support.reference import assert_same
 from tests.support.server_process import RunningServer, running_server
 
@@ -216,6 +219,7 @@ def test_the_runtime_declares_the_ports_it_listens_on() -> None:
     assert http == {"name": "http1", "containerPort": 8000, "protocol": "TCP"}
     assert grpc == {"name": "h2c", "containerPort": 8001, "protocol": "TCP"}  # the gRPC face's port
     assert env(main)["TORCHFN_PORT"] == str(http["containerPort"]) == container().env["TORCHFN_PORT"]
+    assert env(main)["TORCHFN_GRPC_PORT"] == str(grpc["containerPort"]) == container().env["TORCHFN_GRPC_PORT"]
     assert env(main)["TORCHFN_HOST"] == "0.0.0.0"
     for probe in http_probes(main):
         assert probe.port == http["containerPort"], probe
@@ -224,6 +228,12 @@ def test_the_runtime_declares_the_ports_it_listens_on() -> None:
     for key in ("prometheus.io", "prometheus.kserve.io"):
         assert annotations[f"{key}/port"] == str(http["containerPort"])
         assert annotations[f"{key}/path"] == "/metrics"
+
+
+def test_the_knative_runtime_turns_off_the_grpc_face_it_cannot_route() -> None:
+    main = _main(runtimes()["torchfn-knative"])
+    assert [port["name"] for port in main["ports"]] == ["http1"]
+    assert env(main)["TORCHFN_GRPC_PORT"] == "0"
 
 
 def test_the_runtime_sets_only_known_settings_to_valid_values(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -445,9 +455,11 @@ KEDA ignores a key it does not know, so a misspelled one would go unnoticed."""
 
 def _server_env(container_spec: dict[str, Any], models: Path | None = None) -> dict[str, str]:
     """The container's environment for a server on this machine: the test's own loopback address
-    and free port instead of 0.0.0.0:8000 (the machine is shared), and ``/mnt/models`` at
-    ``models``, holding what the storageUri would."""
+    and free ports instead of 0.0.0.0:8000 and 8001 (the machine is shared; gRPC stays off where
+    the runtime turns it off), and ``/mnt/models`` at ``models``, holding what the storageUri would."""
     settings = {k: v for k, v in env(container_spec).items() if k not in {"TORCHFN_HOST", "TORCHFN_PORT"}}
+    if settings.get("TORCHFN_GRPC_PORT") != "0":
+        settings.pop("TORCHFN_GRPC_PORT", None)
     if models is not None:
         settings = {k: v.replace(MODEL_MOUNT, str(models)) for k, v in settings.items()}
     return settings
@@ -475,6 +487,21 @@ def _infer(server: RunningServer, model: str, values: list[float]) -> list[float
 VALUES = [-2.0, -0.5, 0.0, 0.25, 3.0]
 
 
+def _grpc_as_kserve_routes_it(server: RunningServer) -> None:
+    """The gRPC face (the runtime's h2c port, here a free one): the health service a gRPC probe or
+    balancer asks, the protocol's readiness, and an inference equal to torch's."""
+    assert server.grpc_address is not None
+    client = Client(server.grpc_address)
+    try:
+        assert client.health_check(HealthCheckRequest(), timeout=10).status == HealthCheckResponse.SERVING
+        assert client.ready_call(ServerReadyRequest(), timeout=10).ready
+        assert client.model_ready_call(ModelReadyRequest(name="relu"), timeout=10).ready
+        x = torch.tensor(VALUES)
+        assert_same(outputs_of(client.infer(infer_request("relu", {"input": x})))["output"], F.relu(x))
+    finally:
+        client.close()
+
+
 @pytest.fixture(scope="module")
 def knative_server() -> Iterator[tuple[RunningServer, dict[str, Any]]]:
     isvc = _isvc("torchfn")
@@ -487,6 +514,7 @@ def knative_server() -> Iterator[tuple[RunningServer, dict[str, Any]]]:
 def test_every_function_is_a_ready_model(knative_server: tuple[RunningServer, dict[str, Any]]) -> None:
     server, main = knative_server
     _probe_as_kserve_does(server, main)
+    assert server.grpc_address is None  # off: Knative routes the HTTP port alone
     names = [entry["name"] for entry in httpx.get(f"{server.url}/functions").json()["functions"]]
     assert set(names) == {spec.name for spec in BUILT_IN}
     with httpx.Client(base_url=server.url) as client:
@@ -521,6 +549,7 @@ def test_the_standard_pod_is_probed_scraped_and_drained() -> None:
     with running_server(_server_env(main), command=main["command"]) as server:
         _probe_as_kserve_does(server, main)
         assert _infer(server, "relu", VALUES) == [0.0, 0.0, 0.0, 0.25, 3.0]
+        _grpc_as_kserve_routes_it(server)
         scraped = httpx.get(f"{server.url}{annotations['prometheus.io/path']}").text
         families = {family.name: family for family in text_string_to_metric_families(scraped)}
         for name in ("torchfn_requests_in_flight", "torchfn_queue_depth"):  # what the ScaledObject reads

@@ -15,7 +15,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+import torch
 
+from tests.support.oip_grpc import Client, infer_request, outputs_of
 from tests.support.paths import ROOT
 from tests.support.server_process import free_port
 
@@ -67,7 +69,14 @@ def test_the_service_wheel_holds_the_app_alone_and_serves_once_installed(tmp_pat
     elsewhere = tmp_path / "elsewhere"  # not the repository: `app` can only come from the installed wheel
     elsewhere.mkdir()
     port = free_port()
-    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(site), "TORCHFN_PORT": str(port), "TORCHFN_LOG_LEVEL": "warning"}
+    grpc_port = free_port()
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "PYTHONPATH": str(site),
+        "TORCHFN_PORT": str(port),
+        "TORCHFN_GRPC_PORT": str(grpc_port),
+        "TORCHFN_LOG_LEVEL": "warning",
+    }
     where = subprocess.run(
         [sys.executable, "-c", "import app.serve; print(app.serve.__file__)"],
         cwd=elsewhere,
@@ -93,6 +102,10 @@ def test_the_service_wheel_holds_the_app_alone_and_serves_once_installed(tmp_pat
                 time.sleep(0.1)
             reply = httpx.post(f"http://127.0.0.1:{port}/activate", json={"function": "relu", "input": [-1.0, 2.0]})
             assert reply.json()["output"] == [0.0, 2.0]
+            client = Client(f"127.0.0.1:{grpc_port}")  # the gRPC face, from the wheel's packaged descriptor
+            response = client.infer(infer_request("relu", {"input": torch.tensor([-1.0, 2.0])}))
+            client.close()
+            assert outputs_of(response)["output"].tolist() == [0.0, 2.0]
         finally:
             server.terminate()
             assert server.wait(30) == 0

@@ -5,9 +5,10 @@ The rule: a ``bash`` or ``python`` block is run unless a ``<!-- not run: why -->
 right before it (make, docker and kubectl commands, package installs; pytest lists them as skipped,
 with the reason). A block that is run must be followed at once by the block it prints: ``json``
 (stdout parsed as JSON, or one JSON document a line, compared exactly) or plain text (compared
-exactly). ``localhost:8000`` becomes the test server's address and ``TORCHFN_URL`` names it, so the
-blocks run verbatim otherwise: Python ones with this interpreter (the dev environment, which has
-what the README tells a client to install), shell ones with bash, in an empty directory each.
+exactly). ``localhost:8000`` becomes the test server's address and ``TORCHFN_URL`` names it,
+``localhost:8001`` its gRPC face's, so the blocks run verbatim otherwise: Python ones with this
+interpreter (the dev environment, which has what the README tells a client to install), shell ones
+with bash, in an empty directory each.
 """
 
 from __future__ import annotations
@@ -39,10 +40,13 @@ def server() -> Iterator[RunningServer]:
         yield running
 
 
-def run_block(block: CodeBlock, server_url: str, cwd: Path) -> str:
-    """What ``block`` prints on stdout, run against the server at ``server_url``."""
+def run_block(block: CodeBlock, server_url: str, cwd: Path, grpc_address: str | None = None) -> str:
+    """What ``block`` prints on stdout, run against the server at ``server_url`` (and its gRPC face
+    at ``grpc_address``)."""
     address = server_url.removeprefix("http://")
     code = block.code.replace("localhost:8000", address)
+    if grpc_address is not None:
+        code = code.replace("localhost:8001", grpc_address)
     env = {
         **os.environ,
         "TORCHFN_URL": server_url,
@@ -76,7 +80,7 @@ def test_example_prints_what_the_page_shows(block: CodeBlock, server: RunningSer
     assert block.output is not None, (
         f"{block.where}: add the output it prints right after it, or mark it <!-- not run: why -->"
     )
-    check_output(run_block(block, server.url, tmp_path), block.output, block.output_language)
+    check_output(run_block(block, server.url, tmp_path, server.grpc_address), block.output, block.output_language)
 
 
 def test_the_comparison_can_fail() -> None:

@@ -13,17 +13,20 @@ import pytest
 import torch
 
 from app.core.errors import InvalidRequest, ServiceError, TooLarge
-from app.core.limits import TensorLimits
+from app.core.limits import MAX_PARAM_STRING, TensorLimits
 from app.protocols.oip.grpc.contents import FIELD_OF
 from app.protocols.oip.grpc.infer import (
     MAX_ID_LENGTH,
     MAX_NAME_LENGTH,
-    OutputTensor,
     Parameters,
     decode_infer_request,
     encode_infer_response,
+    model_named,
+    serialize_infer_response,
 )
 from app.protocols.oip.grpc.messages import InferParameter, InferTensorContents, ModelInferRequest, ModelInferResponse
+from app.protocols.oip.grpc.wire import split_raw_contents
+from app.protocols.oip.inference import OutputTensor
 from app.protocols.oip.tensors import DATATYPES, from_bytes
 
 LIMITS = TensorLimits(max_elements=1000, max_rank=4)
@@ -164,7 +167,28 @@ def test_the_request_names_its_model_id_parameters_and_outputs_in_plain_values()
         ("output", {}),
     ]
     bare = decode(raw_request(("input", "FP32", [1], b"\x00\x00\x80\x3f")))
-    assert (bare.id, bare.outputs, bare.parameters, bare.model_version) == (None, None, {}, "")
+    assert (bare.id, bare.outputs, bare.parameters, bare.model_version) == (None, None, {}, None)
+
+
+def test_input_parameters_besides_binary_data_size_are_passed_on_for_the_protocols_rule() -> None:
+    request = raw_request(("input", "FP32", [2], bytes(8)))
+    request.inputs[0].parameters["binary_data_size"].int64_param = 8
+    request.inputs[0].parameters["shared_memory_region"].string_param = "r"
+    (tensor,) = decode(request).inputs
+    assert tensor.parameters == {"shared_memory_region": "r"}
+
+
+def test_the_model_and_version_named_are_bounded_as_names() -> None:
+    assert model_named(ModelInferRequest(model_name="relu")) == ("relu", None)
+    assert model_named(ModelInferRequest(model_name="relu", model_version="1")) == ("relu", "1")
+    long = "m" * (MAX_NAME_LENGTH + 1)
+    for request, field in (
+        (ModelInferRequest(model_name=long), "model_name"),
+        (ModelInferRequest(model_version=long), "model_version"),
+    ):
+        with pytest.raises(InvalidRequest) as raised:
+            model_named(request)
+        assert [(p.loc, p.type) for p in raised.value.problems] == [((field,), "string_too_long")]
 
 
 def test_kserves_binary_data_size_is_checked_against_the_tensor() -> None:
@@ -306,13 +330,23 @@ BAD_REQUESTS: dict[str, tuple[ModelInferRequest, type[ServiceError], tuple[Any, 
         ("inputs", "x", "raw_input_contents"),
         "dtype_overflow",
     ),
-    "an unknown input parameter": (
-        _with_parameter(
-            raw_request(("x", "FP32", [1], bytes(4))), "shared_memory_region", InferParameter(string_param="r")
-        ),
+    "too many parameters": (
+        ModelInferRequest(parameters={f"p{index}": InferParameter(int64_param=index) for index in range(65)}),
         InvalidRequest,
-        ("inputs", "x", "parameters", "shared_memory_region"),
-        "unknown_param",
+        ("parameters",),
+        "too_many_parameters",
+    ),
+    "a parameter name past the limit": (
+        ModelInferRequest(parameters={"p" * (MAX_NAME_LENGTH + 1): InferParameter(bool_param=True)}),
+        InvalidRequest,
+        ("parameters", "p" * MAX_NAME_LENGTH),
+        "string_too_long",
+    ),
+    "a parameter string past the limit": (
+        ModelInferRequest(parameters={"reduction": InferParameter(string_param="s" * (MAX_PARAM_STRING + 1))}),
+        InvalidRequest,
+        ("parameters", "reduction"),
+        "string_too_long",
     ),
     "binary_data_size unlike the tensor's": (
         _with_parameter(raw_request(("x", "FP32", [2], bytes(8))), "binary_data_size", InferParameter(int64_param=4)),
@@ -465,3 +499,72 @@ def test_the_typed_fields_are_the_protocols() -> None:
     fields = set(InferTensorContents.DESCRIPTOR.fields_by_name)
     assert set(FIELD_OF.values()) <= fields
     assert fields - set(FIELD_OF.values()) == {"bool_contents", "bytes_contents"}
+
+
+# ----------------------------------------------------------------------------- raw tensors in place
+
+
+def _split_decoded(body: bytes) -> Any:
+    split = split_raw_contents(body)
+    assert split is not None
+    return decode_infer_request(ModelInferRequest.FromString(split.header), LIMITS, MAX_TOTAL, split.raws)
+
+
+def test_raw_tensors_found_in_the_body_decode_as_the_parsed_message_does() -> None:
+    request = raw_request(
+        ("input", "FP32", [2, 3], np.arange(6, dtype="<f4").tobytes()),
+        ("target", "INT64", [2], np.array([1, -2], dtype="<i8").tobytes()),
+    )
+    request.id = "w-1"
+    request.parameters["grad"].bool_param = True
+    request.outputs.add(name="output")
+    body = request.SerializeToString()
+    split = split_raw_contents(body)
+    assert split is not None
+    assert [bytes(raw) for raw in split.raws] == list(request.raw_input_contents)
+    assert not ModelInferRequest.FromString(split.header).raw_input_contents
+    whole, found = decode(request), _split_decoded(body)
+    assert found._replace(inputs=()) == whole._replace(inputs=())
+    for ours, theirs in zip(found.inputs, whole.inputs, strict=True):
+        assert ours.array.tobytes() == theirs.array.tobytes()
+        assert ours.array.flags.writeable
+
+
+def test_fields_in_any_order_and_unknown_fields_split_alike() -> None:
+    first, second = np.array([1.5], dtype="<f4").tobytes(), np.array([-2.0], dtype="<f4").tobytes()
+    raws = b"".join(b"\x3a" + bytes([len(data)]) + data for data in (first, second))  # field 7, length-delimited
+    tensors = raw_request(("input", "FP32", [1], b""), ("target", "FP32", [1], b""))
+    del tensors.raw_input_contents[:]
+    unknown = b"\x48\x07" + b"\x51" + bytes(8) + b"\x5d" + bytes(4)  # fields 9 (varint), 10 (fixed64), 11 (fixed32)
+    body = raws[:6] + unknown + tensors.SerializeToString() + raws[6:]
+    assert [array.tolist() for array in (t.array for t in _split_decoded(body).inputs)] == [[1.5], [-2.0]]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"\x0b\x0c",  # a group (wire type 3), deprecated
+        b"\x3d\x00\x00\x80\x3f",  # raw_input_contents as fixed32, not length-delimited
+        b"\x3a\x10\x00",  # a raw tensor cut short
+        b"\x0a\x05re",  # a string cut short
+        b"\x48" + b"\xff" * 11,  # a varint longer than 10 bytes
+        b"\x48\x01" * 1025,  # more fields than a request holds
+    ],
+    ids=["group", "raw-not-length-delimited", "raw-cut-short", "string-cut-short", "long-varint", "many-fields"],
+)
+def test_a_body_that_is_not_plainly_a_request_is_left_to_protobuf(body: bytes) -> None:
+    assert split_raw_contents(body) is None
+
+
+@pytest.mark.parametrize("raw", [False, True])
+def test_the_serialized_response_is_the_encoded_one(raw: bool) -> None:
+    values = np.array([[0.0, -0.0, math.inf], [math.nan, 1.5, -2.25]])
+    for outputs in (
+        [OutputTensor("output", "FP32", values.astype(np.float32)), OutputTensor("grad_input", "FP64", values)],
+        [OutputTensor("output", "FP16", values.astype(np.float16))],
+        [OutputTensor("loss", "FP32", np.array(0.5, dtype=np.float32))],
+    ):
+        parameters: Parameters = {"warnings": "w", "ignored_parameters": "parameters.x"}
+        encoded = encode_infer_response("mse_loss", "1", "s-1", outputs, parameters, raw)
+        serialized = serialize_infer_response("mse_loss", "1", "s-1", outputs, parameters, raw)
+        assert ModelInferResponse.FromString(serialized) == encoded

@@ -4,6 +4,11 @@ its own: the two clients register the same protobuf symbols in the default descr
 cannot be imported together (kserve/kserve#3099); the service's messages, in a pool of their own,
 go beside either. Exits non-zero on the first difference.
 
+``... triton-service ADDRESS KEY`` and ``... kserve-service ADDRESS KEY`` run each client, unchanged,
+against the real service at ``ADDRESS`` (its gRPC face, with the API key ``KEY``): readiness,
+metadata, inference in every form the client offers with its values against torch, and the
+service's errors as the client reports them.
+
 For each client: its messages and ours have the same fields (number, type, cardinality, oneof)
 wherever both define one, and the same six methods; a request its API builds decodes to its
 arrays bit for bit; a response we encode reads back through its API bit for bit; and over a real
@@ -17,7 +22,7 @@ import asyncio
 import contextlib
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import grpc
@@ -25,7 +30,8 @@ import numpy as np
 
 from app.core.limits import TensorLimits
 from app.protocols.oip.grpc import messages
-from app.protocols.oip.grpc.infer import InferRequest, OutputTensor, decode_infer_request, encode_infer_response
+from app.protocols.oip.grpc.infer import decode_infer_request, encode_infer_response
+from app.protocols.oip.inference import InferRequest, OutputTensor
 from app.transports.grpc.service import rpc_handler
 
 METHODS = ("ServerLive", "ServerReady", "ModelReady", "ServerMetadata", "ModelMetadata", "ModelInfer")
@@ -329,6 +335,206 @@ def _kserve_datatype(array: np.ndarray) -> str:
     return datatype
 
 
+# ----------------------------------------------------------------------------- against the real service
+
+
+def torch_sample(dtype: Any) -> Any:
+    """A 2x4 tensor with the edge values (signed zeros, infinities, NaN, a subnormal) in ``dtype``."""
+    import torch
+
+    values = [[-1.5, 0.25, 3.0, -0.0], [float("inf"), float("-inf"), float("nan"), 1e-40]]
+    return torch.tensor(values, dtype=torch.float64).to(dtype)
+
+
+def relu_with_grad(x: Any, slope: float = 0.0) -> tuple[Any, Any]:
+    import torch
+    import torch.nn.functional as F
+
+    leaf = x.clone().requires_grad_(True)
+    value = F.leaky_relu(leaf, slope) if slope else torch.relu(leaf)
+    (grad,) = torch.autograd.grad(value, leaf, torch.ones_like(value))
+    return value.detach(), grad
+
+
+def same(received: np.ndarray, expected: Any) -> None:
+    """As ``tests/support/reference.assert_same``: NaN where torch has NaN, every other element
+    with torch's bits (so ``0.0`` and ``-0.0`` differ)."""
+    import torch
+
+    assert received.shape == tuple(expected.shape), (received.shape, expected.shape)
+    nan = torch.isnan(expected).numpy()
+    assert np.array_equal(np.isnan(received.astype(np.float64)), nan), (received, expected)
+    bits = {2: (np.int16, torch.int16), 4: (np.int32, torch.int32), 8: (np.int64, torch.int64)}[received.itemsize]
+    got, wanted = received.view(bits[0]), expected.view(bits[1]).numpy()
+    assert np.array_equal(got[~nan], wanted[~nan]), (received, expected)
+
+
+def triton_numpy(tensor: Any) -> np.ndarray:
+    import ml_dtypes
+    import torch
+
+    if tensor.dtype == torch.bfloat16:
+        array: np.ndarray = tensor.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
+        return array
+    return tensor.numpy()  # type: ignore[no-any-return]
+
+
+def run_triton_service(address: str, key: str) -> None:
+    import torch
+    import tritonclient.grpc as triton
+
+    headers = {"authorization": f"Bearer {key}"}
+    client = triton.InferenceServerClient(address)
+    assert client.is_server_live(headers=headers)
+    assert client.is_server_ready(headers=headers)
+    assert client.is_model_ready("relu", headers=headers)
+    assert client.get_server_metadata(headers=headers).name == "torch functions service"
+    metadata = client.get_model_metadata("mse_loss", headers=headers)
+    assert [tensor.name for tensor in metadata.inputs] == ["input", "target", "weight", "grad_output"]
+    assert [tensor.name for tensor in metadata.outputs] == ["loss", "grad_input", "grad_target", "grad_weight"]
+    assert metadata.versions == ["1"]
+
+    datatypes = {torch.float32: "FP32", torch.float64: "FP64", torch.float16: "FP16", torch.bfloat16: "BF16"}
+    for dtype, datatype in datatypes.items():
+        x = torch_sample(dtype)
+        tensor = triton.InferInput("input", list(x.shape), datatype)
+        tensor.set_data_from_numpy(triton_numpy(x))
+        outputs = [triton.InferRequestedOutput("output"), triton.InferRequestedOutput("grad_input")]
+        result = client.infer(
+            "relu", [tensor], outputs=outputs, parameters={"grad": True}, request_id="t-1", headers=headers
+        )
+        value, grad = relu_with_grad(x)
+        assert result.get_response().id == "t-1"
+        same(result.as_numpy("output"), value)
+        same(result.as_numpy("grad_input"), grad)
+
+    # a float parameter (double_param), Triton's priority and timeout (µs), the call's deadline
+    x = torch_sample(torch.float32)
+    tensor = triton.InferInput("input", list(x.shape), "FP32")
+    tensor.set_data_from_numpy(x.numpy())
+    result = client.infer(
+        "leaky_relu",
+        [tensor],
+        parameters={"negative_slope": 0.125},
+        priority=1,
+        timeout=30_000_000,
+        client_timeout=30,
+        headers=headers,
+    )
+    same(result.as_numpy("output"), relu_with_grad(x, 0.125)[0])
+
+    # async_infer, and many calls in flight at once
+    done: list[Any] = []
+    finished = threading.Event()
+
+    def callback(result: Any, error: Any) -> None:
+        done.append(error if error is not None else result)
+        if len(done) == 16:
+            finished.set()
+
+    for _ in range(16):
+        client.async_infer("relu", [tensor], callback, headers=headers)
+    assert finished.wait(60)
+    for result in done:
+        assert not isinstance(result, Exception), result
+        same(result.as_numpy("output"), relu_with_grad(x)[0])
+
+    # errors as the client reports them
+    assert _triton_refusal(lambda: client.infer("relux", [tensor], headers=headers)) == "StatusCode.NOT_FOUND"
+    assert _triton_refusal(lambda: client.infer("relu", [tensor])) == "StatusCode.UNAUTHENTICATED"
+    assert _triton_refusal(lambda: client.is_server_ready(headers={"authorization": "Bearer no"})) == (
+        "StatusCode.UNAUTHENTICATED"
+    )
+    loss_input = triton.InferInput("input", [2], "FP32")
+    loss_input.set_data_from_numpy(np.array([1.0, 2.0], dtype=np.float32))
+    assert _triton_refusal(lambda: client.infer("mse_loss", [loss_input], headers=headers)) == (
+        "StatusCode.INVALID_ARGUMENT"
+    )
+    assert _triton_refusal(lambda: client.get_model_config("relu", headers=headers)) == "StatusCode.UNIMPLEMENTED"
+    client.close()
+    asyncio.run(_triton_aio(address, headers))
+
+
+async def _triton_aio(address: str, headers: dict[str, str]) -> None:
+    import torch
+    import tritonclient.grpc.aio as triton_aio
+    from tritonclient.grpc import InferInput
+
+    async with triton_aio.InferenceServerClient(address) as client:
+        assert await client.is_server_ready(headers=headers)
+        x = torch_sample(torch.float32)
+        tensor = InferInput("input", list(x.shape), "FP32")
+        tensor.set_data_from_numpy(x.numpy())
+        results = await asyncio.gather(*(client.infer("relu", [tensor], headers=headers) for _ in range(8)))
+        for result in results:
+            same(result.as_numpy("output"), relu_with_grad(x)[0])
+
+
+def run_kserve_service(address: str, key: str) -> None:
+    asyncio.run(_kserve_service(address, key))
+
+
+async def _kserve_service(address: str, key: str) -> None:
+    import torch
+    from kserve import InferenceGRPCClient
+    from kserve.protocol.infer_type import InferInput, InferRequest, RequestedOutput
+
+    headers = (("authorization", f"Bearer {key}"),)
+    async with InferenceGRPCClient(address) as client:
+        assert await client.is_server_live(headers=headers)
+        assert await client.is_server_ready(headers=headers)
+        assert await client.is_model_ready("relu", headers=headers)
+        for dtype, datatype in ((torch.float32, "FP32"), (torch.float64, "FP64"), (torch.float16, "FP16")):
+            x = torch_sample(dtype)
+            value, grad = relu_with_grad(x)
+            for binary in (True, False) if datatype != "FP16" else (True,):  # FP16: raw only
+                tensor = InferInput("input", list(x.shape), datatype)
+                tensor.set_data_from_numpy(x.numpy(), binary_data=binary)
+                request = InferRequest(
+                    model_name="relu",
+                    infer_inputs=[tensor],
+                    request_id="k-1",
+                    parameters={"grad": True},
+                    request_outputs=[RequestedOutput("grad_input"), RequestedOutput("output")],
+                )
+                response = await client.infer(request, headers=headers)
+                assert response.id == "k-1"
+                by_name = {output.name: output.as_numpy() for output in response.outputs}
+                assert list(by_name) == ["grad_input", "output"]
+                same(by_name["output"], value)
+                same(by_name["grad_input"], grad)
+        # a loss with an integer and a string parameter (KServe's client sends no floats)
+        logits, target = torch.tensor([[1.0, -2.0, 0.5], [0.1, 0.2, 0.3]]), torch.tensor([2, 0])
+        inputs = [InferInput("input", [2, 3], "FP32"), InferInput("target", [2], "INT64")]
+        inputs[0].set_data_from_numpy(logits.numpy(), binary_data=False)
+        inputs[1].set_data_from_numpy(target.numpy(), binary_data=False)
+        request = InferRequest(
+            model_name="cross_entropy", infer_inputs=inputs, parameters={"reduction": "none", "ignore_index": 0}
+        )
+        (loss,) = (await client.infer(request, headers=headers)).outputs
+        expected = torch.nn.functional.cross_entropy(logits, target, reduction="none", ignore_index=0)
+        same(loss.as_numpy(), expected)
+        unknown = InferRequest(model_name="relux", infer_inputs=inputs)
+        assert "NOT_FOUND" in await _kserve_refusal(client.infer(unknown, headers=headers))
+        assert "UNAUTHENTICATED" in await _kserve_refusal(client.infer(request))
+        assert "NOT_FOUND" in await _kserve_refusal(client.is_model_ready("relux", headers=headers))
+
+
+async def _kserve_refusal(call: Awaitable[object]) -> str:
+    """What KServe's client raises for a call that must fail (gRPC's error, passed on)."""
+    try:
+        await call
+    except Exception as error:
+        return str(error)
+    raise AssertionError("the call was answered")
+
+
 if __name__ == "__main__":
-    {"triton": run_triton, "kserve": run_kserve}[sys.argv[1]]()
+    runs: dict[str, Callable[..., None]] = {
+        "triton": run_triton,
+        "kserve": run_kserve,
+        "triton-service": run_triton_service,
+        "kserve-service": run_kserve_service,
+    }
+    runs[sys.argv[1]](*sys.argv[2:])
     print("ok")

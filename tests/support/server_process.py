@@ -1,5 +1,6 @@
 """Start the real server the way the container does: the Dockerfile's CMD with its ENV (its
-``python`` is this interpreter, and it listens on a free loopback port)."""
+``python`` is this interpreter, and it listens on free loopback ports: HTTP's, and gRPC's unless
+the environment given turns it off with ``TORCHFN_GRPC_PORT=0``)."""
 
 from __future__ import annotations
 
@@ -33,6 +34,8 @@ class RunningServer:
     process: subprocess.Popen[bytes]
     url: str
     log_path: Path
+    grpc_address: str | None = None
+    """``127.0.0.1:PORT`` of its gRPC face (None when off)."""
 
     def log(self) -> str:
         """What the server has written to stderr so far (its logs)."""
@@ -48,7 +51,9 @@ def container_command_and_env(
     port: int, env: Mapping[str, str] | None = None, command: Sequence[str] | None = None
 ) -> tuple[list[str], dict[str, str]]:
     """The image's command (or ``command``, as a runtime's manifest gives it) and environment,
-    ``python`` being this interpreter, on a loopback port."""
+    ``python`` being this interpreter, on a loopback port (and gRPC on another, unless ``env``
+    names one: never the image's fixed port, which concurrent test servers would share through
+    ``SO_REUSEPORT``)."""
     image = container()
     given = list(command or image.command)
     command = [sys.executable if given[0] == "python" else given[0], *given[1:]]
@@ -58,6 +63,7 @@ def container_command_and_env(
         **image_env,
         "TORCHFN_HOST": "127.0.0.1",
         "TORCHFN_PORT": str(port),
+        "TORCHFN_GRPC_PORT": str(free_port()),
         **(env or {}),
     }
 
@@ -72,7 +78,9 @@ def running_server(
         log_path = Path(scratch) / "server.log"
         with log_path.open("wb") as log:
             process = subprocess.Popen(command, cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT)
-        server = RunningServer(process, f"http://127.0.0.1:{port}", log_path)
+        grpc_port = int(full_env["TORCHFN_GRPC_PORT"])
+        grpc_address = f"127.0.0.1:{grpc_port}" if grpc_port else None
+        server = RunningServer(process, f"http://127.0.0.1:{port}", log_path, grpc_address)
         try:
             deadline = time.monotonic() + timeout
             while True:

@@ -1,5 +1,5 @@
 """Plugins that misbehave, over real sockets against the real server process (a plugin module of
-the test's own, a 256 MiB memory budget), on both protocols and every encoding: a result of
+the test's own, a 256 MiB memory budget), on both protocols and every encoding (and gRPC): a result of
 another dtype or larger than its cost model allows never reaches the client; a chained loss is
 costed on what its activation produced; whatever a plugin raises (``BaseException`` included)
 fails its own request in the service's words, with its traceback logged under the request's id;
@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import httpx
 import numpy as np
 import orjson
@@ -21,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from tests.support.error_bodies import check_error_body
+from tests.support.oip_grpc import Client, infer_request, outputs_of, status_of
 from tests.support.plugin_modules import HOSTILE, HOSTILE_ENTRIES
 from tests.support.server_process import RunningServer, running_server
 
@@ -250,3 +252,39 @@ def test_input_rejected_carries_the_plugins_words(http: httpx.Client, form: str)
             "msg": "refuses refused the input: no element may be 13",
             "type": "plugin_refused",
         }
+
+
+@pytest.mark.parametrize(("name", "raised"), RAISED)
+def test_over_grpc_a_plugins_failure_is_internal_in_the_services_words_and_logged_with_its_id(
+    server: RunningServer, name: str, raised: str
+) -> None:
+    assert server.grpc_address is not None
+    client = Client(server.grpc_address)
+    request_id = f"hostile-grpc-{name}"
+    call = infer_request(name, {"input": torch.from_numpy(UNLUCKY)})
+    code, details, _ = status_of(client.refusal(call, (("x-request-id", request_id),)))
+    assert code == grpc.StatusCode.INTERNAL
+    named = raised if raised != "CustomStop" else "an exception"
+    assert f"plugin {name} failed: {named}" in details
+    assert "Traceback" not in details
+    assert outputs_of(client.infer(infer_request(name, {"input": torch.from_numpy(LUCKY)})))["output"].numel() == 2
+    client.close()
+    logged = [orjson.loads(line) for line in server.log().splitlines() if request_id in line]
+    failures = [entry for entry in logged if entry.get("level") == "error"]
+    assert len(failures) == 1, logged
+    assert raised in failures[0]["exception"]
+
+
+def test_over_grpc_a_plugins_text_is_never_relayed(server: RunningServer) -> None:
+    assert server.grpc_address is not None
+    client = Client(server.grpc_address)
+    code, details, _ = status_of(client.refusal(infer_request("refuses", {"input": torch.from_numpy(UNLUCKY)})))
+    assert (code, details) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "inputs.input: refuses refused the input: no element may be 13",
+    )
+    code, details, _ = status_of(client.refusal(infer_request("leaky", {"input": torch.from_numpy(UNLUCKY)})))
+    client.close()
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    for secret in ("hunter2", "/srv", "buffer", "model.bin"):
+        assert secret not in details

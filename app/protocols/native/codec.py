@@ -22,6 +22,7 @@ from app.protocols.native.models import ActivateRequest, ChainedActivation, Loss
 from app.protocols.parsing import parse_apart, parse_object
 from app.protocols.scan import scan_body
 from app.protocols.tensors import Encoding, decode_tensor, encode_tensor
+from app.serving.body import parsing_bytes
 from app.serving.codec import Body, DecodeOptions, Encoded, RequestMeta, Subject
 
 PROTOCOL = "native"
@@ -279,13 +280,16 @@ class NativeCodec:
         if not is_json(meta.content_type):
             raise UnsupportedMediaType.at(("header", "content-type"), "send the body as application/json", "media_type")
 
-    def json_text(self, body: Body, meta: RequestMeta) -> bytes:
+    def parsed_text(self, body: Body, meta: RequestMeta) -> bytes:
         return body if isinstance(body, bytes) else bytes(body)
+
+    def decoding_bytes(self, body: Body, text: bytes) -> int:
+        return parsing_bytes(len(body), text)
 
     def decode(
         self, body: Body, meta: RequestMeta, subject: Subject, options: DecodeOptions, parsed: Any = None
     ) -> Decoded:
-        return self._decode(self.json_text(body, meta), options, parsed)
+        return self._decode(self.parsed_text(body, meta), options, parsed)
 
     def reply_bytes(self, decoded: Decoded) -> int:
         return reply_bytes(decoded.job)

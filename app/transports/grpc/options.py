@@ -54,6 +54,11 @@ def grpc_server_bounds(settings: Settings) -> GrpcServerBounds:
         ("grpc.max_send_message_length", _int32(largest_reply_bytes(settings))),
         ("grpc.max_allowed_incoming_connections", settings.grpc_max_connections),
         ("grpc.max_concurrent_streams", settings.grpc_max_concurrent_streams),
+        # Count a connection's streams as HTTP/2 does (open ones), not as gRPC core does by default
+        # (those the server has not freed yet: grpc.aio frees a call after its reply is sent, so a
+        # client keeping to the limit had calls refused, REFUSED_STREAM: 59 of 300 calls at once on
+        # one connection). The calls a process holds stay capped by maximum_concurrent_rpcs.
+        ("grpc.http.overload_protection", 0),
         # soft and hard limit alike: every call over it is refused, none at random
         ("grpc.max_metadata_size", settings.grpc_max_metadata_bytes),
         ("grpc.absolute_max_metadata_size", settings.grpc_max_metadata_bytes),

@@ -3,10 +3,14 @@ each takes and returns, and the handler through which ``grpc.aio`` serves an imp
 
 Serve one with ``server.add_generic_rpc_handlers((rpc_handler(servicer),))``; a method the protocol
 does not define (Triton's ``ModelConfig``, ``ModelStreamInfer``...) is answered UNIMPLEMENTED by gRPC.
+The service itself (``servicer.py``) is served with ``serialized_infer_handler``: its ``ModelInfer``
+takes the request's bytes as gRPC received them, and returns the reply's, so that decoding and
+encoding happen on the road (in a thread when large), not in gRPC's handler on the event loop.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any, NamedTuple, Protocol
 
 import grpc
@@ -62,6 +66,36 @@ class InferenceServicer(Protocol):
     ) -> ModelInferResponse: ...
 
 
+class SerializedInferenceServicer(Protocol):
+    """``InferenceServicer`` whose ``model_infer`` takes and returns serialized messages."""
+
+    async def server_live(
+        self, request: ServerLiveRequest, context: grpc.aio.ServicerContext[ServerLiveRequest, ServerLiveResponse]
+    ) -> ServerLiveResponse: ...
+
+    async def server_ready(
+        self, request: ServerReadyRequest, context: grpc.aio.ServicerContext[ServerReadyRequest, ServerReadyResponse]
+    ) -> ServerReadyResponse: ...
+
+    async def model_ready(
+        self, request: ModelReadyRequest, context: grpc.aio.ServicerContext[ModelReadyRequest, ModelReadyResponse]
+    ) -> ModelReadyResponse: ...
+
+    async def server_metadata(
+        self,
+        request: ServerMetadataRequest,
+        context: grpc.aio.ServicerContext[ServerMetadataRequest, ServerMetadataResponse],
+    ) -> ServerMetadataResponse: ...
+
+    async def model_metadata(
+        self,
+        request: ModelMetadataRequest,
+        context: grpc.aio.ServicerContext[ModelMetadataRequest, ModelMetadataResponse],
+    ) -> ModelMetadataResponse: ...
+
+    async def model_infer(self, request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes: ...
+
+
 class Method(NamedTuple):
     name: str
     """As the protocol names it: the path is ``/inference.GRPCInferenceService/<name>``."""
@@ -85,14 +119,36 @@ def method_path(name: str) -> str:
     return f"/{SERVICE_NAME}/{name}"
 
 
+MODEL_INFER = "ModelInfer"
+
+
+Coroutine = Callable[[Any, Any], Awaitable[Any]]
+Wrap = Callable[[Method, Coroutine], Coroutine]
+"""What every method's coroutine is wrapped in (the transport's per-call work)."""
+
+
+def _unwrapped(method: Method, coroutine: Coroutine) -> Coroutine:
+    return coroutine
+
+
 def rpc_handler(servicer: InferenceServicer) -> grpc.GenericRpcHandler:
     """The service's methods, each deserializing its request and serializing its response with
     the protocol's messages (those of the private descriptor pool)."""
+    return _handler(servicer, (), _unwrapped)
+
+
+def serialized_infer_handler(servicer: SerializedInferenceServicer, wrap: Wrap = _unwrapped) -> grpc.GenericRpcHandler:
+    """The service's methods, ``ModelInfer``'s request and response left serialized, each
+    coroutine wrapped in ``wrap``."""
+    return _handler(servicer, (MODEL_INFER,), wrap)
+
+
+def _handler(servicer: object, serialized: tuple[str, ...], wrap: Wrap) -> grpc.GenericRpcHandler:
     handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
         method.name: grpc.unary_unary_rpc_method_handler(
-            getattr(servicer, method.attribute),
-            request_deserializer=method.request.FromString,
-            response_serializer=method.response.SerializeToString,
+            wrap(method, getattr(servicer, method.attribute)),
+            request_deserializer=None if method.name in serialized else method.request.FromString,
+            response_serializer=None if method.name in serialized else method.response.SerializeToString,
         )
         for method in METHODS
     }

@@ -79,7 +79,10 @@ def test_middleware_around_the_lane_still_applies(client: TestClient) -> None:
     assert reply.headers["x-request-id"] == "lane-1"
     assert "batch" in reply.headers["server-timing"]
     text = client.get("/metrics", headers={"X-API-Key": "k"}).text
-    assert metric(text, "torchfn_requests_total", endpoint="/activate", function="relu", status="200") == 1
+    assert (
+        metric(text, "torchfn_requests_total", endpoint="/activate", function="relu", status="200", protocol="http")
+        == 1
+    )
 
 
 def test_errors_go_through_the_error_pipeline(client: TestClient) -> None:

@@ -61,12 +61,27 @@ def test_metrics_count_requests_by_endpoint_function_and_status() -> None:
         assert reply.status_code == 200
         assert reply.headers["content-type"].startswith("text/plain")
         text = reply.text
-    assert metric(text, "torchfn_requests_total", endpoint="/activate", function="relu", status="200") == 1
-    assert metric(text, "torchfn_requests_total", endpoint="/activate", function="-", status="422") == 1
-    assert metric(text, "torchfn_requests_total", endpoint="/loss", function="mse_loss", status="200") == 1
-    assert metric(text, "torchfn_requests_total", endpoint="/functions/{name}", function="-", status="200") == 1
-    assert metric(text, "torchfn_requests_total", endpoint="unmatched", function="-", status="404") == 1
-    assert metric(text, "torchfn_request_duration_seconds_count", endpoint="/activate") == 2
+    assert (
+        metric(text, "torchfn_requests_total", endpoint="/activate", function="relu", status="200", protocol="http")
+        == 1
+    )
+    assert (
+        metric(text, "torchfn_requests_total", endpoint="/activate", function="-", status="422", protocol="http") == 1
+    )
+    assert (
+        metric(text, "torchfn_requests_total", endpoint="/loss", function="mse_loss", status="200", protocol="http")
+        == 1
+    )
+    assert (
+        metric(
+            text, "torchfn_requests_total", endpoint="/functions/{name}", function="-", status="200", protocol="http"
+        )
+        == 1
+    )
+    assert (
+        metric(text, "torchfn_requests_total", endpoint="unmatched", function="-", status="404", protocol="http") == 1
+    )
+    assert metric(text, "torchfn_request_duration_seconds_count", endpoint="/activate", protocol="http") == 2
     assert metric(text, "torchfn_batch_size_bucket", le="1.0") == 2
     assert metric(text, "torchfn_queue_wait_seconds_count", function="mse_loss") == 1
     assert metric(text, "torchfn_compute_seconds_count", function="relu") == 1
@@ -125,11 +140,17 @@ def test_tallied_requests_read_as_prometheus_client_would_count_them() -> None:
         for bound in (*LATENCY_BUCKETS, math.inf):
             le = floatToGoString(bound)  # type: ignore[no-untyped-call]
             expected = registry.get_sample_value("reference_bucket", {"le": le})
-            assert metric(text, "torchfn_request_duration_seconds_bucket", endpoint="/activate", le=le) == expected
-        assert metric(text, "torchfn_request_duration_seconds_sum", endpoint="/activate") == pytest.approx(
-            registry.get_sample_value("reference_sum")
-        )
-    assert metric(text, "torchfn_requests_total", endpoint="/activate", function="relu", status="200") == 10
+            assert (
+                metric(text, "torchfn_request_duration_seconds_bucket", endpoint="/activate", le=le, protocol="http")
+                == expected
+            )
+        assert metric(
+            text, "torchfn_request_duration_seconds_sum", endpoint="/activate", protocol="http"
+        ) == pytest.approx(registry.get_sample_value("reference_sum"))
+    assert (
+        metric(text, "torchfn_requests_total", endpoint="/activate", function="relu", status="200", protocol="http")
+        == 10
+    )
 
 
 def test_device_memory_is_exported_when_the_service_reports_it() -> None:

@@ -39,15 +39,17 @@ _FIELD_DTYPE: dict[str, np.dtype[np.integer]] = {
     "uint_contents": np.dtype(np.uint32),
     "uint64_contents": np.dtype(np.uint64),
 }
-_LENGTH_DELIMITED = 2
+LENGTH_DELIMITED = 2
+"""The wire type of a bytes field, a message field or a packed repeated field."""
 
 
 def _tag(field: str) -> bytes:
     number = InferTensorContents.DESCRIPTOR.fields_by_name[field].number
-    return _varint(number << 3 | _LENGTH_DELIMITED)
+    return varint(number << 3 | LENGTH_DELIMITED)
 
 
-def _varint(value: int) -> bytes:
+def varint(value: int) -> bytes:
+    """A non-negative integer as protobuf's varint."""
     out = bytearray()
     while value > 0x7F:
         out.append(value & 0x7F | 0x80)
@@ -100,7 +102,7 @@ def _packed_payload(serialized: bytes, tag: bytes) -> bytearray | None:
 def packed_contents(little_endian: memoryview, datatype: str) -> bytes:
     """The serialized ``InferTensorContents`` holding FP32 or FP64 values given as their raw
     little-endian bytes (merge it into a message's ``contents`` with ``MergeFromString``)."""
-    return b"".join((_TAG[datatype], _varint(len(little_endian)), little_endian))
+    return b"".join((_TAG[datatype], varint(len(little_endian)), little_endian))
 
 
 def packs(datatype: str) -> bool:
