@@ -63,6 +63,8 @@ TUTORIAL = '''
 import torch
 from torch import nn
 
+from app.plugins import InputRejected
+
 
 class ScaledSwish(nn.Module):
     """x * sigmoid(beta * x), scaled."""
@@ -89,11 +91,12 @@ class HuberishLoss(nn.Module):
 
 
 class PickyLoss(nn.Module):
-    """Refuses predictions outside [-1, 1] (a 422 naming the range)."""
+    """Refuses predictions outside [-1, 1] (a 422 naming the range, in its own words: the one error
+    type whose text reaches the client)."""
 
     def forward(self, y_pred, y_true):
         if bool((y_pred.abs() > 1).any()):
-            raise ValueError("prediction out of range [-1, 1]")
+            raise InputRejected("prediction out of range [-1, 1]", "y_pred")
         return ((y_pred - y_true) ** 2).mean()
 '''
 """Plugins as the tutorial in docs/plugins.md writes them (no ``reduction``), for the explorer."""
