@@ -98,10 +98,14 @@ class Settings(BaseSettings):
     makes ``/healthz`` answer 503, so that the orchestrator restarts the process; the requests
     waiting on it get 503 at their own deadlines."""
 
-    opentelemetry: bool = False
-    """FastAPI's native OpenTelemetry instrumentation, reporting to the globally configured
-    providers. Off by default: even with no provider configured, FastAPI looks for one on every
-    request (~5 µs each)."""
+    tracing: bool = False
+    """Trace every request with OpenTelemetry (``app/telemetry/tracing.py``): W3C ``traceparent``
+    and ``tracestate`` read from the request and ``traceparent`` returned on the reply, a span for
+    the request and each of its phases, the trace id on its log lines. The SDK is configured by the
+    standard ``OTEL_*`` variables (``OTEL_TRACES_EXPORTER``, ``otlp`` when unset;
+    ``OTEL_EXPORTER_OTLP_ENDPOINT``, ``OTEL_EXPORTER_OTLP_PROTOCOL``, ``OTEL_SERVICE_NAME``,
+    ``OTEL_TRACES_SAMPLER``...); ``OTEL_SDK_DISABLED=true`` keeps it off. The one switch: off, no
+    OpenTelemetry code runs per request (FastAPI's own instrumentation is never on)."""
 
     plugins: CommaList = Field(default_factory=list)
     """Comma-separated ``module:attribute`` entries naming the operator's own functions, loaded at

@@ -21,6 +21,7 @@ from app.core.config import Settings
 from app.core.request_context import current_request
 from app.serving.body import BodySource, parsing_bytes, read_body
 from app.serving.codec import Codec, DecodedT, DecodeOptions, Encoded, RequestMeta
+from app.telemetry.request_trace import road_trace
 
 
 class Reply(NamedTuple):
@@ -58,8 +59,11 @@ class Road:
         compute.admit()
         inline = settings.inline_decode_bytes
         memory = compute.memory.reservation()
+        trace = road_trace()  # tracing: the request's trace (reading begins) when it is traced, else None
         try:
             body = await read_body(source, meta, settings, memory)
+            if trace is not None:  # tracing
+                trace.read()
             parsed = codec.parsed_bytes(body, meta)
             # Small payloads are decoded and encoded on the loop; large ones in a thread, so that
             # the loop stays responsive. A small body's parsing (at most ~1 MiB) is not worth
@@ -73,11 +77,17 @@ class Road:
             job = decoded.job
             if facts is not None:
                 facts.function = job.spec.name
+            if trace is not None:  # tracing
+                trace.decoded(job)
             served = await compute.run(job, meta.timeout, gone, memory)
+            if trace is not None:  # tracing
+                trace.computed()
             if codec.reply_bytes(decoded) > inline:
                 encoded = await asyncio.to_thread(codec.encode, decoded, served.result)
             else:
                 encoded = codec.encode(decoded, served.result)
+            if trace is not None:  # tracing
+                trace.encoded()
         finally:
             memory.release()
         return Reply(encoded, served)

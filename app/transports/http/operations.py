@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TypedDict
+from typing import TYPE_CHECKING, TypedDict
 
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
@@ -14,9 +14,21 @@ from app.transports.http.auth import ApiKeyAuth
 from app.transports.http.compute_routes import ComputeLane, ComputeRoute
 from app.transports.http.errors import ErrorPipeline
 from app.transports.http.middleware import HeadAsGet, RequestObservability
+from app.transports.http.tracing import TracedRequests
 
-CORS_HEADERS = ["authorization", "content-type", "x-api-key", "x-request-id", "x-request-timeout"]
-CORS_EXPOSED = ["x-request-id", "server-timing", "retry-after"]
+if TYPE_CHECKING:
+    from app.telemetry.tracing import Tracing
+
+CORS_HEADERS = [
+    "authorization",
+    "content-type",
+    "x-api-key",
+    "x-request-id",
+    "x-request-timeout",
+    "traceparent",
+    "tracestate",
+]
+CORS_EXPOSED = ["x-request-id", "server-timing", "retry-after", "traceparent"]
 
 
 class DocsUrls(TypedDict):
@@ -33,12 +45,19 @@ def docs_urls(settings: Settings) -> DocsUrls:
 
 
 def middleware(
-    settings: Settings, metrics: Metrics | None, errors: ErrorPipeline, compute: Iterable[ComputeRoute]
+    settings: Settings,
+    metrics: Metrics | None,
+    errors: ErrorPipeline,
+    compute: Iterable[ComputeRoute],
+    tracing: Tracing | None = None,
 ) -> list[Middleware]:
-    """The app's layers, outermost first: request id, metrics and access log; CORS (so preflights
-    need no key); auth; the ``compute`` routes' own lane past the router; ``HEAD`` served as
-    ``GET`` (logged and counted as ``HEAD``). Auth and CORS are left out entirely when off."""
+    """The app's layers, outermost first: request id, metrics and access log; the server span when
+    ``tracing``; CORS (so preflights need no key); auth; the ``compute`` routes' own lane past the
+    router; ``HEAD`` served as ``GET`` (logged and counted as ``HEAD``). Tracing, auth and CORS are
+    left out entirely when off."""
     layers = [Middleware(RequestObservability, metrics=metrics, access_log=settings.access_log, errors=errors)]
+    if tracing is not None:
+        layers.append(Middleware(TracedRequests, tracing=tracing, errors=errors))
     if settings.cors_origins:
         layers.append(
             Middleware(
