@@ -73,7 +73,9 @@ class RequestTrace:
         self._jobs[self.job_id] = self
 
     def computed(self) -> None:
+        """The road has its job's result: the request is no longer known by its job."""
         self.marks.append(time_ns())
+        self.forget_job()
 
     def encoded(self) -> None:
         self.marks.append(time_ns())

@@ -3,11 +3,10 @@
 
 A transport starts a request's server span with ``Tracing.server_span``, handing it the request's
 headers or metadata (W3C ``traceparent`` and ``tracestate`` are read from them: a request without
-a valid ``traceparent`` starts a new trace), and ends it with ``ServerSpan.end``; it returns the
-span's ``traceparent`` on its reply, and tells it how the request failed
-(``app.telemetry.request_trace.note_failure``). In between, the road marks where each phase of a
-compute request ended and the compute observer (``TracingObserver``) notes how its job was
-computed. When the server span ends its children are made, all at once:
+a valid ``traceparent`` starts a new trace), returns the span's ``traceparent`` on its reply, tells
+it how the request failed (``app.telemetry.request_trace.note_failure``) and ends it
+(``ServerSpan.end``). In between, the road marks where each phase of a compute request ended and
+the compute observer (``TracingObserver``) notes how its job was computed. The spans:
 
     POST /activate            (server: method, route, status; error.type on a 5xx)
     ├── read body
@@ -22,44 +21,45 @@ of the phase it happened in (or the server span): status ERROR and an ``exceptio
 exception's type, the service's own message for a refusal, the frames of an unexpected error,
 never the request's data.
 
-Spans are made as the SDK's exporters read them (``ReadableSpan``) and handed to the provider's
-span processors (a ``BatchSpanProcessor`` per exporter: exported off the request path). The SDK's
-``Tracer`` would keep a live span per phase: 25 µs a span, measured here, against 4 µs; the
-SDK documents ``ReadableSpan`` as what its pipeline makes, and ``tests/telemetry/test_tracing.py``
-pins that its processors, in-memory exporter and OTLP encoder take these. Everything else is the
-SDK's: the sampler, ids, resource (``OTEL_SERVICE_NAME``, ``OTEL_RESOURCE_ATTRIBUTES``), the
-exporters and their settings, all read from the standard ``OTEL_*`` variables by the SDK itself.
+What it costs (relu on 256 floats, ``python -m bench.tracing``): the request path makes one object
+per request, the finished server span (``RequestSpan``, a ``ReadableSpan`` carrying its notes),
+and hands it to the SDK's ``BatchSpanProcessor``; its children are made from its notes in the
+processor's export thread (``RequestSpans``, in front of each exporter), in bulk. Made on the request
+path with the SDK's ``Tracer``, the six spans of a request cost ~25 µs each; made there as
+``ReadableSpan`` objects each still took ~15 Python calls, over 40% of the request's own. The
+SDK's sampler, ids, resource (``OTEL_SERVICE_NAME``, ``OTEL_RESOURCE_ATTRIBUTES``), batch
+processor and exporters are used as they are, configured by the standard ``OTEL_*`` variables,
+read by the SDK itself; ``tests/telemetry/test_tracing.py`` pins that its processors, exporters and
+OTLP encoder take the spans made here as they take their own.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextvars import Token
+from typing import NamedTuple
 
 from opentelemetry.context import Context
-from opentelemetry.sdk.trace import (
-    Event,
-    ReadableSpan,
-    SpanProcessor,
-    SynchronousMultiSpanProcessor,
-    TracerProvider,
-)
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import Event, ReadableSpan, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.sampling import Decision
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import (
     Link,
+    NonRecordingSpan,
     NoOpTracer,
     SpanContext,
     SpanKind,
     Status,
     StatusCode,
     TraceFlags,
-    get_current_span,
+    TraceState,
+    set_span_in_context,
 )
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.util.types import AttributeValue
 
 from app.compute.batching import Served
@@ -86,29 +86,68 @@ SCOPE = InstrumentationScope("torchfn")
 TRACEPARENT = "traceparent"
 TRACESTATE = "tracestate"
 _CONTEXT_NAMES = frozenset((TRACEPARENT, TRACESTATE, TRACEPARENT.encode(), TRACESTATE.encode()))
-_PROPAGATOR = TraceContextTextMapPropagator()
 _NO_PARENT = Context()
 _UNSET = Status(StatusCode.UNSET)
+_ERROR = Status(StatusCode.ERROR)
 _NO_EVENTS: tuple[Event, ...] = ()
+_PHASES = ((READING, "read body"), (DECODING, "decode"), (COMPUTING, "queue"), (ENCODING, "encode"))
+"""Each phase of the road and its span (``queue``, and ``compute`` once its job has been computed)."""
 
 Metadata = Iterable[tuple[bytes, bytes]] | Iterable[tuple[str, str | bytes]]
 """A request's headers or metadata as (name, value) pairs, names in lower case: ASGI's header list
 (bytes), or gRPC's ``invocation_metadata()`` (str names, str values but for ``-bin`` keys)."""
 
+_TRACEPARENT_FORMAT = re.compile(r"[ \t]*([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?[ \t]*")
+"""W3C ``traceparent`` (the SDK's W3C propagator's pattern): version, trace id, parent id, flags,
+and a later version's further fields."""
+_INVALID_TRACE, _INVALID_SPAN = "0" * 32, "0" * 16
+MAX_TRACEPARENT = 512
+MAX_TRACESTATE = 8192
+"""The SDK propagator's limits: a longer ``traceparent`` is ignored, a longer ``tracestate`` dropped."""
 
-def remote_context(metadata: Metadata) -> Context | None:
-    """The W3C trace context the caller sent (``traceparent``, and ``tracestate`` when it sent
-    one; several ``tracestate`` fields are combined), read by the SDK's W3C propagator; None when it
-    sent no valid ``traceparent``."""
-    found: dict[str, list[str]] = {}
+
+def remote_parent(metadata: Metadata) -> SpanContext | None:
+    """The W3C trace context the caller sent: its ``traceparent``, and its ``tracestate`` when it
+    sent one (several fields are combined); None when it sent no valid ``traceparent``. Read as
+    the SDK's W3C propagator reads them (``tests/telemetry/test_tracing.py`` holds them to the
+    same answers), without its per-request ``Context``, getter and ``re`` cache look-ups (~4 µs of
+    the ~6 it takes, measured)."""
+    traceparent: str | None = None
+    tracestate: list[str] | None = None
     for name, value in metadata:
         if name in _CONTEXT_NAMES:
-            key = name.decode("latin-1") if isinstance(name, bytes) else name
-            found.setdefault(key, []).append(value.decode("latin-1") if isinstance(value, bytes) else value)
-    if TRACEPARENT not in found:
+            text = value.decode("latin-1") if isinstance(value, bytes) else value
+            if name == TRACEPARENT or name == b"traceparent":
+                if traceparent is None:
+                    traceparent = text
+            elif tracestate is None:
+                tracestate = [text]
+            else:
+                tracestate.append(text)
+    if traceparent is None or len(traceparent) > MAX_TRACEPARENT:
         return None
-    context = _PROPAGATOR.extract(found)
-    return context if get_current_span(context).get_span_context().is_valid else None
+    match = _TRACEPARENT_FORMAT.fullmatch(traceparent)
+    if match is None:
+        return None
+    version, trace_id, span_id, flags, rest = match.groups()
+    if trace_id == _INVALID_TRACE or span_id == _INVALID_SPAN or version == "ff" or (version == "00" and rest):
+        return None
+    state = None
+    if tracestate is not None and sum(map(len, tracestate)) + len(tracestate) - 1 <= MAX_TRACESTATE:
+        state = TraceState.from_header(tracestate)
+    return SpanContext(int(trace_id, 16), int(span_id, 16), True, TraceFlags(int(flags, 16)), state)
+
+
+class Compute(NamedTuple):
+    """How a traced request's job was computed, noted right after its compute call."""
+
+    start: int
+    end: int
+    context: SpanContext
+    """Its ``compute`` span's (made, with the other children, after the request)."""
+    attributes: Mapping[str, AttributeValue]
+    batch: SpanContext | None
+    """The span of the compute call, when it served several jobs."""
 
 
 class ServerSpan(RequestTrace):
@@ -117,14 +156,11 @@ class ServerSpan(RequestTrace):
 
     __slots__ = (
         "attributes",
-        "batch",
         "compute",
-        "compute_attributes",
-        "compute_context",
         "context",
+        "ids",
         "name",
         "parent",
-        "recording",
         "start",
         "token",
         "traceparent",
@@ -133,30 +169,27 @@ class ServerSpan(RequestTrace):
 
     def __init__(
         self,
-        tracing: Tracing,
+        tracing: Tracing | None,
         context: SpanContext,
         parent: SpanContext | None,
         name: str,
         attributes: dict[str, AttributeValue],
-        recording: bool,
+        ids: tuple[str, str],
     ) -> None:
-        super().__init__(tracing.jobs)
+        """``tracing``: None when the span is not recorded (not sampled); ``ids``: its trace's and
+        its own id, in hex as W3C writes them."""
+        super().__init__(tracing.jobs if tracing is not None else {})
         self.tracing = tracing
         self.context = context
         self.parent = parent
         self.name = name
         self.attributes = attributes
-        self.recording = recording
         self.start = time.time_ns()
-        self.traceparent = f"00-{context.trace_id:032x}-{context.span_id:016x}-{context.trace_flags:02x}"
+        self.ids = ids
+        self.traceparent = f"00-{ids[0]}-{ids[1]}-{context.trace_flags:02x}"
         """The W3C ``traceparent`` of this span, for the reply (the caller's trace, this span as parent)."""
-        self.compute: tuple[int, int] | None = None
-        """When its job's compute call started and ended (ns since the epoch), once it has."""
-        self.compute_context: SpanContext | None = None
-        self.compute_attributes: Mapping[str, AttributeValue] | None = None
-        self.batch: SpanContext | None = None
-        """The span of the batch its job was computed in, when it shared its compute call."""
-        self.token: Token[RequestTrace | None] = current_trace.set(self if recording else None)
+        self.compute: Compute | None = None
+        self.token: Token[RequestTrace | None] = current_trace.set(self if tracing is not None else None)
 
     def end(
         self, name: str | None = None, attributes: Mapping[str, AttributeValue] | None = None, error: str | None = None
@@ -165,14 +198,40 @@ class ServerSpan(RequestTrace):
         matched); ``attributes``: added now (the status); ``error``: the request failed (a 5xx, a
         gRPC error), and this is its ``error.type`` unless a failure was noted (its exception's type)."""
         current_trace.reset(self.token)
-        self.forget_job()
-        if not self.recording:
+        tracing = self.tracing
+        if tracing is None:
             return
+        if self.job_id:
+            self.forget_job()
         if name is not None:
             self.name = name
         if attributes:
             self.attributes.update(attributes)
-        self.tracing.emit(self, time.time_ns(), error)
+        tracing.finish(self, time.time_ns(), error)
+
+
+class RequestSpan(ReadableSpan):
+    """A request's finished server span, as the SDK's processors and exporters take spans, carrying
+    the notes its children are made from (``RequestSpans``, off the request path)."""
+
+    def __init__(self, notes: ServerSpan, tracing: Tracing, end: int, status: Status, events: Sequence[Event]) -> None:
+        super().__init__(
+            notes.name,
+            notes.context,
+            notes.parent,
+            tracing.resource,
+            notes.attributes,
+            events,
+            (),
+            SpanKind.SERVER,
+            None,  # instrumentation_info, superseded by instrumentation_scope
+            status,
+            notes.start,
+            end,
+            SCOPE,
+        )
+        self.notes = notes
+        self.tracing = tracing
 
 
 class Tracing:
@@ -181,15 +240,15 @@ class Tracing:
     def __init__(
         self,
         provider: TracerProvider,
-        processor: SpanProcessor,
+        processors: Sequence[SpanProcessor] = (),
         exporters: Sequence[Callable[[], SpanExporter]] = (),
     ) -> None:
-        """``provider``: its sampler, id generator and resource are used; ``processor``: where
-        finished spans go, the provider's own (its ``active_span_processor``, to which
-        ``provider.add_span_processor`` adds); ``exporters``: each started behind a
-        ``BatchSpanProcessor`` by ``open``."""
+        """``provider``: its sampler, id generator and resource are used (the SDK reads them from
+        the environment); ``processors``: where finished spans go, each with ``RequestSpans`` in front
+        of its exporter; ``exporters``: each started by ``open`` behind a ``BatchSpanProcessor``
+        (and ``RequestSpans``)."""
         self.provider = provider
-        self.processor = processor
+        self.processors = list(processors)
         self.exporters = exporters
         self.sampler = provider.sampler
         self.ids = provider.id_generator
@@ -201,19 +260,26 @@ class Tracing:
         self.observer = TracingObserver(self)
         """The compute service's observer that notes how traced jobs were computed."""
         self._quiet = QuietWarnings()
+        self._on_end: Callable[[ReadableSpan], None] = self._to_processors
 
     def open(self, device: str) -> None:
         """Start exporting (the lifespan's start)."""
         self.device = device
         self.resource = self.provider.resource
-        for exporter in self.exporters:
-            self.provider.add_span_processor(BatchSpanProcessor(exporter()))
+        self.processors.extend(BatchSpanProcessor(RequestSpans(exporter())) for exporter in self.exporters)
+        # One processor (the usual case: one exporter) is called directly.
+        self._on_end = self.processors[0].on_end if len(self.processors) == 1 else self._to_processors
         self._quiet.install()
 
     def close(self) -> None:
         """Export what is left and stop (the lifespan's end; blocks up to the exporters' timeouts)."""
-        self.provider.shutdown()
+        for processor in self.processors:
+            processor.shutdown()
         self._quiet.remove()
+
+    def _to_processors(self, span: ReadableSpan) -> None:
+        for processor in self.processors:
+            processor.on_end(span)
 
     def server_span(
         self,
@@ -228,165 +294,184 @@ class Tracing:
         sampler's (given ``name`` and ``attributes``, which it keeps), and the request's context
         (``request``) gets its trace and span ids for the log lines. End it with ``ServerSpan.end``,
         in the same task."""
-        parent_context = remote_context(metadata)
+        parent = remote_parent(metadata)
         ids = self.ids
-        if parent_context is None:
-            parent = None
+        if parent is None:
+            parent_context = _NO_PARENT
             trace_id = ids.generate_trace_id()
             random_id = ids.is_trace_id_random()
         else:
-            parent = get_current_span(parent_context).get_span_context()
+            parent_context = set_span_in_context(NonRecordingSpan(parent), _NO_PARENT)
             trace_id = parent.trace_id
             random_id = parent.trace_flags.random_trace_id
-        sampling = self.sampler.should_sample(parent_context or _NO_PARENT, trace_id, name, kind, attributes)
+        sampling = self.sampler.should_sample(parent_context, trace_id, name, kind, attributes)
         decision = sampling.decision
         flags = TraceFlags.SAMPLED if decision is Decision.RECORD_AND_SAMPLE else TraceFlags.DEFAULT
         if random_id:
             flags |= TraceFlags.RANDOM_TRACE_ID
-        context = SpanContext(trace_id, ids.generate_span_id(), False, TraceFlags(flags), sampling.trace_state)
+        span_id = ids.generate_span_id()
+        context = SpanContext(trace_id, span_id, False, TraceFlags(flags), sampling.trace_state)
         if sampling.attributes:
             attributes.update(sampling.attributes)
-        span = ServerSpan(self, context, parent, name, attributes, decision is not Decision.DROP)
+        hex_ids = (f"{trace_id:032x}", f"{span_id:016x}")
         if request is not None:
-            request.trace_id = f"{trace_id:032x}"
-            request.span_id = f"{context.span_id:016x}"
-        return span
+            request.trace_id, request.span_id = hex_ids
+        return ServerSpan(self if decision is not Decision.DROP else None, context, parent, name, attributes, hex_ids)
 
-    def child(self, of: SpanContext) -> SpanContext:
-        """A new span's context in the trace of ``of``."""
-        return SpanContext(of.trace_id, self.ids.generate_span_id(), False, of.trace_flags, of.trace_state)
-
-    def finished(
-        self,
-        name: str,
-        context: SpanContext,
-        parent: SpanContext | None,
-        start: int,
-        end: int,
-        attributes: Mapping[str, AttributeValue] | None = None,
-        links: Sequence[Link] = (),
-        failure: Failure | None = None,
-        kind: SpanKind = SpanKind.INTERNAL,
-    ) -> None:
-        """One finished span, handed to the span processors (the one place spans are made)."""
+    def finish(self, span: ServerSpan, end: int, error: str | None) -> None:
+        """Hand a request's finished server span to the processors (its children are made later,
+        from its notes, by ``RequestSpans``)."""
         status, events = _UNSET, _NO_EVENTS
-        if failure is not None:
-            status, events = _failed(failure)
-        self.processor.on_end(
-            ReadableSpan(
-                name=name,
-                context=context,
-                parent=parent,
-                resource=self.resource,
-                attributes=attributes,
-                events=events,
-                links=links,
-                kind=kind,
-                status=status,
-                start_time=start,
-                end_time=max(start, end),
-                instrumentation_scope=SCOPE,
-            )
-        )
-
-    def emit(self, span: ServerSpan, end: int, error: str | None) -> None:
-        """The spans of a request whose server span has ended: its phases', then its own."""
-        context = span.context
-        marks = span.marks
         failure = span.failure
-        where = failure.phase if failure is not None else OUTSIDE
-        taken = len(marks)
-        if taken > OUTSIDE:
-            self._phase("read body", span, marks[0], marks[1] if taken > READING else None, READING, end)
-        if taken > READING:
-            self._phase("decode", span, marks[1], marks[2] if taken > DECODING else None, DECODING, end)
-        if taken > DECODING:
-            compute = span.compute
-            if compute is None:
-                self._phase("queue", span, marks[2], marks[3] if taken > COMPUTING else None, COMPUTING, end)
-            else:
-                self.finished("queue", self.child(context), context, marks[2], compute[0])
-                compute_context = span.compute_context or self.child(context)
-                self.finished(
-                    "compute",
-                    compute_context,
-                    context,
-                    compute[0],
-                    compute[1],
-                    span.compute_attributes,
-                    (Link(span.batch),) if span.batch is not None else (),
-                    failure if where == COMPUTING else None,
-                )
-        if taken > COMPUTING:
-            self._phase("encode", span, marks[3], marks[4] if taken > ENCODING else None, ENCODING, end)
-        attributes = span.attributes
-        status, events = _UNSET, _NO_EVENTS
         if error is not None:
-            attributes["error.type"] = failure.type if failure is not None else error
-            status = Status(StatusCode.ERROR)
-        if failure is not None and where in (OUTSIDE, ANSWERING):
+            span.attributes["error.type"] = failure.type if failure is not None else error
+            status = _ERROR
+        if failure is not None and failure.phase in (OUTSIDE, ANSWERING):  # in no phase's span
             status, events = _failed(failure, error is not None)
-        self.processor.on_end(
-            ReadableSpan(
-                name=span.name,
-                context=context,
-                parent=span.parent,
-                resource=self.resource,
-                attributes=attributes,
-                events=events,
-                kind=SpanKind.SERVER,
-                status=status,
-                start_time=span.start,
-                end_time=end,
-                instrumentation_scope=SCOPE,
-            )
-        )
-
-    def _phase(self, name: str, span: ServerSpan, start: int, stop: int | None, phase: int, end: int) -> None:
-        """A phase of the road: ended at ``stop``, or cut short by the request's failure (or by its
-        end, when it was cancelled without one)."""
-        failure = span.failure
-        if stop is not None:
-            self.finished(name, self.child(span.context), span.context, start, stop)
-        elif failure is not None and failure.phase == phase:
-            self.finished(name, self.child(span.context), span.context, start, failure.at, failure=failure)
-        else:
-            self.finished(name, self.child(span.context), span.context, start, end)
+        self._on_end(RequestSpan(span, self, end, status, events))
 
     def computed(self, jobs: Sequence[Job], traced: Sequence[ServerSpan], start: int, end: int) -> None:
         """A compute call ran ``jobs`` from ``start`` to ``end``; ``traced`` are the recorded
         requests among them: each gets its compute span's context and attributes, and a call
         shared by several jobs gets its own span, linked to each of theirs."""
+        ids = self.ids
+        new_id = ids.generate_span_id
+        size = len(jobs)
+        batch = None
+        if size > 1:
+            flags = TraceFlags.SAMPLED | (TraceFlags.RANDOM_TRACE_ID if ids.is_trace_id_random() else 0)
+            batch = SpanContext(ids.generate_trace_id(), new_id(), False, TraceFlags(flags))
         first = jobs[0]
         function, dtype = first.spec.name, first.dtype
-        size = len(jobs)
         alike = all(job.spec.name == function and job.dtype == dtype for job in jobs)
         shared = _compute_attributes(function, dtype, self.device, size) if alike else None
+        links = []
         for span in traced:
-            span.compute = (start, end)
-            span.compute_context = self.child(span.context)
-            if shared is None:
+            parent = span.context
+            context = SpanContext(parent.trace_id, new_id(), False, parent.trace_flags, parent.trace_state)
+            attributes = shared
+            if attributes is None:
                 job = next(job for job in jobs if id(job) == span.job_id)
-                span.compute_attributes = _compute_attributes(job.spec.name, job.dtype, self.device, size)
-            else:
-                span.compute_attributes = shared
-        if size == 1:
+                attributes = _compute_attributes(job.spec.name, job.dtype, self.device, size)
+            span.compute = Compute(start, end, context, attributes, batch)
+            if batch is not None:
+                links.append(Link(context))
+        if batch is None:
             return
-        ids = self.ids
-        flags = TraceFlags.SAMPLED | (TraceFlags.RANDOM_TRACE_ID if ids.is_trace_id_random() else 0)
-        batch = SpanContext(ids.generate_trace_id(), ids.generate_span_id(), False, TraceFlags(flags))
-        links = [Link(span.compute_context) for span in traced if span.compute_context is not None]
-        for span in traced:
-            span.batch = batch
-        names = sorted({job.spec.name for job in jobs}) if not alike else [function]
-        attributes: dict[str, AttributeValue] = {
+        names = [function] if alike else sorted({job.spec.name for job in jobs})
+        batch_attributes: dict[str, AttributeValue] = {
             "torchfn.function": names[0] if len(names) == 1 else names,
             "torchfn.device": self.device,
             "torchfn.batch_size": size,
         }
         if alike:
-            attributes["torchfn.dtype"] = dtype
-        self.finished("compute batch", batch, None, start, end, attributes, links)
+            batch_attributes["torchfn.dtype"] = dtype
+        self._on_end(
+            ReadableSpan(
+                "compute batch",
+                batch,
+                None,
+                self.resource,
+                batch_attributes,
+                _NO_EVENTS,
+                links,
+                SpanKind.INTERNAL,
+                None,
+                _UNSET,
+                start,
+                end,
+                SCOPE,
+            )
+        )
+
+    def children(self, span: RequestSpan) -> list[ReadableSpan]:
+        """The spans of a request's phases, from its notes. A phase the request did not finish ends
+        when it failed (its failure recorded on it), or with the request when it was cancelled
+        without a failure noted."""
+        notes = span.notes
+        context = notes.context
+        trace_id, flags, state = context.trace_id, context.trace_flags, context.trace_state
+        new_id = self.ids.generate_span_id
+        resource = self.resource
+        marks = notes.marks
+        failure = notes.failure
+        where = failure.phase if failure is not None else OUTSIDE
+        cut = failure.at if failure is not None else span.end_time or notes.start
+        taken = len(marks)
+        made: list[ReadableSpan] = []
+        for phase, name in _PHASES:
+            if taken < phase:  # the request never began this phase
+                break
+            start = marks[phase - 1]
+            compute = notes.compute if phase == COMPUTING else None
+            if compute is not None:
+                child = SpanContext(trace_id, new_id(), False, flags, state)
+                made.append(_span("queue", child, context, resource, start, compute.start))
+                fault = failure if where == COMPUTING else None
+                links = (Link(compute.batch),) if compute.batch is not None else ()
+                start, end, attributes = compute.start, compute.end, compute.attributes
+                made.append(_span("compute", compute.context, context, resource, start, end, fault, attributes, links))
+                continue
+            child = SpanContext(trace_id, new_id(), False, flags, state)
+            if taken > phase:
+                made.append(_span(name, child, context, resource, start, marks[phase]))
+            else:  # it ended in this phase
+                made.append(_span(name, child, context, resource, start, cut, failure if where == phase else None))
+        return made
+
+
+def _span(
+    name: str,
+    context: SpanContext,
+    parent: SpanContext,
+    resource: Resource,
+    start: int,
+    end: int,
+    failure: Failure | None = None,
+    attributes: Mapping[str, AttributeValue] | None = None,
+    links: Sequence[Link] = (),
+) -> ReadableSpan:
+    """A phase's finished span."""
+    status, events = _UNSET, _NO_EVENTS
+    if failure is not None:
+        status, events = _failed(failure)
+    return ReadableSpan(
+        name,
+        context,
+        parent,
+        resource,
+        attributes,
+        events,
+        links,
+        SpanKind.INTERNAL,
+        None,
+        status,
+        start,
+        max(start, end),
+        SCOPE,
+    )
+
+
+class RequestSpans(SpanExporter):
+    """In front of an exporter: each request's server span followed by the spans of its phases,
+    made from its notes here, in the batch processor's export thread, off the request path."""
+
+    def __init__(self, exporter: SpanExporter) -> None:
+        self.exporter = exporter
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        batch: list[ReadableSpan] = []
+        for span in spans:
+            if isinstance(span, RequestSpan):
+                batch.extend(span.tracing.children(span))
+            batch.append(span)
+        return self.exporter.export(batch)
+
+    def shutdown(self) -> None:
+        self.exporter.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self.exporter.force_flush(timeout_millis)
 
 
 def _compute_attributes(function: str, dtype: str, device: str, size: int) -> dict[str, AttributeValue]:
@@ -406,9 +491,8 @@ def _failed(failure: Failure, error: bool = True) -> tuple[Status, tuple[Event, 
 
 
 class TracingObserver:
-    """The compute service's observer (``app.compute.observer``) for tracing: the compute call of
-    each traced job (``computed``, right after the call, on the loop), and the end of each job's
-    time in the compute service."""
+    """The compute service's observer (``app.compute.observer``) for tracing: each compute call
+    that served a traced job (``computed``, told right after the call, on the loop)."""
 
     def __init__(self, tracing: Tracing) -> None:
         self._tracing = tracing
@@ -423,29 +507,27 @@ class TracingObserver:
         if traced:
             self._tracing.computed(jobs, traced, end - int(seconds * 1e9), end)
 
+    # A request is known by its job until the road has its result (``RequestTrace.computed``) or
+    # its span ends, whichever comes first: nothing to do when the compute service is done with it.
+
     def served(self, job: Job, served: Served[Result], seconds: float) -> None:
-        self._forget(job)
+        pass
 
     def refused(self, job: Job, error: ServiceError, seconds: float) -> None:
-        self._forget(job)
+        pass
 
     def cancelled(self, job: Job, seconds: float) -> None:
-        self._forget(job)
-
-    def _forget(self, job: Job) -> None:
-        trace = self._jobs.get(id(job))
-        if trace is not None:
-            trace.forget_job()
+        pass
 
 
 class QuietWarnings(logging.Filter):
     """At most one line every ``INTERVAL_S`` for each of the SDK's warnings that can come once per
-    request or per span: a full export queue (``Queue full, dropping Span``: once per span dropped,
-    when the exporter cannot keep up) and a caller's malformed ``tracestate`` or oversized context
-    (once per request, in the client's hands)."""
+    request or per span: a full export queue (``Queue full, dropping Span``: once per request
+    dropped, when the exporter cannot keep up) and a caller's malformed ``tracestate`` (once per
+    request, in the client's hands)."""
 
     INTERVAL_S = 10.0
-    LOGGERS = ("opentelemetry.sdk._shared_internal", "opentelemetry.trace.span", "opentelemetry.trace.propagation")
+    LOGGERS = ("opentelemetry.sdk._shared_internal", "opentelemetry.trace.span")
 
     def __init__(self) -> None:
         super().__init__()
@@ -474,8 +556,7 @@ def tracing_from_environment() -> Tracing | None:
     and theirs (``OTEL_EXPORTER_OTLP_*``), the batch processor's (``OTEL_BSP_*``); None when
     ``OTEL_SDK_DISABLED`` is true. Raises ``RuntimeError`` for an exporter or OTLP protocol the SDK
     does not know."""
-    processor = SynchronousMultiSpanProcessor()  # type: ignore[no-untyped-call]  # the SDK's, unannotated
-    provider = TracerProvider(active_span_processor=processor, shutdown_on_exit=False)
+    provider = TracerProvider(shutdown_on_exit=False)
     if isinstance(provider.get_tracer(SCOPE.name), NoOpTracer):
         return None
-    return Tracing(provider, processor, trace_exporter_classes())
+    return Tracing(provider, (), trace_exporter_classes())

@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-from opentelemetry.sdk.trace import ReadableSpan, SynchronousMultiSpanProcessor, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON, Sampler
 
-from app.telemetry.tracing import Tracing
+from app.telemetry.tracing import RequestSpans, Tracing
 
 
 def in_memory_tracing(sampler: Sampler = ALWAYS_ON) -> tuple[Tracing, InMemorySpanExporter]:
-    """The service's tracing, every span handed at once to an in-memory exporter."""
+    """The service's tracing, every span handed at once to an in-memory exporter (a request's
+    phases behind its server span, as they reach every exporter)."""
     exporter = InMemorySpanExporter()
-    processor = SynchronousMultiSpanProcessor()  # type: ignore[no-untyped-call]
-    provider = TracerProvider(sampler=sampler, active_span_processor=processor, shutdown_on_exit=False)
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    return Tracing(provider, processor), exporter
+    provider = TracerProvider(sampler=sampler, shutdown_on_exit=False)
+    return Tracing(provider, [SimpleSpanProcessor(RequestSpans(exporter))]), exporter
 
 
 def by_name(spans: tuple[ReadableSpan, ...] | list[ReadableSpan]) -> dict[str, list[ReadableSpan]]:

@@ -14,7 +14,6 @@ from app.transports.http.auth import ApiKeyAuth
 from app.transports.http.compute_routes import ComputeLane, ComputeRoute
 from app.transports.http.errors import ErrorPipeline
 from app.transports.http.middleware import HeadAsGet, RequestObservability
-from app.transports.http.tracing import TracedRequests
 
 if TYPE_CHECKING:
     from app.telemetry.tracing import Tracing
@@ -51,13 +50,15 @@ def middleware(
     compute: Iterable[ComputeRoute],
     tracing: Tracing | None = None,
 ) -> list[Middleware]:
-    """The app's layers, outermost first: request id, metrics and access log; the server span when
-    ``tracing``; CORS (so preflights need no key); auth; the ``compute`` routes' own lane past the
-    router; ``HEAD`` served as ``GET`` (logged and counted as ``HEAD``). Tracing, auth and CORS are
-    left out entirely when off."""
-    layers = [Middleware(RequestObservability, metrics=metrics, access_log=settings.access_log, errors=errors)]
-    if tracing is not None:
-        layers.append(Middleware(TracedRequests, tracing=tracing, errors=errors))
+    """The app's layers, outermost first: request id, metrics, access log and, with ``tracing``,
+    the server span; CORS (so preflights need no key); auth; the ``compute`` routes' own lane past
+    the router; ``HEAD`` served as ``GET`` (logged and counted as ``HEAD``). Auth and CORS are left
+    out entirely when off."""
+    layers = [
+        Middleware(
+            RequestObservability, metrics=metrics, access_log=settings.access_log, errors=errors, tracing=tracing
+        )
+    ]
     if settings.cors_origins:
         layers.append(
             Middleware(
