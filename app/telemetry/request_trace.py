@@ -85,6 +85,7 @@ class RequestTrace:
         its own entry is removed: another request's job may have the id of a job freed since."""
         if self._jobs.get(self.job_id) is self:
             del self._jobs[self.job_id]
+        self.job_id = 0
 
     def fail(self, error: BaseException) -> None:
         """Note how the request failed (the first failure noted wins)."""

@@ -90,6 +90,8 @@ _NO_PARENT = Context()
 _UNSET = Status(StatusCode.UNSET)
 _ERROR = Status(StatusCode.ERROR)
 _NO_EVENTS: tuple[Event, ...] = ()
+_BATCH_FLAGS = TraceFlags(TraceFlags.SAMPLED | TraceFlags.RANDOM_TRACE_ID)
+"""A batch's span: sampled (it is made for sampled requests), its trace id random."""
 _PHASES = ((READING, "read body"), (DECODING, "decode"), (COMPUTING, "queue"), (ENCODING, "encode"))
 """Each phase of the road and its span (``queue``, and ``compute`` once its job has been computed)."""
 
@@ -138,16 +140,30 @@ def remote_parent(metadata: Metadata) -> SpanContext | None:
     return SpanContext(int(trace_id, 16), int(span_id, 16), True, TraceFlags(int(flags, 16)), state)
 
 
+class Batch(NamedTuple):
+    """A compute call that served several jobs: its span, made (off the request path) with the
+    children of the first traced request it served, linked to the ``compute`` span of each."""
+
+    trace_id: int
+    span_id: int
+    start: int
+    end: int
+    attributes: Mapping[str, AttributeValue]
+    traced: Sequence[ServerSpan]
+    """The traced requests it served."""
+
+
 class Compute(NamedTuple):
-    """How a traced request's job was computed, noted right after its compute call."""
+    """How a traced request's job was computed, noted right after its compute call (on the loop:
+    a tuple and an id, the spans are made later)."""
 
     start: int
     end: int
-    context: SpanContext
-    """Its ``compute`` span's (made, with the other children, after the request)."""
+    span_id: int
+    """Its ``compute`` span's id (known now, for its batch's links)."""
     attributes: Mapping[str, AttributeValue]
-    batch: SpanContext | None
-    """The span of the compute call, when it served several jobs."""
+    batch: Batch | None
+    """The compute call, when it served several jobs."""
 
 
 class ServerSpan(RequestTrace):
@@ -332,57 +348,31 @@ class Tracing:
 
     def computed(self, jobs: Sequence[Job], traced: Sequence[ServerSpan], start: int, end: int) -> None:
         """A compute call ran ``jobs`` from ``start`` to ``end``; ``traced`` are the recorded
-        requests among them: each gets its compute span's context and attributes, and a call
-        shared by several jobs gets its own span, linked to each of theirs."""
-        ids = self.ids
-        new_id = ids.generate_span_id
+        requests among them: each notes it (its compute span's id and attributes), and a call
+        shared by several jobs is noted for its own span."""
+        new_id = self.ids.generate_span_id
         size = len(jobs)
-        batch = None
-        if size > 1:
-            flags = TraceFlags.SAMPLED | (TraceFlags.RANDOM_TRACE_ID if ids.is_trace_id_random() else 0)
-            batch = SpanContext(ids.generate_trace_id(), new_id(), False, TraceFlags(flags))
         first = jobs[0]
         function, dtype = first.spec.name, first.dtype
         alike = all(job.spec.name == function and job.dtype == dtype for job in jobs)
         shared = _compute_attributes(function, dtype, self.device, size) if alike else None
-        links = []
+        batch = None
+        if size > 1:
+            names = [function] if alike else sorted({job.spec.name for job in jobs})
+            batch_attributes: dict[str, AttributeValue] = {
+                "torchfn.function": names[0] if len(names) == 1 else names,
+                "torchfn.device": self.device,
+                "torchfn.batch_size": size,
+            }
+            if alike:
+                batch_attributes["torchfn.dtype"] = dtype
+            batch = Batch(self.ids.generate_trace_id(), new_id(), start, end, batch_attributes, traced)
         for span in traced:
-            parent = span.context
-            context = SpanContext(parent.trace_id, new_id(), False, parent.trace_flags, parent.trace_state)
             attributes = shared
             if attributes is None:
                 job = next(job for job in jobs if id(job) == span.job_id)
                 attributes = _compute_attributes(job.spec.name, job.dtype, self.device, size)
-            span.compute = Compute(start, end, context, attributes, batch)
-            if batch is not None:
-                links.append(Link(context))
-        if batch is None:
-            return
-        names = [function] if alike else sorted({job.spec.name for job in jobs})
-        batch_attributes: dict[str, AttributeValue] = {
-            "torchfn.function": names[0] if len(names) == 1 else names,
-            "torchfn.device": self.device,
-            "torchfn.batch_size": size,
-        }
-        if alike:
-            batch_attributes["torchfn.dtype"] = dtype
-        self._on_end(
-            ReadableSpan(
-                "compute batch",
-                batch,
-                None,
-                self.resource,
-                batch_attributes,
-                _NO_EVENTS,
-                links,
-                SpanKind.INTERNAL,
-                None,
-                _UNSET,
-                start,
-                end,
-                SCOPE,
-            )
-        )
+            span.compute = Compute(start, end, new_id(), attributes, batch)
 
     def children(self, span: RequestSpan) -> list[ReadableSpan]:
         """The spans of a request's phases, from its notes. A phase the request did not finish ends
@@ -408,9 +398,13 @@ class Tracing:
                 child = SpanContext(trace_id, new_id(), False, flags, state)
                 made.append(_span("queue", child, context, resource, start, compute.start))
                 fault = failure if where == COMPUTING else None
-                links = (Link(compute.batch),) if compute.batch is not None else ()
+                batch = compute.batch
+                links = () if batch is None else (Link(_batch_context(batch)),)
                 start, end, attributes = compute.start, compute.end, compute.attributes
-                made.append(_span("compute", compute.context, context, resource, start, end, fault, attributes, links))
+                child = SpanContext(trace_id, compute.span_id, False, flags, state)
+                made.append(_span("compute", child, context, resource, start, end, fault, attributes, links))
+                if batch is not None and batch.traced[0] is notes:  # the batch's span goes with its first request's
+                    made.append(_batch_span(batch, resource))
                 continue
             child = SpanContext(trace_id, new_id(), False, flags, state)
             if taken > phase:
@@ -418,6 +412,35 @@ class Tracing:
             else:  # it ended in this phase
                 made.append(_span(name, child, context, resource, start, cut, failure if where == phase else None))
         return made
+
+
+def _batch_context(batch: Batch) -> SpanContext:
+    return SpanContext(batch.trace_id, batch.span_id, False, _BATCH_FLAGS)
+
+
+def _batch_span(batch: Batch, resource: Resource) -> ReadableSpan:
+    """A batch's span, a trace of its own, linked to the ``compute`` span of each traced request."""
+    links = []
+    for span in batch.traced:
+        parent, compute = span.context, span.compute
+        if compute is not None:
+            context = SpanContext(parent.trace_id, compute.span_id, False, parent.trace_flags, parent.trace_state)
+            links.append(Link(context))
+    return ReadableSpan(
+        "compute batch",
+        _batch_context(batch),
+        None,
+        resource,
+        batch.attributes,
+        _NO_EVENTS,
+        links,
+        SpanKind.INTERNAL,
+        None,
+        _UNSET,
+        batch.start,
+        batch.end,
+        SCOPE,
+    )
 
 
 def _span(
