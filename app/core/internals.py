@@ -85,9 +85,6 @@ def add_to_histogram(child: Histogram, counts: Sequence[int], total: float) -> N
     child._sum.inc(total)
 
 
-TRACES_EXPORTER = "OTEL_TRACES_EXPORTER"
-
-
 def trace_exporter_classes() -> list[type[SpanExporter]]:
     """The span exporters ``OTEL_TRACES_EXPORTER`` names, read by the SDK's configurator (as
     ``opentelemetry-instrument`` reads it): comma-separated entry-point names, ``none`` for none,
@@ -95,9 +92,10 @@ def trace_exporter_classes() -> list[type[SpanExporter]]:
     its ``_TRACES_`` variant; grpc when unset, the SDK's default). Unset, it is ``otlp``, the
     specification's default (and ``opentelemetry-distro``'s); the configurator alone would read
     unset as ``none``. Raises ``RuntimeError`` naming an unknown exporter or protocol."""
+    from opentelemetry.environment_variables import OTEL_TRACES_EXPORTER
     from opentelemetry.sdk import _configuration as configurator
 
-    if TRACES_EXPORTER in os.environ:
+    if OTEL_TRACES_EXPORTER in os.environ:
         names = configurator._get_exporter_names("traces")
     else:
         names = [configurator._get_exporter_entry_point("otlp", "traces")]

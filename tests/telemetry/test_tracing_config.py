@@ -1,0 +1,80 @@
+"""Tracing as the standard ``OTEL_*`` variables configure it, read by the SDK itself: its sampler,
+resource, exporters and their batch processors; ``OTEL_SDK_DISABLED`` keeps it off; a server asked
+for an exporter the SDK does not know refuses to start."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from fastapi.testclient import TestClient
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+
+from app import serve
+from app.core.config import Settings
+from app.main import create_app
+from app.telemetry.tracing import RequestSpans, tracing_from_environment
+
+
+@pytest.fixture
+def environment(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """No ``OTEL_*`` variable but those the test sets."""
+    for name in [name for name in os.environ if name.startswith("OTEL_")]:
+        monkeypatch.delenv(name)
+    return monkeypatch
+
+
+def test_the_sdk_reads_the_sampler_and_the_resource(environment: pytest.MonkeyPatch) -> None:
+    environment.setenv("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
+    environment.setenv("OTEL_TRACES_SAMPLER_ARG", "0.25")
+    environment.setenv("OTEL_SERVICE_NAME", "torchfn-test")
+    environment.setenv("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=test")
+    environment.setenv("OTEL_TRACES_EXPORTER", "none")
+    tracing = tracing_from_environment()
+    assert tracing is not None
+    assert isinstance(tracing.sampler, ParentBased)
+    assert isinstance(tracing.sampler._root, TraceIdRatioBased)  # the SDK's own structure
+    assert tracing.sampler._root.rate == 0.25
+    attributes = tracing.resource.attributes
+    assert attributes["service.name"] == "torchfn-test"
+    assert attributes["deployment.environment"] == "test"
+    assert tracing.exporters == []
+
+
+def test_each_exporter_is_behind_a_batch_processor(environment: pytest.MonkeyPatch) -> None:
+    environment.setenv("OTEL_TRACES_EXPORTER", "otlp")
+    environment.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+    environment.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")
+    tracing = tracing_from_environment()
+    assert tracing is not None
+    tracing.open("cpu")
+    try:
+        (processor,) = tracing.processors
+        assert isinstance(processor, BatchSpanProcessor)  # spans exported off the request path
+        wrapped = processor.span_exporter
+        assert isinstance(wrapped, RequestSpans)
+        assert isinstance(wrapped.exporter, OTLPSpanExporter)
+    finally:
+        tracing.close()
+
+
+def test_otel_sdk_disabled_keeps_tracing_off(environment: pytest.MonkeyPatch) -> None:
+    environment.setenv("OTEL_SDK_DISABLED", "true")
+    assert tracing_from_environment() is None
+    with TestClient(create_app(Settings(tracing=True))) as client:
+        reply = client.post("/activate", json={"function": "relu", "input": [1.0]})
+    assert reply.status_code == 200
+    assert "traceparent" not in reply.headers
+
+
+def test_the_server_refuses_an_exporter_the_sdk_does_not_know(
+    environment: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    environment.setenv("TORCHFN_TRACING", "true")
+    environment.setenv("OTEL_TRACES_EXPORTER", "zipkin_json")
+    assert serve.main() == serve.BAD_SETTINGS
+    complaint = capsys.readouterr().err
+    assert "invalid setting OTEL_TRACES_EXPORTER" in complaint
+    assert "zipkin_json" in complaint
