@@ -20,8 +20,10 @@ Every request carries a ``traceparent`` (a caller's trace, as behind a traced pr
 unless ``--no-traceparent``. Each round starts both servers, checks a reply, warms each up, then
 measures them in two halves run in mirrored order (off, on, on, off), so that a steady drift of
 the machine weighs on both alike; the round's ratio is on / off from the requests of both halves,
-and the report gives the median ratio and its range. The target: 0.85. A benchmark, not a test: the
-exit status is non-zero only on errors (a server failing, a wrong reply, a non-2xx status).
+and the report gives the median ratio and its range, and beside it the ratio of the server's CPU
+time per request (off / on), which other processes on a shared machine disturb far less. The
+target: 0.85. A benchmark, not a test: the exit status is non-zero only on errors (a server
+failing, a wrong reply, a non-2xx status).
 """
 
 from __future__ import annotations
@@ -162,9 +164,17 @@ def measure_round(
         / sum(run.duration_s for run in runs if run.config == name)
         for name in ("tracing-off", "tracing-on")
     }
+    cpu = {  # server CPU per request (µs): what a core of its own would give, whatever else runs
+        name: 1e6
+        * sum(run.server_cpu_share * run.duration_s for run in runs if run.config == name)
+        / sum(run.requests for run in runs if run.config == name)
+        for name in ("tracing-off", "tracing-on")
+    }
     return {
         "runs": [asdict(run) for run in runs],
         "requests_per_s": rate,
+        "cpu_us_per_request": cpu,
+        "cpu_ratio": cpu["tracing-off"] / cpu["tracing-on"],
         "ratio": rate["tracing-on"] / rate["tracing-off"],
         "traced_requests": traced_requests,
         "spans_received": spans,
@@ -212,6 +222,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  tracing off {off:8.0f} req/s")
     print(f"  tracing on  {on:8.0f} req/s")
     print(f"  on / off = {median:.3f} [{min(ratios):.3f}..{max(ratios):.3f}]  ({verdict} the target {TARGET})")
+    cpu_ratios = [r["cpu_ratio"] for r in rounds]
+    cpu_off = statistics.median(r["cpu_us_per_request"]["tracing-off"] for r in rounds)
+    cpu_on = statistics.median(r["cpu_us_per_request"]["tracing-on"] for r in rounds)
+    print(
+        f"  server CPU per request: off {cpu_off:.0f} us, on {cpu_on:.0f} us; off / on = "
+        f"{statistics.median(cpu_ratios):.3f} [{min(cpu_ratios):.3f}..{max(cpu_ratios):.3f}]"
+        " (the throughput ratio on a core of its own)"
+    )
     for index, entry in enumerate(rounds):
         if entry["spans_received"] is not None:
             expected = entry["traced_requests"] * SPANS_PER_REQUEST
@@ -225,6 +243,7 @@ def main(argv: list[str] | None = None) -> int:
         "rounds": rounds,
         "ratio_median": median,
         "ratio_range": [min(ratios), max(ratios)],
+        "cpu_ratio_median": statistics.median(r["cpu_ratio"] for r in rounds),
         "target": TARGET,
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)

@@ -191,9 +191,10 @@ class ServerSpan(RequestTrace):
         name: str,
         attributes: dict[str, AttributeValue],
         ids: tuple[str, str],
+        flags: int,
     ) -> None:
         """``tracing``: None when the span is not recorded (not sampled); ``ids``: its trace's and
-        its own id, in hex as W3C writes them."""
+        its own id, in hex as W3C writes them; ``flags``: its trace flags."""
         super().__init__(tracing.jobs if tracing is not None else {})
         self.tracing = tracing
         self.context = context
@@ -202,7 +203,7 @@ class ServerSpan(RequestTrace):
         self.attributes = attributes
         self.start = time.time_ns()
         self.ids = ids
-        self.traceparent = f"00-{ids[0]}-{ids[1]}-{context.trace_flags:02x}"
+        self.traceparent = f"00-{ids[0]}-{ids[1]}-{flags:02x}"
         """The W3C ``traceparent`` of this span, for the reply (the caller's trace, this span as parent)."""
         self.compute: Compute | None = None
         self.token: Token[RequestTrace | None] = current_trace.set(self if tracing is not None else None)
@@ -277,6 +278,8 @@ class Tracing:
         """The compute service's observer that notes how traced jobs were computed."""
         self._quiet = QuietWarnings()
         self._on_end: Callable[[ReadableSpan], None] = self._to_processors
+        self._random_ids = TraceFlags.RANDOM_TRACE_ID if self.ids.is_trace_id_random() else TraceFlags.DEFAULT
+        """The flag of the trace ids this service makes (the W3C ``random-trace-id``, as the SDK sets it)."""
 
     def open(self, device: str) -> None:
         """Start exporting (the lifespan's start)."""
@@ -315,16 +318,15 @@ class Tracing:
         if parent is None:
             parent_context = _NO_PARENT
             trace_id = ids.generate_trace_id()
-            random_id = ids.is_trace_id_random()
+            flags = self._random_ids
         else:
             parent_context = set_span_in_context(NonRecordingSpan(parent), _NO_PARENT)
             trace_id = parent.trace_id
-            random_id = parent.trace_flags.random_trace_id
+            flags = parent.trace_flags & TraceFlags.RANDOM_TRACE_ID
         sampling = self.sampler.should_sample(parent_context, trace_id, name, kind, attributes)
         decision = sampling.decision
-        flags = TraceFlags.SAMPLED if decision is Decision.RECORD_AND_SAMPLE else TraceFlags.DEFAULT
-        if random_id:
-            flags |= TraceFlags.RANDOM_TRACE_ID
+        if decision is Decision.RECORD_AND_SAMPLE:
+            flags |= TraceFlags.SAMPLED
         span_id = ids.generate_span_id()
         context = SpanContext(trace_id, span_id, False, TraceFlags(flags), sampling.trace_state)
         if sampling.attributes:
@@ -332,7 +334,8 @@ class Tracing:
         hex_ids = (f"{trace_id:032x}", f"{span_id:016x}")
         if request is not None:
             request.trace_id, request.span_id = hex_ids
-        return ServerSpan(self if decision is not Decision.DROP else None, context, parent, name, attributes, hex_ids)
+        recorded = self if decision is not Decision.DROP else None
+        return ServerSpan(recorded, context, parent, name, attributes, hex_ids, flags)
 
     def finish(self, span: ServerSpan, end: int, error: str | None) -> None:
         """Hand a request's finished server span to the processors (its children are made later,
