@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
@@ -91,7 +90,7 @@ def create_app(settings: Settings | None = None, tracing: Tracing | None = None)
                 metrics.stop_folding()
                 metrics.process_exit()
             if tracing is not None:
-                await asyncio.to_thread(tracing.close)  # the spans left are exported
+                await tracing.close()  # the spans left are exported, for a moment at most
 
     errors = ErrorPipeline(settings.max_reported_errors)
     compute_routes = [*native.routes, *oip.infer_routes]

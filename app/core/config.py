@@ -132,7 +132,8 @@ class Settings(BaseSettings):
     """After SIGTERM, how long in-flight and queued requests have to finish before they are cut off."""
 
     log_format: Literal["json", "text"] = "json"
-    """``json``: one JSON object a line, with the request id; ``text`` for reading at a terminal."""
+    """``json``: one JSON object a line, with the request id (and the trace's ids when tracing);
+    ``text`` for reading at a terminal, a line about a request ending with its ids."""
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     """Lowest level logged."""

@@ -35,8 +35,10 @@ OTLP encoder take the spans made here as they take their own.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextvars import Token
@@ -90,6 +92,8 @@ _NO_PARENT = Context()
 _UNSET = Status(StatusCode.UNSET)
 _ERROR = Status(StatusCode.ERROR)
 _NO_EVENTS: tuple[Event, ...] = ()
+CLOSE_S = 2.0
+"""Longest the spans left at shutdown have to reach the collector."""
 _BATCH_FLAGS = TraceFlags(TraceFlags.SAMPLED | TraceFlags.RANDOM_TRACE_ID)
 """A batch's span: sampled (it is made for sampled requests), its trace id random."""
 _PHASES = ((READING, "read body"), (DECODING, "decode"), (COMPUTING, "queue"), (ENCODING, "encode"))
@@ -290,10 +294,21 @@ class Tracing:
         self._on_end = self.processors[0].on_end if len(self.processors) == 1 else self._to_processors
         self._quiet.install()
 
-    def close(self) -> None:
-        """Export what is left and stop (the lifespan's end; blocks up to the exporters' timeouts)."""
-        for processor in self.processors:
-            processor.shutdown()
+    async def close(self, within: float = CLOSE_S) -> None:
+        """Export what is left and stop (the lifespan's end), in ``within`` seconds at most: a
+        collector that does not answer must not hold the process past its grace period (the
+        exporters retry for ~10 s, the batch processor waits 30), so what it has not taken by then
+        is lost."""
+
+        def shut() -> None:
+            for processor in self.processors:
+                processor.shutdown()
+
+        closing = threading.Thread(target=shut, name="tracing-close", daemon=True)
+        closing.start()
+        await asyncio.to_thread(closing.join, within)
+        if closing.is_alive():
+            logger.warning("spans not exported within %.1f s of shutting down; left behind", within)
         self._quiet.remove()
 
     def _to_processors(self, span: ReadableSpan) -> None:

@@ -4,18 +4,23 @@ for an exporter the SDK does not know refuses to start."""
 
 from __future__ import annotations
 
+import asyncio
 import os
+import threading
+import time
+from collections.abc import Sequence
 
 import pytest
 from fastapi.testclient import TestClient
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
 from app import serve
 from app.core.config import Settings
 from app.main import create_app
-from app.telemetry.tracing import RequestSpans, tracing_from_environment
+from app.telemetry.tracing import RequestSpans, Tracing, tracing_from_environment
 
 
 @pytest.fixture
@@ -57,7 +62,29 @@ def test_each_exporter_is_behind_a_batch_processor(environment: pytest.MonkeyPat
         assert isinstance(wrapped, RequestSpans)
         assert isinstance(wrapped.exporter, OTLPSpanExporter)
     finally:
-        tracing.close()
+        asyncio.run(tracing.close())
+
+
+def test_a_collector_that_does_not_answer_does_not_hold_the_shutdown(environment: pytest.MonkeyPatch) -> None:
+    """What is left to export gets a moment at shutdown, not the exporters' retries."""
+    released = threading.Event()
+
+    class Stuck(SpanExporter):
+        def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+            released.wait(60)
+            return SpanExportResult.FAILURE
+
+        def shutdown(self) -> None:
+            released.wait(60)
+
+    tracing = Tracing(TracerProvider(shutdown_on_exit=False), (), [Stuck])
+    tracing.open("cpu")
+    started = time.monotonic()
+    try:
+        asyncio.run(tracing.close(within=0.2))
+        assert time.monotonic() - started < 30  # not the 60 s the exporter holds
+    finally:
+        released.set()
 
 
 def test_otel_sdk_disabled_keeps_tracing_off(environment: pytest.MonkeyPatch) -> None:
