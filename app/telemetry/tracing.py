@@ -397,11 +397,13 @@ class Tracing:
         when it failed (its failure recorded on it), or with the request when it was cancelled
         without a failure noted."""
         notes = span.notes
+        marks = notes.marks
+        if not marks:  # not a compute request, or refused before the road
+            return []
         context = notes.context
         trace_id, flags, state = context.trace_id, context.trace_flags, context.trace_state
         new_id = self.ids.generate_span_id
         resource = self.resource
-        marks = notes.marks
         failure = notes.failure
         where = failure.phase if failure is not None else OUTSIDE
         cut = failure.at if failure is not None else span.end_time or notes.start
