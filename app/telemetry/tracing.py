@@ -21,16 +21,16 @@ of the phase it happened in (or the server span): status ERROR and an ``exceptio
 exception's type, the service's own message for a refusal, the frames of an unexpected error,
 never the request's data.
 
-What it costs (relu on 256 floats, ``python -m bench.tracing``): the request path makes one object
-per request, the finished server span (``RequestSpan``, a ``ReadableSpan`` carrying its notes),
-and hands it to the SDK's ``BatchSpanProcessor``; its children are made from its notes in the
-processor's export thread (``RequestSpans``, in front of each exporter), in bulk. Made on the request
-path with the SDK's ``Tracer``, the six spans of a request cost ~25 µs each; made there as
-``ReadableSpan`` objects each still took ~15 Python calls, over 40% of the request's own. The
-SDK's sampler, ids, resource (``OTEL_SERVICE_NAME``, ``OTEL_RESOURCE_ATTRIBUTES``), batch
-processor and exporters are used as they are, configured by the standard ``OTEL_*`` variables,
-read by the SDK itself; ``tests/telemetry/test_tracing.py`` pins that its processors, exporters and
-OTLP encoder take the spans made here as they take their own.
+What it costs (``python -m bench.tracing``, ``docs/performance.md``): the request path makes one
+object per request, the finished server span (``RequestSpan``, a ``ReadableSpan`` carrying its
+notes), and hands it to the SDK's ``BatchSpanProcessor``; the spans of its phases are made from
+its notes in the processor's export thread (``RequestSpans``, in front of each exporter), in bulk.
+Made on the request path with the SDK's ``Tracer``, the six spans of a request cost ~25 µs each;
+made there as ``ReadableSpan`` objects they still took ~180 Python calls a request, ~22 each, and
+the request itself ~390. The SDK's sampler, ids, resource (``OTEL_SERVICE_NAME``,
+``OTEL_RESOURCE_ATTRIBUTES``), batch processor and exporters are used as they are, configured by
+the standard ``OTEL_*`` variables, read by the SDK itself; ``tests/telemetry/test_tracing.py`` pins
+that its exporters and OTLP encoder take the spans made here as they take their own.
 """
 
 from __future__ import annotations
