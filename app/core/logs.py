@@ -49,7 +49,9 @@ class JsonFormatter(logging.Formatter):
             request_id = context.request_id if context else None
         if request_id:
             entry["request_id"] = request_id
-        add_trace_ids(entry)  # tracing: the trace and span of the request, when it is traced
+        context = current_request.get()  # tracing: the trace and span of the request, when it is traced
+        if context is not None and context.trace_id:
+            entry["trace_id"], entry["span_id"] = context.trace_id, context.span_id
         for name in ACCESS_FIELDS:
             value = fields.get(name)
             if value is not None:
@@ -57,15 +59,6 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return orjson.dumps(entry, default=str).decode()
-
-
-def add_trace_ids(entry: dict[str, Any]) -> None:
-    """The ids of the request's trace and server span (``RequestContext``, set once when its span
-    starts), when it is traced; nothing of OpenTelemetry is looked up here."""
-    context = current_request.get()
-    if context is not None and context.trace_id:
-        entry["trace_id"] = context.trace_id
-        entry["span_id"] = context.span_id
 
 
 def request_suffix() -> str:

@@ -21,7 +21,7 @@ from app.core.config import Settings
 from app.core.request_context import current_request
 from app.serving.body import BodySource, parsing_bytes, read_body
 from app.serving.codec import Codec, DecodedT, DecodeOptions, Encoded, RequestMeta
-from app.telemetry.request_trace import road_trace
+from app.telemetry.request_trace import current_trace
 
 
 class Reply(NamedTuple):
@@ -59,7 +59,9 @@ class Road:
         compute.admit()
         inline = settings.inline_decode_bytes
         memory = compute.memory.reservation()
-        trace = road_trace()  # tracing: the request's trace (reading begins) when it is traced, else None
+        trace = current_trace.get()  # tracing: the request's trace when it is traced, else None
+        if trace is not None:  # tracing: reading begins
+            trace.entered()
         try:
             body = await read_body(source, meta, settings, memory)
             if trace is not None:  # tracing

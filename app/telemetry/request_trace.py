@@ -60,7 +60,7 @@ class RequestTrace:
         self.failure: Failure | None = None
 
     def entered(self) -> None:
-        """The road starts on the request: reading its body begins."""
+        """The road starts on the request (its first call): reading its body begins."""
         self.marks.append(time_ns())
 
     def read(self) -> None:
@@ -104,14 +104,6 @@ class RequestTrace:
 
 current_trace: ContextVar[RequestTrace | None] = ContextVar("torchfn_trace", default=None)
 """The request being served, when it is traced and sampled; None otherwise."""
-
-
-def road_trace() -> RequestTrace | None:
-    """The road's first call: the request's trace, when it is traced, marked as entering the road."""
-    trace = current_trace.get()
-    if trace is not None:
-        trace.entered()
-    return trace
 
 
 def note_failure(error: BaseException) -> None:
