@@ -108,6 +108,7 @@ def create_app(settings: Settings | None = None, tracing: Tracing | None = None)
     app.state.settings = settings
     app.state.catalogue = catalogue
     app.state.metrics = metrics
+    app.state.tracing = tracing  # None when off; every transport's (the gRPC face's too)
     app.state.errors = errors
     errors.install(app)
     install_compute_routes(app, compute_routes)

@@ -521,5 +521,8 @@ def test_fastapis_own_instrumentation_is_never_on() -> None:
         assert not any(config[signal] for signal in ("tracing", "metrics", "logs"))
 
 
-def test_tracing_is_off_by_default() -> None:
+def test_tracing_is_off_by_default_and_every_transport_finds_it_on_the_app() -> None:
     assert Settings.model_fields["tracing"].default is False
+    assert create_app(Settings()).state.tracing is None
+    tracing, _ = in_memory_tracing()
+    assert create_app(Settings(tracing=True), tracing).state.tracing is tracing
