@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 
 from app.compute.catalogue.plugins import build_catalogue
+from app.compute.observer import ComputeObserver, Observers
 from app.compute.service import ComputeService
 from app.core.config import Settings
 from app.core.lifecycle import abandon_running_work, drain_on_stop_signals, shutdown_time_left
@@ -27,6 +29,9 @@ from app.transports.http.operations import docs_urls, middleware
 from app.transports.http.routes import explore, functions, health, landing, native, oip
 from app.transports.http.routes import metrics as metrics_route
 
+if TYPE_CHECKING:
+    from app.telemetry.tracing import Tracing
+
 STOP_SLACK_S = 0.5
 """Of the second beyond the grace period that stopping may take, what the compute service gets."""
 
@@ -37,10 +42,18 @@ each function; every example below can be sent as it is.
 """
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, tracing: Tracing | None = None) -> FastAPI:
+    """``tracing``: the requests' tracing when ``settings.tracing`` is on (None: as the ``OTEL_*``
+    variables configure it; a test passes its own)."""
     settings = settings or Settings()
     catalogue = build_catalogue(settings)  # raises PluginError: app.serve reports it (exit status 2)
     metrics = Metrics() if settings.metrics else None
+    if not settings.tracing:
+        tracing = None
+    elif tracing is None:
+        from app.telemetry.tracing import tracing_from_environment  # the SDK is imported only when tracing is on
+
+        tracing = tracing_from_environment()  # raises RuntimeError: app.serve reports it (exit status 2)
     options = DecodeOptions(
         catalogue=catalogue,
         limits=TensorLimits(max_elements=settings.max_tensor_elements, max_rank=settings.max_rank),
@@ -50,8 +63,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        compute = ComputeService(settings, MetricsObserver(metrics) if metrics else None)
+        observers: list[ComputeObserver] = [MetricsObserver(metrics)] if metrics else []
+        if tracing is not None:
+            observers.append(tracing.observer)
+        compute = ComputeService(settings, Observers(observers) if observers else None)
         await compute.start()
+        if tracing is not None:
+            tracing.open(compute.device)
         if metrics is not None:
             metrics.read_queue_depth = lambda: compute.queue_depth
             metrics.device_memory = compute.device_memory
@@ -65,7 +83,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         grpc_server = None
         if settings.grpc_port:
             grpc_server = GrpcServer(
-                settings, app.state.road, app.state.health, catalogue, metrics, app.title, app.version
+                settings, app.state.road, app.state.health, catalogue, metrics, app.title, app.version, tracing
             )
             app.state.grpc_port = await grpc_server.start()
         try:
@@ -82,22 +100,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if metrics is not None:
                 metrics.stop_folding()
                 metrics.process_exit()
+            if tracing is not None:
+                await tracing.close()  # the spans left are exported, for a moment at most
 
     errors = ErrorPipeline(settings.max_reported_errors)
     compute_routes = [*native.routes, *oip.infer_routes]
-    telemetry = settings.opentelemetry
     app = ServiceApp(
         title="torch functions service",
         version="0.1.0",
         description=DESCRIPTION,
         lifespan=lifespan,
-        telemetry={"tracing": telemetry, "metrics": telemetry, "logs": telemetry},
-        middleware=middleware(settings, metrics, errors, compute_routes),
+        # FastAPI's own OpenTelemetry instrumentation stays off: the service traces its requests
+        # itself (TORCHFN_TRACING, the one switch), every route and phase included.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
+        middleware=middleware(settings, metrics, errors, compute_routes, tracing),
         **docs_urls(settings),
     )
     app.state.settings = settings
     app.state.catalogue = catalogue
     app.state.metrics = metrics
+    app.state.tracing = tracing  # None when off; every transport's (the gRPC face's too)
     app.state.errors = errors
     errors.install(app)
     install_compute_routes(app, compute_routes)

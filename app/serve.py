@@ -106,6 +106,14 @@ def main() -> int:
     except PluginError as error:
         print(f"invalid setting TORCHFN_PLUGINS: {error}", file=sys.stderr)
         return BAD_SETTINGS
+    if settings.tracing:
+        from app.telemetry.tracing import tracing_from_environment  # the SDK is imported only when tracing is on
+
+        try:
+            tracing_from_environment()  # the app builds it again in each worker; this fails fast, once
+        except RuntimeError as error:
+            print(f"invalid setting OTEL_TRACES_EXPORTER or OTEL_EXPORTER_OTLP_PROTOCOL: {error}", file=sys.stderr)
+            return BAD_SETTINGS
     grpc_connections = settings.grpc_max_connections if settings.grpc_port else 0
     too_few_files = fit_open_files_limit(settings.max_connections + grpc_connections)
     if too_few_files is not None:

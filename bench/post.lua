@@ -4,6 +4,7 @@
 -- Environment (read by every Lua state wrk creates):
 --   BENCH_BODY_FILE    the request body (bytes sent as they are)
 --   BENCH_RESULT_FILE  where done() writes the JSON summary
+--   BENCH_TRACEPARENT  optional: a W3C traceparent header sent with every request
 --
 -- Each response's status is counted, and the batch size of its Server-Timing header
 -- (batch;desc="size=N", sent by the service) is summed, per wrk thread; done() adds them up.
@@ -18,6 +19,9 @@ end
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.body = read_file(assert(os.getenv("BENCH_BODY_FILE"), "BENCH_BODY_FILE is not set"))
+if os.getenv("BENCH_TRACEPARENT") then
+  wrk.headers["traceparent"] = os.getenv("BENCH_TRACEPARENT")
+end
 
 local threads = {}
 

@@ -104,10 +104,14 @@ class Settings(BaseSettings):
     makes ``/healthz`` answer 503, so that the orchestrator restarts the process; the requests
     waiting on it get 503 at their own deadlines."""
 
-    opentelemetry: bool = False
-    """FastAPI's native OpenTelemetry instrumentation, reporting to the globally configured
-    providers. Off by default: even with no provider configured, FastAPI looks for one on every
-    request (~5 µs each)."""
+    tracing: bool = False
+    """Trace every request with OpenTelemetry (``app/telemetry/tracing.py``): W3C ``traceparent``
+    and ``tracestate`` read from the request and ``traceparent`` returned on the reply, a span for
+    the request and each of its phases, the trace id on its log lines. The SDK is configured by the
+    standard ``OTEL_*`` variables (``OTEL_TRACES_EXPORTER``, ``otlp`` when unset;
+    ``OTEL_EXPORTER_OTLP_ENDPOINT``, ``OTEL_EXPORTER_OTLP_PROTOCOL``, ``OTEL_SERVICE_NAME``,
+    ``OTEL_TRACES_SAMPLER``...); ``OTEL_SDK_DISABLED=true`` keeps it off. The one switch: off, no
+    OpenTelemetry code runs per request (FastAPI's own instrumentation is never on)."""
 
     plugins: CommaList = Field(default_factory=list)
     """Comma-separated ``module:attribute`` entries naming the operator's own functions, loaded at
@@ -134,7 +138,8 @@ class Settings(BaseSettings):
     """After SIGTERM, how long in-flight and queued requests have to finish before they are cut off."""
 
     log_format: Literal["json", "text"] = "json"
-    """``json``: one JSON object a line, with the request id; ``text`` for reading at a terminal."""
+    """``json``: one JSON object a line, with the request id (and the trace's ids when tracing);
+    ``text`` for reading at a terminal, a line about a request ending with its ids."""
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     """Lowest level logged."""

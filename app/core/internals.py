@@ -8,14 +8,23 @@ that test, not production).
 - prometheus_client's histogram children: bucket counts and sum added in bulk (``observe`` takes
   a lock and walks the buckets for each value: ``app.telemetry.metrics`` tallies per request and
   folds here).
+- the OpenTelemetry SDK's configurator: how it reads ``OTEL_TRACES_EXPORTER`` and
+  ``OTEL_EXPORTER_OTLP_(TRACES_)PROTOCOL`` into exporter classes (its public entry point,
+  ``_OTelSDKConfigurator``, also sets the process's global providers of every signal). Imported
+  only when tracing is on.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from prometheus_client import Histogram
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace.export import SpanExporter
 
 
 class HttpToolsHooks(HttpToolsProtocol):
@@ -74,3 +83,21 @@ def add_to_histogram(child: Histogram, counts: Sequence[int], total: float) -> N
         if count:
             buckets[index].inc(count)
     child._sum.inc(total)
+
+
+def trace_exporter_classes() -> list[type[SpanExporter]]:
+    """The span exporters ``OTEL_TRACES_EXPORTER`` names, read by the SDK's configurator (as
+    ``opentelemetry-instrument`` reads it): comma-separated entry-point names, ``none`` for none,
+    ``otlp`` made ``otlp_proto_grpc`` or ``otlp_proto_http`` by ``OTEL_EXPORTER_OTLP_PROTOCOL`` (or
+    its ``_TRACES_`` variant; grpc when unset, the SDK's default). Unset, it is ``otlp``, the
+    specification's default (and ``opentelemetry-distro``'s); the configurator alone would read
+    unset as ``none``. Raises ``RuntimeError`` naming an unknown exporter or protocol."""
+    from opentelemetry.environment_variables import OTEL_TRACES_EXPORTER
+    from opentelemetry.sdk import _configuration as configurator
+
+    if OTEL_TRACES_EXPORTER in os.environ:
+        names = configurator._get_exporter_names("traces")
+    else:
+        names = [configurator._get_exporter_entry_point("otlp", "traces")]
+    exporters, _, _ = configurator._import_exporters(names, [], [])
+    return list(exporters.values())

@@ -49,6 +49,9 @@ class JsonFormatter(logging.Formatter):
             request_id = context.request_id if context else None
         if request_id:
             entry["request_id"] = request_id
+        context = current_request.get()  # tracing: the trace and span of the request, when it is traced
+        if context is not None and context.trace_id:
+            entry["trace_id"], entry["span_id"] = context.trace_id, context.span_id
         for name in ACCESS_FIELDS:
             value = fields.get(name)
             if value is not None:
@@ -56,6 +59,16 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return orjson.dumps(entry, default=str).decode()
+
+
+def request_suffix() -> str:
+    """What a text line about a request ends with: its id, and its trace's ids when it is traced."""
+    context = current_request.get()
+    if context is None:
+        return ""
+    if context.trace_id:
+        return f" [request_id={context.request_id} trace_id={context.trace_id} span_id={context.span_id}]"
+    return f" [request_id={context.request_id}]"
 
 
 def _escape_table() -> dict[int, str]:
@@ -78,7 +91,7 @@ class TextFormatter(logging.Formatter):
         super().__init__(TEXT_FORMAT)
 
     def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 (logging's name)
-        return super().formatMessage(record).translate(_ESCAPES)
+        return (super().formatMessage(record) + request_suffix()).translate(_ESCAPES)
 
     def formatException(self, ei: Any) -> str:  # noqa: N802
         return _indented(super().formatException(ei))

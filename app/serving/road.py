@@ -22,6 +22,7 @@ from app.core.request_context import current_request
 from app.serving.apart import ParseProcess
 from app.serving.body import BodySource, read_body
 from app.serving.codec import Codec, DecodedT, DecodeOptions, Encoded, RequestMeta
+from app.telemetry.request_trace import current_trace
 
 
 class Reply(NamedTuple):
@@ -64,8 +65,13 @@ class Road:
         compute.admit()
         inline = settings.inline_decode_bytes
         memory = compute.memory.reservation()
+        trace = current_trace.get()  # tracing: the request's trace when it is traced, else None
+        if trace is not None:  # tracing: reading begins
+            trace.entered()
         try:
             body = await read_body(source, meta, settings, memory)
+            if trace is not None:  # tracing
+                trace.read()
             text = codec.parsed_text(body, meta)
             # Small payloads are decoded and encoded on the loop; large ones in a thread, so that
             # the loop stays responsive, and large JSON texts are parsed in the parse process
@@ -89,11 +95,17 @@ class Road:
             job = decoded.job
             if facts is not None:
                 facts.function = job.spec.name
+            if trace is not None:  # tracing
+                trace.decoded(job)
             served = await compute.run(job, meta.timeout, gone, memory)
+            if trace is not None:  # tracing
+                trace.computed()
             if codec.reply_bytes(decoded) > inline:
                 encoded = await asyncio.to_thread(codec.encode, decoded, served.result)
             else:
                 encoded = codec.encode(decoded, served.result)
+            if trace is not None:  # tracing
+                trace.encoded()
         finally:
             memory.release()
         return Reply(encoded, served)

@@ -1,7 +1,7 @@
-"""What ``app/core/internals.py`` reaches past uvicorn's and prometheus_client's public interfaces
-for, pinned: the releases installed are the ones the lock names (a new release is a reason to read
-these internals again and update this pin), and each hook does what it says on the release
-installed, on real objects of the library."""
+"""What ``app/core/internals.py`` reaches past uvicorn's, prometheus_client's and the OpenTelemetry
+SDK's public interfaces for, pinned: the releases installed are the ones the lock names (a new
+release is a reason to read these internals again and update this pin), and each hook does what it
+says on the release installed, on real objects of the library."""
 
 from __future__ import annotations
 
@@ -13,12 +13,19 @@ from typing import Any
 
 import pytest
 import uvicorn
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
+from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 from prometheus_client import CollectorRegistry, Histogram
 
-from app.core.internals import HttpToolsHooks, add_to_histogram, histogram_bounds
+from app.core.internals import HttpToolsHooks, add_to_histogram, histogram_bounds, trace_exporter_classes
 from tests.support.paths import ROOT
 
-REACHED_INTO = {"uvicorn": "uvicorn", "prometheus_client": "prometheus-client"}
+REACHED_INTO = {
+    "uvicorn": "uvicorn",
+    "prometheus_client": "prometheus-client",
+    "opentelemetry.sdk": "opentelemetry-sdk",
+}
 """Import name: distribution name, for the libraries whose internals the service uses."""
 
 
@@ -123,3 +130,56 @@ def test_a_histograms_bounds_and_bulk_additions_are_what_observe_counts() -> Non
     add_to_histogram(bulk, counts, sum(values))
     assert _samples(bulk, "bulk") == _samples(one_by_one, "each")
     assert _samples(bulk, "bulk")[("_count", "")] == len(values)
+
+
+EXPORTER_VARIABLES = (
+    "OTEL_TRACES_EXPORTER",
+    "OTEL_EXPORTER_OTLP_PROTOCOL",
+    "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+)
+
+
+@pytest.mark.parametrize(
+    ("environment", "expected"),
+    [
+        ({}, [GrpcExporter]),  # the specification's exporter, the SDK's protocol
+        ({"OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"}, [HttpExporter]),
+        ({"OTEL_TRACES_EXPORTER": "otlp"}, [GrpcExporter]),
+        ({"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}, [GrpcExporter]),
+        ({"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"}, [HttpExporter]),
+        ({"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/protobuf"}, [HttpExporter]),
+        ({"OTEL_TRACES_EXPORTER": "otlp_proto_http"}, [HttpExporter]),
+        (
+            {"OTEL_TRACES_EXPORTER": "console,otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"},
+            [ConsoleSpanExporter, GrpcExporter],
+        ),
+        ({"OTEL_TRACES_EXPORTER": "none"}, []),
+        ({"OTEL_TRACES_EXPORTER": ""}, []),
+    ],
+)
+def test_trace_exporters_are_read_as_the_sdks_configurator_reads_them(
+    monkeypatch: pytest.MonkeyPatch, environment: dict[str, str], expected: list[type[object]]
+) -> None:
+    for name in EXPORTER_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    assert trace_exporter_classes() == expected
+
+
+@pytest.mark.parametrize(
+    ("environment", "complaint"),
+    [
+        ({"OTEL_TRACES_EXPORTER": "jaeger_thrift"}, "jaeger_thrift"),
+        ({"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"}, "http/json"),
+    ],
+)
+def test_an_exporter_or_protocol_the_sdk_does_not_know_is_refused(
+    monkeypatch: pytest.MonkeyPatch, environment: dict[str, str], complaint: str
+) -> None:
+    for name in EXPORTER_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(RuntimeError, match=complaint.replace("/", ".")):
+        trace_exporter_classes()

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import grpc
 import numpy as np
@@ -36,6 +36,9 @@ from tests.support.inprocess_server import serving
 from tests.support.oip_wire import from_raw, raw_bytes
 from tests.support.server_process import free_port
 
+if TYPE_CHECKING:
+    from app.telemetry.tracing import Tracing
+
 SERVICE = "/inference.GRPCInferenceService/"
 HEALTH = "/grpc.health.v1.Health/"
 UNLIMITED = [("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1)]
@@ -52,11 +55,12 @@ class Served(NamedTuple):
 
 
 @contextlib.contextmanager
-def grpc_serving(settings: Settings | None = None, **changes: Any) -> Iterator[Served]:
-    """The app with ``settings`` (and ``changes``) on real sockets, gRPC on a port of its own."""
+def grpc_serving(settings: Settings | None = None, tracing: Tracing | None = None, **changes: Any) -> Iterator[Served]:
+    """The app with ``settings`` (and ``changes``) on real sockets, gRPC on a port of its own;
+    ``tracing``: its tracing, when ``settings.tracing`` is on."""
     port = free_port()
     settings = (settings or Settings()).model_copy(update={**changes, "grpc_port": port})
-    app = create_app(settings)
+    app = create_app(settings, tracing)
     with serving(app) as url:
         yield Served(url, f"127.0.0.1:{port}", app)
 

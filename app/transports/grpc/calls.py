@@ -2,8 +2,10 @@
 request goes through the middleware: its request id (``x-request-id`` metadata, accepted when sane
 or made, and sent back in the trailing metadata), the API key (``authorization: Bearer <key>`` or
 ``x-api-key`` metadata, as over HTTP), refusal while draining, its errors as gRPC statuses
-(``errors.py``), the metrics and the access log (with ``protocol`` ``grpc``), and the cut-off at the
-end of the shutdown grace period (UNAVAILABLE: retry elsewhere).
+(``errors.py``), the metrics and the access log (with ``protocol`` ``grpc``), its server span when
+tracing is on (the caller's W3C ``traceparent`` metadata its parent; the span's ``traceparent`` sent
+back in the trailing metadata), and the cut-off at the end of the shutdown grace period
+(UNAVAILABLE: retry elsewhere).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 
@@ -22,7 +24,11 @@ from app.core.request_context import RequestContext, current_request, request_id
 from app.serving.auth import ApiKeys, presented_key
 from app.telemetry.access_log import access_logger, log_access
 from app.telemetry.metrics import Metrics
+from app.telemetry.request_trace import note_failure
 from app.transports.grpc.errors import RETRY_LATER, CallStatus, call_status, refusal
+
+if TYPE_CHECKING:
+    from app.telemetry.tracing import ServerSpan, Tracing
 
 PROTOCOL = "grpc"
 # The request id travels back in the trailing metadata, with the status: grpc.aio sends a reply's
@@ -32,7 +38,19 @@ PROTOCOL = "grpc"
 METHOD = "POST"
 """What the access log names as a call's method: every gRPC call is an HTTP/2 POST."""
 REQUEST_ID = "x-request-id"
+TRACEPARENT = "traceparent"
 _READ = frozenset((REQUEST_ID, "authorization", "x-api-key"))
+SERVER_ERRORS = frozenset(
+    (
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.UNIMPLEMENTED,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DATA_LOSS,
+    )
+)
+"""The statuses OpenTelemetry's semantic conventions count as a server span's error."""
 
 RequestT = TypeVar("RequestT")
 ResponseT = TypeVar("ResponseT")
@@ -59,8 +77,16 @@ def _client(peer: str) -> str | None:
 class CallGuard:
     """Wraps the service's handlers; one per server."""
 
-    def __init__(self, metrics: Metrics | None, access_log: bool, keys: ApiKeys | None, max_details: int) -> None:
+    def __init__(
+        self,
+        metrics: Metrics | None,
+        access_log: bool,
+        keys: ApiKeys | None,
+        max_details: int,
+        tracing: Tracing | None = None,
+    ) -> None:
         self.metrics = metrics
+        self.tracing = tracing
         self.access_log = access_log
         self.keys = keys
         self.max_details = max_details
@@ -74,16 +100,22 @@ class CallGuard:
         """``handler`` with everything every call goes through. ``path``: the method's
         (``/inference.GRPCInferenceService/ModelInfer``), its name in metrics and logs."""
         guard = self
+        service, _, method = path.strip("/").rpartition("/")
+        span_attributes = {"rpc.system": "grpc", "rpc.service": service, "rpc.method": method}
 
         async def call(request: RequestT, context: Context) -> ResponseT:
             started = time.perf_counter()
             given_id = key = None
-            if metadata := context.invocation_metadata():
+            metadata = context.invocation_metadata()
+            if metadata:
                 headers = [(item[0].encode(), _bytes(item[1])) for item in metadata if item[0] in _READ]
                 given_id = next((value for name, value in headers if name == b"x-request-id"), None)
                 key = presented_key(headers)
             facts = RequestContext(request_id(given_id))
             token = current_request.set(facts)
+            span: ServerSpan | None = None
+            if guard.tracing is not None:
+                span = guard.tracing.server_span(facts, metadata or (), path.strip("/"), dict(span_attributes))
             task = asyncio.current_task()
             if task is not None:
                 guard.in_flight.add(task)
@@ -91,7 +123,9 @@ class CallGuard:
             if metrics is not None:
                 metrics.in_flight_now += 1
             code = grpc.StatusCode.UNKNOWN
-            identified = ((REQUEST_ID, facts.request_id),)
+            identified: tuple[tuple[str, str], ...] = ((REQUEST_ID, facts.request_id),)
+            if span is not None:
+                identified += ((TRACEPARENT, span.traceparent),)
             context.set_trailing_metadata(identified)
             try:
                 status: CallStatus | None = None
@@ -103,6 +137,7 @@ class CallGuard:
                     try:
                         response = await handler(request, context)
                     except Exception as error:
+                        note_failure(error)
                         status = call_status(error, guard.max_details)
                 if status is None:
                     code = grpc.StatusCode.OK
@@ -123,6 +158,9 @@ class CallGuard:
                 raise AssertionError("abort returns only by raising") from None  # pragma: no cover
             finally:
                 seconds = time.perf_counter() - started
+                if span is not None:
+                    failed = code.name if code in SERVER_ERRORS else None
+                    span.end(None, {"rpc.grpc.status_code": code.value[0]}, failed)
                 if task is not None:
                     guard.in_flight.discard(task)
                 if metrics is not None:

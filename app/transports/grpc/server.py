@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from grpc_health.v1 import health_pb2_grpc
@@ -38,6 +38,9 @@ from app.transports.grpc.health import ReadinessHealth
 from app.transports.grpc.options import grpc_server_bounds
 from app.transports.grpc.service import MODEL_INFER, Method, method_path, serialized_infer_handler
 from app.transports.grpc.servicer import InferenceService
+
+if TYPE_CHECKING:
+    from app.telemetry.tracing import Tracing
 
 logger = logging.getLogger(__name__)
 
@@ -63,10 +66,12 @@ class GrpcServer:
         metrics: Metrics | None,
         name: str,
         version: str,
+        tracing: Tracing | None = None,
     ) -> None:
+        """``tracing``: the calls' tracing when it is on (``TORCHFN_TRACING``)."""
         self.settings = settings
         keys = ApiKeys(settings.api_keys) if settings.api_keys else None
-        self.guard = CallGuard(metrics, settings.access_log, keys, settings.max_reported_errors)
+        self.guard = CallGuard(metrics, settings.access_log, keys, settings.max_reported_errors, tracing)
         self.service = InferenceService(road, health, catalogue, name, version)
         self.health = ReadinessHealth(health)
         bounds = grpc_server_bounds(settings)

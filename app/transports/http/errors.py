@@ -34,6 +34,7 @@ from app.core.errors import (
 from app.protocols.native.errors import error_document
 from app.protocols.oip.errors import PREFIX as OIP_PREFIX
 from app.protocols.oip.errors import problems_message
+from app.telemetry.request_trace import note_failure
 
 logger = logging.getLogger(__name__)
 
@@ -140,6 +141,7 @@ class ErrorPipeline:
         return self.format_for(path)(refusal, self.max_details)
 
     def response_to(self, path: str, error: Exception) -> Response:
+        note_failure(error)  # tracing: the request's span records it (nothing when it is not traced)
         return self.render(path, refusal_of(error))
 
     async def handle(self, request: Request, error: Exception) -> Response:

@@ -10,6 +10,7 @@ import logging
 import re
 import time
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from starlette.routing import BaseRoute, compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -20,6 +21,10 @@ from app.core.request_context import RequestContext, current_request, request_id
 from app.telemetry.access_log import access_logger, log_access
 from app.telemetry.metrics import Metrics
 from app.transports.http.errors import ErrorPipeline, Refusal
+from app.transports.http.tracing import end_span, start_span
+
+if TYPE_CHECKING:
+    from app.telemetry.tracing import Tracing
 
 REQUEST_ID_HEADER = b"x-request-id"
 NOSNIFF = (b"x-content-type-options", b"nosniff")
@@ -76,8 +81,17 @@ class EndpointNames:
 
 
 class RequestObservability:
-    def __init__(self, app: ASGIApp, metrics: Metrics | None, access_log: bool, errors: ErrorPipeline) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        metrics: Metrics | None,
+        access_log: bool,
+        errors: ErrorPipeline,
+        tracing: Tracing | None = None,
+    ) -> None:
+        """``tracing``: the server span of each request when tracing is on (``tracing.py``)."""
         self.app = app
+        self.tracing = tracing
         self.errors = errors
         self.metrics = metrics
         self.access_log = access_log
@@ -90,6 +104,7 @@ class RequestObservability:
         started = time.perf_counter()
         context = RequestContext(incoming_request_id(scope))
         token = current_request.set(context)
+        span, traceparent = start_span(self.tracing, scope, context) if self.tracing is not None else (None, None)
         id_header = (REQUEST_ID_HEADER, context.request_id.encode("ascii"))
         status = 0  # until the app answers
 
@@ -98,6 +113,8 @@ class RequestObservability:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 message["headers"] = [*message.get("headers", ()), id_header, NOSNIFF]
+                if traceparent is not None:  # tracing
+                    message["headers"].append(traceparent)
             await send(message)
 
         metrics = self.metrics
@@ -121,6 +138,8 @@ class RequestObservability:
             status = status or 500  # the app raised before answering
             seconds = time.perf_counter() - started
             endpoint = self.endpoint_of(scope)
+            if span is not None:  # tracing
+                end_span(span, scope["method"], status, endpoint)
             if metrics is not None:
                 metrics.in_flight_now -= 1
                 metrics.observe_request(endpoint, context.function, status, seconds)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TypedDict
+from typing import TYPE_CHECKING, TypedDict
 
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
@@ -15,8 +15,19 @@ from app.transports.http.compute_routes import ComputeLane, ComputeRoute
 from app.transports.http.errors import ErrorPipeline
 from app.transports.http.middleware import HeadAsGet, RequestObservability
 
-CORS_HEADERS = ["authorization", "content-type", "x-api-key", "x-request-id", "x-request-timeout"]
-CORS_EXPOSED = ["x-request-id", "server-timing", "retry-after"]
+if TYPE_CHECKING:
+    from app.telemetry.tracing import Tracing
+
+CORS_HEADERS = [
+    "authorization",
+    "content-type",
+    "x-api-key",
+    "x-request-id",
+    "x-request-timeout",
+    "traceparent",
+    "tracestate",
+]
+CORS_EXPOSED = ["x-request-id", "server-timing", "retry-after", "traceparent"]
 
 
 class DocsUrls(TypedDict):
@@ -33,12 +44,21 @@ def docs_urls(settings: Settings) -> DocsUrls:
 
 
 def middleware(
-    settings: Settings, metrics: Metrics | None, errors: ErrorPipeline, compute: Iterable[ComputeRoute]
+    settings: Settings,
+    metrics: Metrics | None,
+    errors: ErrorPipeline,
+    compute: Iterable[ComputeRoute],
+    tracing: Tracing | None = None,
 ) -> list[Middleware]:
-    """The app's layers, outermost first: request id, metrics and access log; CORS (so preflights
-    need no key); auth; the ``compute`` routes' own lane past the router; ``HEAD`` served as
-    ``GET`` (logged and counted as ``HEAD``). Auth and CORS are left out entirely when off."""
-    layers = [Middleware(RequestObservability, metrics=metrics, access_log=settings.access_log, errors=errors)]
+    """The app's layers, outermost first: request id, metrics, access log and, with ``tracing``,
+    the server span; CORS (so preflights need no key); auth; the ``compute`` routes' own lane past
+    the router; ``HEAD`` served as ``GET`` (logged and counted as ``HEAD``). Auth and CORS are left
+    out entirely when off."""
+    layers = [
+        Middleware(
+            RequestObservability, metrics=metrics, access_log=settings.access_log, errors=errors, tracing=tracing
+        )
+    ]
     if settings.cors_origins:
         layers.append(
             Middleware(
