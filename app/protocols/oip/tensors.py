@@ -65,6 +65,11 @@ def item_size(datatype: str) -> int:
     return _WIRE[datatype].itemsize
 
 
+def wire_dtype(datatype: str) -> np.dtype[Any]:
+    """One element of ``datatype`` as it lies in the binary data (BF16: its raw bits)."""
+    return _WIRE[datatype]
+
+
 def element_count(shape: list[int], loc: Loc, limits: TensorLimits) -> int:
     """The number of elements of ``shape``, within the rank and size limits."""
     if len(shape) > limits.max_rank:

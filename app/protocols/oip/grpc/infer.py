@@ -33,7 +33,15 @@ from app.protocols.oip.grpc.contents import (
 from app.protocols.oip.grpc.messages import InferParameter, ModelInferRequest, ModelInferResponse
 from app.protocols.oip.inference import BINARY_DATA_SIZE, InferRequest, InputTensor, OutputTensor, RequestedOutput
 from app.protocols.oip.parameters import MAX_PARAMETERS
-from app.protocols.oip.tensors import FLOAT_DATATYPES, check_datatype, element_count, from_bytes, to_bytes
+from app.protocols.oip.tensors import (
+    FLOAT_DATATYPES,
+    check_datatype,
+    element_count,
+    from_bytes,
+    item_size,
+    to_bytes,
+    wire_dtype,
+)
 
 Parameter = bool | int | float | str
 Parameters = dict[str, Parameter]
@@ -43,8 +51,6 @@ MAX_NAME_LENGTH = MAX_NAME
 (``app/protocols/oip/models.py``)."""
 MAX_ID_LENGTH = MAX_INFERENCE_ID
 """Longest request id, as the JSON face's models allow."""
-
-_ITEMSIZE = {"FP16": 2, "BF16": 2, "FP32": 4, "FP64": 8}
 
 
 class _Checked(NamedTuple):
@@ -131,7 +137,7 @@ def _checked_inputs(
             raise TooLarge.at(
                 loc, f"the request's tensors exceed {max_total_elements} elements in all", "too_many_elements"
             )
-        needed = count * _wire_itemsize(datatype)
+        needed = count * item_size(datatype)
         if declared_size is not None and declared_size != needed:
             raise InvalidRequest.at(
                 (*loc, "parameters", BINARY_DATA_SIZE),
@@ -185,7 +191,7 @@ def _check_typed(
 
 def _raw_array(tensor: _Checked, data: bytes | memoryview) -> np.ndarray:
     loc = (*tensor.loc, "raw_input_contents")
-    needed = tensor.elements * _wire_itemsize(tensor.datatype)
+    needed = tensor.elements * item_size(tensor.datatype)
     if len(data) != needed:
         raise InvalidRequest.at(
             loc, f"holds {len(data)} bytes; shape {tensor.shape} of {tensor.datatype} needs {needed}", "size_mismatch"
@@ -203,26 +209,10 @@ def _typed_array(tensor: _Checked) -> np.ndarray:
     return from_bytes(values.data.cast("B"), tensor.shape, tensor.datatype, loc)
 
 
-_WIRE_DTYPE: dict[str, np.dtype[np.integer]] = {
-    "INT8": np.dtype("i1"),
-    "INT16": np.dtype("<i2"),
-    "INT32": np.dtype("<i4"),
-    "INT64": np.dtype("<i8"),
-    "UINT8": np.dtype("u1"),
-    "UINT16": np.dtype("<u2"),
-    "UINT32": np.dtype("<u4"),
-    "UINT64": np.dtype("<u8"),
-}
-
-
-def _wire_itemsize(datatype: str) -> int:
-    return _ITEMSIZE[datatype] if datatype in _ITEMSIZE else _WIRE_DTYPE[datatype].itemsize
-
-
 def _narrowed(values: np.ndarray, datatype: str, loc: Loc) -> np.ndarray:
     """Integer values in the datatype's own width and byte order, as raw bytes would bring them:
     ``int_contents`` and ``uint_contents`` are 32-bit for the narrower datatypes too."""
-    wire = _WIRE_DTYPE[datatype]
+    wire = wire_dtype(datatype)
     info = np.iinfo(wire)
     if values.size and (int(values.min()) < info.min or int(values.max()) > info.max):
         raise InvalidRequest.at(loc, f"values must lie in [{info.min}, {info.max}] for {datatype}", "dtype_overflow")
@@ -347,6 +337,6 @@ def _output_bytes(output: OutputTensor) -> memoryview:
     if output.datatype not in FLOAT_DATATYPES:
         raise ValueError(f"output {output.name!r}: {output.datatype} is not a float datatype")
     data = to_bytes(output.array, output.datatype)
-    if len(data) != output.array.size * _ITEMSIZE[output.datatype]:
+    if len(data) != output.array.size * item_size(output.datatype):
         raise ValueError(f"output {output.name!r}: a {output.array.dtype} array does not hold {output.datatype}")
     return data
