@@ -14,6 +14,7 @@ from app.compute.service import ComputeService
 from app.core.config import Settings
 from app.core.lifecycle import abandon_running_work, drain_on_stop_signals, shutdown_time_left
 from app.core.limits import TensorLimits
+from app.core.logs import flush_log_lines
 from app.core.runtime import tune_process
 from app.serving.codec import DecodeOptions
 from app.serving.health import Health
@@ -102,6 +103,7 @@ def create_app(settings: Settings | None = None, tracing: Tracing | None = None)
                 metrics.process_exit()
             if tracing is not None:
                 await tracing.close()  # the spans left are exported, for a moment at most
+            flush_log_lines()  # the last access lines, before a worker dies of its stop signal
 
     errors = ErrorPipeline(settings.max_reported_errors)
     compute_routes = [*native.routes, *oip.infer_routes]

@@ -113,8 +113,10 @@ BATCH_BYTES = 64 * 1024
 class LineBatches(logging.StreamHandler):  # type: ignore[type-arg]
     """A stream handler that writes its lines in batches: at the latest ``BATCH_S`` after the
     first of them, at once when they reach ``BATCH_BYTES``, and at once for a record of level
-    WARNING or above (with the lines before it, in order). Flushed as every handler is when the
-    process exits (``logging.shutdown``)."""
+    WARNING or above or from any logger but the access log (with the lines before it, in order):
+    only the access lines, one per request, wait. Flushed when the process exits
+    (``logging.shutdown``) and when the app's lifespan ends (``flush_log_lines``): a worker of
+    several dies of the SIGTERM uvicorn raises again once it has stopped, without exit handlers."""
 
     def __init__(self, stream: TextIO | None = None) -> None:
         super().__init__(stream)
@@ -132,7 +134,7 @@ class LineBatches(logging.StreamHandler):  # type: ignore[type-arg]
             return
         self._lines.append(line)
         self._size += len(line)
-        if record.levelno >= logging.WARNING or self._size >= BATCH_BYTES:
+        if record.levelno >= logging.WARNING or record.name != ACCESS_LOGGER or self._size >= BATCH_BYTES:
             self._write()
         elif len(self._lines) == 1:
             self._wake_writer()
@@ -162,6 +164,13 @@ class LineBatches(logging.StreamHandler):  # type: ignore[type-arg]
     def flush(self) -> None:
         with self.lock:  # type: ignore[union-attr]
             self._write()
+
+
+def flush_log_lines() -> None:
+    """Write the lines waiting in batches (``LineBatches``) now."""
+    for logger in (logging.getLogger(), logging.getLogger(ACCESS_LOGGER)):
+        for handler in logger.handlers:
+            handler.flush()
 
 
 def logging_config(settings: Settings) -> dict[str, Any]:

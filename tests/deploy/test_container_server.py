@@ -10,7 +10,6 @@ import threading
 import time
 
 import httpx
-import orjson
 import pytest
 
 from app.telemetry.metrics import FOLD_S
@@ -68,8 +67,8 @@ def test_auth_request_ids_metrics_and_json_logs() -> None:
         assert "# TYPE torchfn_queue_depth gauge" in text
         assert "# TYPE torchfn_rejected_total counter" in text
 
-        lines = [orjson.loads(line) for line in server.log().splitlines() if line.startswith("{")]
-        (access,) = [line for line in lines if line.get("request_id") == "req-42"]
+        lines = server.json_lines_about("req-42")
+        (access,) = [line for line in lines if line.get("logger") == "torchfn.access"]
         assert access["logger"] == "torchfn.access"
         assert (access["method"], access["path"], access["status"], access["function"]) == (
             "POST",

@@ -14,8 +14,10 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
+import orjson
 
 from tests.support.container import container
 from tests.support.cpu import tree_cpu_seconds
@@ -40,6 +42,17 @@ class RunningServer:
     def log(self) -> str:
         """What the server has written to stderr so far (its logs)."""
         return self.log_path.read_text(errors="replace")
+
+    def json_lines_about(self, request_id: str, within: float = 10.0) -> list[dict[str, Any]]:
+        """The server's JSON log lines about a request, once its access line has been written
+        (access lines are written in batches, a moment after the request: ``app.core.logs``)."""
+        deadline = time.monotonic() + within
+        while True:
+            lines = [orjson.loads(line) for line in self.log().splitlines() if line.startswith("{")]
+            about = [line for line in lines if line.get("request_id") == request_id]
+            if any(line.get("logger") == "torchfn.access" for line in about) or time.monotonic() > deadline:
+                return about
+            time.sleep(0.05)
 
     def cpu_seconds(self) -> float:
         """CPU time the server has used so far: its process, all its threads, and its own processes

@@ -14,7 +14,6 @@ from typing import Any
 
 import grpc
 import numpy as np
-import orjson
 import pytest
 import torch
 from grpc_health.v1 import health_pb2
@@ -163,7 +162,7 @@ def test_calls_are_counted_in_the_metrics_and_logged_with_their_request_id(
             break
         assert time.monotonic() < deadline, "the call was never counted"
         time.sleep(0.1)
-    lines = [orjson.loads(line) for line in server.log().splitlines() if "grpc-live-1" in line]
+    lines = server.json_lines_about("grpc-live-1")
     (access,) = [line for line in lines if line["logger"] == "torchfn.access"]
     assert (access["status"], access["protocol"], access["function"]) == ("OK", "grpc", "tanh")
 

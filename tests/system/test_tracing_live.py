@@ -9,7 +9,6 @@ import time
 from collections.abc import Iterator
 
 import httpx
-import orjson
 import pytest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
@@ -52,17 +51,6 @@ def arrived(receiver: Received, trace_id: str, count: int) -> list[Span]:
         time.sleep(0.05)
 
 
-def log_lines(server: RunningServer, request_id: str) -> list[dict[str, object]]:
-    """The server's JSON log lines about a request, once its access line has been written."""
-    deadline = time.monotonic() + ARRIVAL_S
-    while True:
-        lines = [orjson.loads(line) for line in server.log().splitlines() if line.startswith("{")]
-        about = [line for line in lines if line.get("request_id") == request_id]
-        if any(line["logger"] == "torchfn.access" for line in about) or time.monotonic() > deadline:
-            return about
-        time.sleep(0.05)
-
-
 def test_a_traced_request_reaches_the_collector_and_its_log_lines(traced: tuple[RunningServer, Received]) -> None:
     server, receiver = traced
     request_id = f"traced-{time.monotonic_ns()}"
@@ -87,7 +75,7 @@ def test_a_traced_request_reaches_the_collector_and_its_log_lines(traced: tuple[
     assert attributes_of(by_name["compute"])["torchfn.function"] == "relu"
     resources = [resource for resource, span in receiver.spans() if span.trace_id.hex() == CALLER_TRACE]
     assert all(resource["service.name"] == "torchfn-under-test" for resource in resources)
-    lines = log_lines(server, request_id)
+    lines = server.json_lines_about(request_id)
     assert lines
     assert all(line["trace_id"] == CALLER_TRACE for line in lines)
     assert all(line["span_id"] == f"{span_id:016x}" for line in lines)
