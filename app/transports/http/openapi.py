@@ -5,6 +5,7 @@ pinned ``fastapi-offline`` package, not from a CDN."""
 from __future__ import annotations
 
 import base64
+import copy
 import hashlib
 import re
 from collections.abc import Mapping, Sequence
@@ -153,7 +154,9 @@ def install_openapi(
                 tags=app.openapi_tags,
             )
             generated = schema.get("paths", {})
-            paths: dict[str, Any] = {path: {"post": operation} for path, operation in operations}
+            # copies: the operations are the routes' own, shared by every app of the process, and
+            # this app's plugins' examples are added to them below
+            paths: dict[str, Any] = {path: {"post": copy.deepcopy(operation)} for path, operation in operations}
             paths.update((path, item) for path, item in generated.items() if path not in paths)
             schema["paths"] = paths
             components = schema.setdefault("components", {}).setdefault("schemas", {})

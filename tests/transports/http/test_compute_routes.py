@@ -4,8 +4,10 @@ router exactly as the router would answer them, with the app's middleware around
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Iterator
-from typing import NoReturn
+from pathlib import Path
+from typing import Any, NoReturn
 
 import pytest
 from fastapi import Depends, FastAPI
@@ -23,6 +25,7 @@ from app.transports.http.compute_routes import (
     install_compute_routes,
 )
 from tests.support.exposition import metric
+from tests.support.plugin_modules import FRESH, write_module
 
 RELU = {"function": "relu", "input": [-1.0, 2.0]}
 
@@ -191,3 +194,18 @@ def test_the_openapi_document_describes_the_compute_routes_with_their_examples(c
         "X-Request-Timeout",
     ]
     assert "relu" in infer["requestBody"]["content"]["application/json"]["examples"]
+
+
+def test_an_apps_plugin_examples_stay_in_its_own_document(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The compute routes' operations are shared by every app of a process: one app's plugins must
+    not appear in another's document."""
+    module = write_module(tmp_path, FRESH, monkeypatch)
+    importlib.import_module(module)
+    with_plugin = create_app(Settings(plugins=[f"{module}:soft_clip"], plugin_entry_points=False))
+    assert "soft_clip" in examples_of(with_plugin.openapi(), "/activate")
+    assert "soft_clip" not in examples_of(create_app(Settings(plugin_entry_points=False)).openapi(), "/activate")
+
+
+def examples_of(document: dict[str, Any], path: str) -> dict[str, Any]:
+    examples: dict[str, Any] = document["paths"][path]["post"]["requestBody"]["content"]["application/json"]["examples"]
+    return examples
