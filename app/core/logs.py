@@ -16,9 +16,12 @@ from typing import Any, TextIO
 import orjson
 
 from app.core.config import Settings
-from app.core.request_context import current_request
+from app.core.request_context import RequestContext, current_request
 
 ACCESS_LOGGER = "torchfn.access"
+ACCESS_MESSAGE = "%s %s %s %.2f ms"
+"""An access record's message, from its method, path, status (an HTTP status, a gRPC status code's
+name) and milliseconds."""
 ACCESS_FIELDS = ("method", "path", "status", "duration_ms", "function", "client", "protocol")
 """``extra`` fields of an access-log record that the JSON line carries."""
 
@@ -34,6 +37,39 @@ class JsonFormatter(logging.Formatter):
             text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
             self._second = (whole, text)
         return f"{text}.{int((created - whole) * 1000):03d}Z"
+
+    def access_line(
+        self,
+        created: float,
+        args: tuple[str, str, int | str, float],
+        context: RequestContext,
+        client: str | None,
+        protocol: str,
+    ) -> str:
+        """What ``format`` makes of an access record (``app.telemetry.access_log``) about the
+        request ``context``: the same line, without the record. ``args``: method, path, status
+        and milliseconds."""
+        method, path, status, milliseconds = args
+        entry: dict[str, Any] = {
+            "time": self._time(created),
+            "level": "info",
+            "logger": ACCESS_LOGGER,
+            "message": ACCESS_MESSAGE % args,
+        }
+        if context.request_id:
+            entry["request_id"] = context.request_id
+        if context.trace_id:
+            entry["trace_id"], entry["span_id"] = context.trace_id, context.span_id
+        entry["method"] = method
+        entry["path"] = path
+        entry["status"] = status
+        entry["duration_ms"] = round(milliseconds, 3)
+        if context.function:
+            entry["function"] = context.function
+        if client is not None:
+            entry["client"] = client
+        entry["protocol"] = protocol
+        return orjson.dumps(entry, default=str).decode()
 
     def format(self, record: logging.LogRecord) -> str:
         fields = record.__dict__
@@ -132,9 +168,18 @@ class LineBatches(logging.StreamHandler):  # type: ignore[type-arg]
         except Exception:
             self.handleError(record)
             return
+        self._add(line, record.levelno >= logging.WARNING or record.name != ACCESS_LOGGER)
+
+    def emit_line(self, line: str) -> None:
+        """Batch a line of level INFO formatted already (``app.telemetry.access_log``), as
+        ``handle`` would batch its record."""
+        with self.lock:  # type: ignore[union-attr]
+            self._add(line + self.terminator, False)
+
+    def _add(self, line: str, at_once: bool) -> None:
         self._lines.append(line)
         self._size += len(line)
-        if record.levelno >= logging.WARNING or record.name != ACCESS_LOGGER or self._size >= BATCH_BYTES:
+        if at_once or self._size >= BATCH_BYTES:
             self._write()
         elif len(self._lines) == 1:
             self._wake_writer()

@@ -4,8 +4,10 @@ no tracebacks, readiness while draining, settings of the process model."""
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import math
+import time
 from collections.abc import Iterator
 from typing import NoReturn
 
@@ -23,10 +25,12 @@ from app.compute.jobs import Job, Result
 from app.core import lifecycle
 from app.core.config import Settings
 from app.core.errors import ClientGone, QueueFull
-from app.core.logs import JsonFormatter
+from app.core.logs import JsonFormatter, LineBatches
 from app.core.request_context import RequestContext, current_request
 from app.main import create_app
 from app.protocols.native.codec import ACTIVATE, decode_activation
+from app.telemetry import access_log
+from app.telemetry.access_log import access_logger, log_access
 from app.telemetry.metrics import LATENCY_BUCKETS, Metrics, MetricsObserver
 from tests.support.exposition import metric
 
@@ -367,6 +371,57 @@ def test_json_log_lines_carry_the_request_id() -> None:
         200,
     )
     assert line["time"].endswith("Z")
+
+
+@pytest.mark.parametrize(
+    ("function", "client", "traced", "protocol", "status"),
+    [
+        ("relu", "127.0.0.1:5000", False, "http", 200),
+        ("", None, False, "http", 413),
+        ("tanh", "10.0.0.7:40184", True, "grpc", "OK"),
+    ],
+    ids=["function-and-client", "neither", "traced-grpc-call"],
+)
+def test_an_access_line_written_straight_is_the_line_its_record_gives(
+    function: str, client: str | None, traced: bool, protocol: str, status: int | str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server's own handler gets the access line formatted straight (no record); any other
+    configuration gets the record: both give the same line, trace and protocol included."""
+    stream = io.StringIO()
+    handler = LineBatches(stream)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", [handler])
+    monkeypatch.setattr(access_logger, "handlers", [])
+    monkeypatch.setattr(access_logger, "propagate", True)
+    context = RequestContext("rid-9", function)
+    if traced:
+        context.trace_id, context.span_id = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
+    token = current_request.set(context)
+    monkeypatch.setattr(time, "time", lambda: 1_700_000_000.25)
+    try:
+        assert access_log._lone_json_handler() is handler
+        log_access("POST", "/a\nb", status, 0.0012345, context, client, protocol)
+        with monkeypatch.context() as patched:
+            patched.setattr(access_log, "_lone_json_handler", lambda: None)
+            log_access("POST", "/a\nb", status, 0.0012345, context, client, protocol)
+        handler.addFilter(lambda record: True)
+        assert access_log._lone_json_handler() is None
+    finally:
+        current_request.reset(token)
+    handler.flush()
+    straight, through_record = stream.getvalue().splitlines()
+    assert straight == through_record
+    line = orjson.loads(straight)
+    assert (line["request_id"], line["status"], line["duration_ms"], line["protocol"]) == (
+        "rid-9",
+        status,
+        1.234,
+        protocol,
+    )
+    assert line.get("function") == (function or None)
+    assert line.get("client") == client
+    assert line.get("trace_id") == (context.trace_id if traced else None)
 
 
 @pytest.mark.parametrize("metrics", [True, False])
