@@ -346,6 +346,7 @@ def test_every_readiness_endpoint_fails_at_once_while_draining(client: TestClien
         assert client.get("/v2/health/live").status_code == 200
     finally:
         lifecycle._draining.clear()
+        lifecycle._draining_since.clear()
     assert [client.get(path).status_code for path in READINESS] == [200] * len(READINESS)
 
 
