@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+from collections.abc import Mapping
 from typing import Annotated, Literal, Self
 
 from pydantic import Field, field_validator, model_validator
@@ -16,6 +18,19 @@ _DEVICE_PATTERN = re.compile(r"^(cpu|auto|cuda(:\d+)?)$")
 
 CommaList = Annotated[list[str], NoDecode]
 """A list read from one comma-separated environment variable."""
+
+_OTEL_ENDPOINTS = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+
+
+def otel_asks_for_traces(environment: Mapping[str, str]) -> bool:
+    """Whether OpenTelemetry's standard variables ask for traces to be exported: an exporter named
+    (other than ``none``), or an OTLP endpoint given; never when ``OTEL_SDK_DISABLED`` is true."""
+    if environment.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return False
+    exporters = {name.strip().lower() for name in environment.get("OTEL_TRACES_EXPORTER", "").split(",")} - {""}
+    if exporters:
+        return exporters != {"none"}
+    return any(environment.get(name, "").strip() for name in _OTEL_ENDPOINTS)
 
 
 class Settings(BaseSettings):
@@ -104,14 +119,17 @@ class Settings(BaseSettings):
     makes ``/healthz`` answer 503, so that the orchestrator restarts the process; the requests
     waiting on it get 503 at their own deadlines."""
 
-    tracing: bool = False
+    tracing: bool | None = None
     """Trace every request with OpenTelemetry (``app/telemetry/tracing.py``): W3C ``traceparent``
     and ``tracestate`` read from the request and ``traceparent`` returned on the reply, a span for
     the request and each of its phases, the trace id on its log lines. The SDK is configured by the
     standard ``OTEL_*`` variables (``OTEL_TRACES_EXPORTER``, ``otlp`` when unset;
     ``OTEL_EXPORTER_OTLP_ENDPOINT``, ``OTEL_EXPORTER_OTLP_PROTOCOL``, ``OTEL_SERVICE_NAME``,
-    ``OTEL_TRACES_SAMPLER``...); ``OTEL_SDK_DISABLED=true`` keeps it off. The one switch: off, no
-    OpenTelemetry code runs per request (FastAPI's own instrumentation is never on)."""
+    ``OTEL_TRACES_SAMPLER``...). Unset, it follows them: on when they ask for traces
+    (``OTEL_TRACES_EXPORTER`` other than ``none``, or an ``OTEL_EXPORTER_OTLP_ENDPOINT`` or
+    ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``), off otherwise; ``OTEL_SDK_DISABLED=true`` keeps it off
+    whatever this says. Off, no OpenTelemetry code runs per request (FastAPI's own instrumentation
+    is never on)."""
 
     plugins: CommaList = Field(default_factory=list)
     """Comma-separated ``module:attribute`` entries naming the operator's own functions, loaded at
@@ -250,6 +268,12 @@ class Settings(BaseSettings):
         if not _DEVICE_PATTERN.match(value):
             raise ValueError("device must be 'cpu', 'cuda', 'cuda:N' or 'auto'")
         return value
+
+    @model_validator(mode="after")
+    def _tracing_as_the_standard_variables_ask(self) -> Self:
+        if self.tracing is None:
+            self.tracing = otel_asks_for_traces(os.environ)
+        return self
 
     @model_validator(mode="after")
     def _one_process_per_gpu(self) -> Self:

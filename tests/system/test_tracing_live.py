@@ -28,8 +28,11 @@ ARRIVAL_S = 30.0
 def traced(request: pytest.FixtureRequest) -> Iterator[tuple[RunningServer, Received]]:
     protocol: str = request.param
     receiver: OtlpReceiver | OtlpGrpcReceiver = OtlpReceiver() if protocol == "http/protobuf" else OtlpGrpcReceiver()
+    # Over OTLP/HTTP the standard variables alone turn tracing on, as an operator's collector setup
+    # would; over gRPC the service's own switch says so too.
+    switch = {"TORCHFN_TRACING": "true"} if protocol == "grpc" else {}
     env = {
-        "TORCHFN_TRACING": "true",
+        **switch,
         "TORCHFN_LOG_FORMAT": "json",
         "OTEL_TRACES_EXPORTER": "otlp",
         "OTEL_EXPORTER_OTLP_PROTOCOL": protocol,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import itertools
 import logging
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -521,8 +522,11 @@ def test_fastapis_own_instrumentation_is_never_on() -> None:
         assert not any(config[signal] for signal in ("tracing", "metrics", "logs"))
 
 
-def test_tracing_is_off_by_default_and_every_transport_finds_it_on_the_app() -> None:
-    assert Settings.model_fields["tracing"].default is False
+def test_tracing_is_off_by_default_and_every_transport_finds_it_on_the_app(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in [name for name in os.environ if name.startswith("OTEL_")]:
+        monkeypatch.delenv(name)
+    assert Settings.model_fields["tracing"].default is None
+    assert Settings().tracing is False
     assert create_app(Settings()).state.tracing is None
     tracing, _ = in_memory_tracing()
     assert create_app(Settings(tracing=True), tracing).state.tracing is tracing

@@ -105,3 +105,35 @@ def test_the_server_refuses_an_exporter_the_sdk_does_not_know(
     complaint = capsys.readouterr().err
     assert "invalid setting OTEL_TRACES_EXPORTER" in complaint
     assert "zipkin_json" in complaint
+
+
+@pytest.mark.parametrize(
+    ("variables", "on"),
+    [
+        ({}, False),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318"}, True),
+        ({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://collector:4318/v1/traces"}, True),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": " "}, False),
+        ({"OTEL_TRACES_EXPORTER": "otlp"}, True),
+        ({"OTEL_TRACES_EXPORTER": "console, otlp"}, True),
+        ({"OTEL_TRACES_EXPORTER": "None", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318"}, False),
+        ({"OTEL_SERVICE_NAME": "torchfn", "OTEL_TRACES_SAMPLER": "always_on"}, False),
+        ({"OTEL_SDK_DISABLED": "TRUE", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318"}, False),
+        ({"OTEL_SDK_DISABLED": "false", "OTEL_TRACES_EXPORTER": "console"}, True),
+    ],
+)
+def test_unset_tracing_follows_the_standard_variables(
+    environment: pytest.MonkeyPatch, variables: dict[str, str], on: bool
+) -> None:
+    for name, value in variables.items():
+        environment.setenv(name, value)
+    assert Settings().tracing is on
+
+
+def test_the_service_switch_says_so_outright(environment: pytest.MonkeyPatch) -> None:
+    environment.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318")
+    environment.setenv("TORCHFN_TRACING", "false")
+    assert Settings().tracing is False
+    environment.delenv("OTEL_EXPORTER_OTLP_ENDPOINT")
+    environment.setenv("TORCHFN_TRACING", "true")
+    assert Settings().tracing is True
