@@ -19,6 +19,21 @@ from tests.support.engine_gate import Gate
 # would be shared (SO_REUSEPORT with several workers) or taken by concurrent test processes.
 os.environ.setdefault("TORCHFN_GRPC_PORT", "0")
 
+SLOW_FIRST = ("tests/system/", "tests/deploy/", "tests/docs/")
+"""The layers whose files start server processes, containers' commands and a browser: a few tests
+each, seconds apiece."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The slow layers' files first, the rest as collected: on two processes (``scripts/test``, a
+    file to a process in this order) the long files are not left to end the run on one process
+    while the other has nothing to do."""
+
+    def rank(item: pytest.Item) -> int:
+        return next((i for i, prefix in enumerate(SLOW_FIRST) if item.nodeid.startswith(prefix)), len(SLOW_FIRST))
+
+    items.sort(key=rank)
+
 
 @pytest.fixture(scope="session")
 def settings() -> Settings:

@@ -91,6 +91,7 @@ def _queued_load(http: httpx.Client, count: int, replies: list[httpx.Response]) 
     return threads
 
 
+@pytest.mark.serial
 def test_sigterm_under_load_fails_readiness_at_once_finishes_queued_work_and_exits_0() -> None:
     # 16 requests that each wait 400 ms for company that never comes: over 6 s of queued work
     env = {"TORCHFN_MAX_BATCH_DELAY_MS": "400", "TORCHFN_SHUTDOWN_GRACE_S": "30"}
@@ -134,6 +135,7 @@ def test_sigterm_under_load_fails_readiness_at_once_finishes_queued_work_and_exi
         assert "Traceback" not in log
 
 
+@pytest.mark.serial
 def test_work_left_after_the_grace_period_gets_503_and_the_process_still_exits_0() -> None:
     env = {"TORCHFN_MAX_BATCH_DELAY_MS": "400", "TORCHFN_SHUTDOWN_GRACE_S": "1"}
     count = 16

@@ -17,6 +17,7 @@ from app.core.config import Settings
 from app.main import create_app
 
 
+@pytest.mark.serial
 def test_healthz_answers_while_torch_is_busy(monkeypatch: pytest.MonkeyPatch) -> None:
     """A computation that never ends must not stall /healthz: torch runs in a worker thread."""
     entered, release = threading.Event(), threading.Event()

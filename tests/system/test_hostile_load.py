@@ -80,6 +80,7 @@ def _max_cost(url: str) -> None:
     httpx.post(f"{url}/loss", json=body, timeout=30)
 
 
+@pytest.mark.serial
 @pytest.mark.server
 def test_health_and_honest_clients_survive_every_attack_at_once() -> None:
     _bomb_body()

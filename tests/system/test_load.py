@@ -12,7 +12,7 @@ import pytest
 from bench.load import SERVER_ENV, run
 from tests.support.server_process import running_server
 
-pytestmark = pytest.mark.server
+pytestmark = [pytest.mark.server, pytest.mark.serial]
 
 
 def test_twice_the_saturation_rate_is_refused_quickly_and_the_rest_served_exactly() -> None:

@@ -15,7 +15,7 @@ import pytest
 from bench.loop_latency import CONCURRENT, DEFAULT_MAX_BODY_BYTES, largest_body, measure
 from tests.support.server_process import running_server
 
-pytestmark = pytest.mark.server
+pytestmark = [pytest.mark.server, pytest.mark.serial]
 
 
 def test_healthz_answers_while_four_of_the_largest_json_requests_are_served() -> None:

@@ -196,6 +196,7 @@ def _until_queued(server: RunningServer, depth: int) -> None:
         time.sleep(0.02)
 
 
+@pytest.mark.serial
 def test_sigterm_refuses_new_calls_at_once_finishes_the_calls_in_flight_and_exits_0() -> None:
     env = {"TORCHFN_MAX_BATCH_DELAY_MS": "400", "TORCHFN_SHUTDOWN_GRACE_S": "30"}
     count = 12
@@ -229,6 +230,7 @@ def test_sigterm_refuses_new_calls_at_once_finishes_the_calls_in_flight_and_exit
         fresh.close()
 
 
+@pytest.mark.serial
 def test_calls_left_after_the_grace_period_are_unavailable_and_the_process_exits_0() -> None:
     env = {"TORCHFN_MAX_BATCH_DELAY_MS": "400", "TORCHFN_SHUTDOWN_GRACE_S": "1"}
     count = 16

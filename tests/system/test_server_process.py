@@ -16,6 +16,7 @@ from tests.support.server_process import running_server
 pytestmark = pytest.mark.server
 
 
+@pytest.mark.serial
 def test_large_request_does_not_stall_health_and_is_exact() -> None:
     values = np.random.default_rng(7).standard_normal(1_000_000).astype(np.float32)
     body = orjson.dumps({"function": "relu", "input": values}, option=orjson.OPT_SERIALIZE_NUMPY)

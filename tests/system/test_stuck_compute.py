@@ -72,6 +72,7 @@ def _slow_loss_body(classes: int) -> dict[str, object]:
     }
 
 
+@pytest.mark.serial
 @pytest.mark.server
 def test_sigterm_ends_the_process_within_the_grace_period_plus_a_second_whatever_runs() -> None:
     grace = 1.0

@@ -464,6 +464,7 @@ def test_a_compressed_body_must_end_where_its_stream_does(server: RunningServer)
         assert says in reply.json()["error"]
 
 
+@pytest.mark.serial
 def test_compression_bombs_do_not_stall_the_server(server: RunningServer) -> None:
     """16 clients at once send a gzip bomb (40 MB of zeros in 40 KB, past the 32 MiB limit):
     each is refused with 413, and ``/healthz`` keeps answering within a second. (Inflated on the
