@@ -6,7 +6,7 @@ run:        ## install (if needed) and start the service on :8000
 test:       ## install (if needed), lint, type check and run every test
 	scripts/test
 
-test-quick: ## install (if needed) and run each layer's own tests, no server process (about 60 s)
+test-quick: ## install (if needed) and run each layer's own tests, no server process, on two processes (about 50 s)
 	scripts/test-quick
 
 container-test:  ## build the image with buildah and smoke-test it with podman (root; installs them)

@@ -79,7 +79,7 @@ from app.core.allocator import MMAP_THRESHOLD_BYTES, TRIM_THRESHOLD_BYTES
 from app.protocols.oip.grpc.messages import ModelInferRequest, ModelInferResponse
 from bench import throughput
 from bench.grpc_serve import INFER_PATH
-from bench.machine import choose_cpus, free_port, pinned
+from bench.machine import choose_cpus, free_port, pinned, stop
 from bench.throughput import children_cpu_s, process_cpu_s, system_busy_s
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -251,13 +251,7 @@ def running_server(spec: GrpcServer, cpu: int | None, probe: Payload) -> Iterato
             wait_ready(server, probe)
             yield server
         finally:
-            if process.poll() is None:
-                process.terminate()
-                try:
-                    process.wait(timeout=STOP_TIMEOUT_S)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait(timeout=STOP_TIMEOUT_S)
+            stop(process, STOP_TIMEOUT_S)
 
 
 def wait_ready(server: Server, probe: Payload) -> None:

@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -66,9 +67,15 @@ def server_process(command: list[str], url: str, env: Mapping[str, str] | None =
             time.sleep(0.1)
         yield process.pid
     finally:
+        stop(process, 15.0)
+
+
+def stop(process: subprocess.Popen[Any], within: float) -> None:
+    """SIGTERM, then SIGKILL if ``process`` has not ended ``within`` seconds later."""
+    if process.poll() is None:
         process.terminate()
         try:
-            process.wait(15)
+            process.wait(timeout=within)
         except subprocess.TimeoutExpired:
             process.kill()
-            process.wait()
+            process.wait(timeout=within)

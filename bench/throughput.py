@@ -59,7 +59,7 @@ import httpx
 import numpy as np
 import orjson
 
-from bench.machine import choose_cpus, free_port, grpc_port_env, pinned, server_command
+from bench.machine import choose_cpus, free_port, grpc_port_env, pinned, server_command, stop
 
 ROOT = Path(__file__).resolve().parent.parent
 LUA_SCRIPT = ROOT / "bench" / "post.lua"
@@ -184,13 +184,7 @@ def running_server(config: ServerConfig, cpu: int | None, probe: Payload) -> Ite
             wait_ready(server, probe)
             yield server
         finally:
-            if process.poll() is None:
-                process.terminate()
-                try:
-                    process.wait(timeout=STOP_TIMEOUT_S)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait(timeout=STOP_TIMEOUT_S)
+            stop(process, STOP_TIMEOUT_S)
 
 
 def wait_ready(server: Server, probe: Payload) -> None:

@@ -40,7 +40,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from bench.machine import free_port, grpc_port_env
+from bench.machine import free_port, grpc_port_env, stop
 from bench.throughput import (
     STOP_TIMEOUT_S,
     Payload,
@@ -97,13 +97,7 @@ def running_server(config: ServerConfig, cpus: list[int] | None, probe: Payload)
             wait_ready(server, probe)
             yield server
         finally:
-            if process.poll() is None:
-                process.terminate()
-                try:
-                    process.wait(timeout=STOP_TIMEOUT_S)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait(timeout=STOP_TIMEOUT_S)
+            stop(process, STOP_TIMEOUT_S)
 
 
 def measure_round(
