@@ -114,7 +114,13 @@ class Running:
 
 def start(containers: Containers, image: str, name: str, env: dict[str, str] | None = None) -> Running:
     port = free_port()
-    settings = {"TORCHFN_HOST": "127.0.0.1", "TORCHFN_PORT": str(port), **(env or {})}
+    # On the host's network: the gRPC port too must be one no other process (or container) has.
+    settings = {
+        "TORCHFN_HOST": "127.0.0.1",
+        "TORCHFN_PORT": str(port),
+        "TORCHFN_GRPC_PORT": str(free_port()),
+        **(env or {}),
+    }
     containers.podman(
         "run",
         "--detach",
@@ -412,9 +418,12 @@ def test_the_kserve_runtime_container_starts_and_answers_kserves_probes(containe
         )
         assert (answered["serving"], answered["ready"], answered["model_ready"]) == (True, True, True)
         assert_same(torch.tensor(answered["output"], dtype=torch.float32), F.relu(torch.tensor(values)))
-        listening = running.exec("cat", "/proc/net/tcp")
+        # Every interface: 0.0.0.0 in /proc/net/tcp, or the IPv6 wildcard (dual-stack, as gRPC
+        # binds 0.0.0.0) in /proc/net/tcp6.
+        listening = running.exec("cat", "/proc/net/tcp", "/proc/net/tcp6")
         for listened in (port, grpc_port):
-            assert re.search(rf"^\s*\d+: 00000000:{listened:04X} 00000000:0000 0A ", listening, re.M), listening
+            wildcard = rf"^\s*\d+: (0{{8}}|0{{32}}):{listened:04X} (0{{8}}|0{{32}}):0000 0A "
+            assert re.search(wildcard, listening, re.M), listening
         assert running.exec("sh", "-c", f"test -d {MODEL_MOUNT} || echo absent").strip() == "absent"
     finally:
         print(running.log()[-3000:])
