@@ -104,6 +104,8 @@ class DynamicBatcher(Generic[ItemT, ResultT]):
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
         self._busy = 0
+        self._arrivals = 0
+        """Items submitted so far: an item asked inline that sees others come meanwhile is not."""
         """Compute calls in flight (at most ``consumers``)."""
         self._computing: list[list[_Pending[ItemT, ResultT]]] = []
         """The items of each compute call in flight: their deadlines still hold."""
@@ -136,11 +138,25 @@ class DynamicBatcher(Generic[ItemT, ResultT]):
         if len(self._queue) >= self.max_queue_size:
             raise QueueFull.at(("service",), f"the queue is full ({self.max_queue_size} waiting)", "queue_full")
 
-    async def submit(self, item: ItemT, timeout: float | None = None, gone: GoneProbe | None = None) -> Served[ResultT]:
-        """Queue ``item`` and wait for its result; 503-type errors when full or too late."""
+    async def submit(
+        self, item: ItemT, timeout: float | None = None, gone: GoneProbe | None = None, inline: bool = False
+    ) -> Served[ResultT]:
+        """Queue ``item`` and wait for its result; 503-type errors when full or too late.
+        ``inline``: when it would run alone (nothing queued, a worker idle, and no other item
+        submitted while the loop runs what is ready), compute it here, on the loop: the trip to a
+        worker thread and back costs more than a computation of a few microseconds (keep it to
+        those)."""
         self.check_room()
         assert self._arrived is not None  # check_room refuses before start
         loop = asyncio.get_running_loop()
+        self._arrivals += 1
+        if inline and not self._queue and self._busy < self._consumers:
+            # Requests read in the same turn of the loop reach here one after another, with no
+            # await in between: let them, so that one computed here does not hold back a batch.
+            arrivals = self._arrivals
+            await asyncio.sleep(0)
+            if arrivals == self._arrivals and not self._queue and self._busy < self._consumers:
+                return self._run_inline(item, timeout)
         if not self._queue and self._busy < self._consumers:
             return await self._run_alone(item, timeout, loop)
         now = time.monotonic()
@@ -160,6 +176,25 @@ class DynamicBatcher(Generic[ItemT, ResultT]):
             self._arm(pending.deadline, loop)
         return await pending.future
 
+    def _run_inline(self, item: ItemT, timeout: float | None) -> Served[ResultT]:
+        """Nothing queued, a worker idle and a tiny item: compute it here, on the loop."""
+        if timeout is not None and timeout <= 0:
+            raise DeadlineExceeded.after(timeout)
+        started = time.monotonic()
+        outcomes = self._compute([item], None)
+        seconds = time.monotonic() - started
+        return self._served_alone(item, outcomes, seconds)
+
+    def _served_alone(self, item: ItemT, outcomes: Sequence[ResultT | Exception], seconds: float) -> Served[ResultT]:
+        if self._on_computed is not None:
+            self._on_computed([item], seconds)
+        if len(outcomes) != 1:
+            raise RuntimeError(f"compute returned {len(outcomes)} outcomes for 1 items")
+        outcome = outcomes[0]
+        if isinstance(outcome, Exception):
+            raise outcome
+        return Served(outcome, 0.0, seconds, 1)
+
     async def _run_alone(self, item: ItemT, timeout: float | None, loop: asyncio.AbstractEventLoop) -> Served[ResultT]:
         """Nothing queued and a worker idle: compute at once, without a trip through the queue.
         The deadline holds while it computes; the worker counts as busy until the computation
@@ -172,15 +207,7 @@ class DynamicBatcher(Generic[ItemT, ResultT]):
             outcomes = await asyncio.wait_for(asyncio.shield(work), timeout)
         except TimeoutError:
             raise DeadlineExceeded.after(timeout or 0.0) from None
-        seconds = time.monotonic() - started
-        if self._on_computed is not None:
-            self._on_computed([item], seconds)
-        if len(outcomes) != 1:
-            raise RuntimeError(f"compute returned {len(outcomes)} outcomes for 1 items")
-        outcome = outcomes[0]
-        if isinstance(outcome, Exception):
-            raise outcome
-        return Served(outcome, 0.0, seconds, 1)
+        return self._served_alone(item, outcomes, time.monotonic() - started)
 
     def _alone_done(self, work: asyncio.Future[Sequence[ResultT | Exception]]) -> None:
         self._busy -= 1

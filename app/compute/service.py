@@ -61,6 +61,8 @@ class ComputeService:
         self._accepting = False
         self.memory = MemoryBudget(settings.memory_budget_bytes or default_memory_budget(), trim_memory)
         """Bytes requests in flight hold together (``memory.py``)."""
+        self._inline_on = False
+        """Whether a lone tiny request may be computed on the loop (``_small_enough_for_the_loop``)."""
         self._computing_since: dict[int, float] = {}
         """When the compute call now running on each worker thread started, by thread id."""
 
@@ -128,6 +130,7 @@ class ComputeService:
             on_computed=self._observer.computed,
         )
         self._batcher.start()
+        self._inline_on = device.type == "cpu" and settings.inline_compute_max_cost > 0
         self._accepting = True
         logger.info("compute ready on %s with %d torch threads", device, torch.get_num_threads())
 
@@ -186,7 +189,9 @@ class ComputeService:
             wait = min(self.settings.memory_wait_s, limit)
             if memory is not None and not memory.resize_now(needed := reserved_bytes(job)):
                 await memory.resize(needed, wait, ("body",), "computing it")
-            served = await self._batcher.submit(job, limit, gone)
+            # Tiny, and (the batcher sees) alone: computed on the loop. Under load, batched.
+            inline = self._inline_on and self._small_enough_for_the_loop(job)
+            served = await self._batcher.submit(job, limit, gone, inline)
             if memory is not None and not memory.resize_now(needed := result_bytes(served.result)):
                 await memory.resize(needed, wait, ("body",), "encoding its reply")
         except ServiceError as error:
@@ -199,6 +204,14 @@ class ComputeService:
             raise
         observer.served(job, served, time.monotonic() - started)
         return served
+
+    def _small_enough_for_the_loop(self, job: Job) -> bool:
+        """Torch's own function, chained to torch's own if at all, of a few microseconds."""
+        return (
+            job.cost.work <= self.settings.inline_compute_max_cost
+            and job.spec.plugin is None
+            and (job.activation is None or job.activation.spec.plugin is None)
+        )
 
     def _compute_batch(self, jobs: Sequence[Job], key: Hashable | None) -> list[Result | Exception]:
         """The batcher's compute call, in a worker thread: its jobs share the fusion ``key`` (None:

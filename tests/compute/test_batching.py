@@ -329,3 +329,52 @@ def test_invalid_arguments_are_refused(executor: ThreadPoolExecutor) -> None:
         make_batcher(lambda items, key: list(items), executor, max_batch_size=0)
     with pytest.raises(ValueError, match="negative"):
         make_batcher(lambda items, key: list(items), executor, max_batch_delay=-1)
+
+
+@pytest.mark.anyio
+async def test_an_item_asked_inline_is_computed_on_the_loop_when_it_would_run_alone(
+    executor: ThreadPoolExecutor,
+) -> None:
+    threads: list[int] = []
+    computed: list[list[int]] = []
+    gated = GatedCompute(hold_first=True)
+
+    def compute(items: Sequence[int], key: object) -> list[int | Exception]:
+        threads.append(threading.get_ident())
+        if items[0] >= 100:  # held on the worker thread like any other
+            return gated(items, key)
+        return [ValueError(f"bad {item}") if item < 0 else item * 2 for item in items]
+
+    batcher = DynamicBatcher(
+        compute,
+        key=lambda item: 0,
+        size=lambda item: 1,
+        executor=executor,
+        max_batch_size=8,
+        max_batch_elements=1000,
+        max_batch_delay=0.0,
+        max_queue_size=64,
+        on_computed=lambda items, seconds: computed.append(list(items)),
+    )
+    batcher.start()
+    loop_thread = threading.get_ident()
+    served = await batcher.submit(3, inline=True)
+    assert served == Served(6, 0.0, served.compute_time, 1)
+    assert threads == [loop_thread]
+    assert computed == [[3]]
+    with pytest.raises(ValueError, match="bad -1"):  # an item's failure is its own, on the loop too
+        await batcher.submit(-1, inline=True)
+    with pytest.raises(DeadlineExceeded):
+        await batcher.submit(5, timeout=0.0, inline=True)
+    # Not asked inline: the worker thread. While it computes, an item asked inline waits its turn
+    # there (it would not run alone).
+    held = asyncio.create_task(batcher.submit(100))
+    await asyncio.get_running_loop().run_in_executor(None, gated.entered.wait, 5)
+    waiting = asyncio.create_task(batcher.submit(4, inline=True))
+    await wait_until(lambda: batcher.depth == 1)
+    gated.release.set()
+    assert (await held).result == 200
+    assert (await waiting).result == 8
+    assert len(threads) == 4
+    assert loop_thread not in threads[2:]
+    await batcher.stop()

@@ -12,6 +12,7 @@ import pytest
 
 from app.compute.engine import Engine
 from app.compute.jobs import Job, Result
+from app.compute.service import ComputeService
 
 
 class Gate:
@@ -33,3 +34,5 @@ class Gate:
             return original(engine, jobs, key)
 
         monkeypatch.setattr(Engine, "run_group", gated)
+        # The gate holds a compute thread; a tiny request computed on the loop would hold the loop.
+        monkeypatch.setattr(ComputeService, "_small_enough_for_the_loop", lambda service, job: False)
