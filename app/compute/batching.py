@@ -23,6 +23,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Generic, NamedTuple, TypeVar
 
+from app.compute.threads import EscapedBaseException
 from app.core.errors import ClientGone, DeadlineExceeded, Overloaded, QueueFull
 
 ItemT = TypeVar("ItemT")
@@ -157,6 +158,7 @@ class DynamicBatcher(Generic[ItemT, ResultT]):
             await asyncio.sleep(0)
             if arrivals == self._arrivals and not self._queue and self._busy < self._consumers:
                 return self._run_inline(item, timeout)
+            self.check_room()  # the others may have filled the queue meanwhile
         if not self._queue and self._busy < self._consumers:
             return await self._run_alone(item, timeout, loop)
         now = time.monotonic()
@@ -181,7 +183,12 @@ class DynamicBatcher(Generic[ItemT, ResultT]):
         if timeout is not None and timeout <= 0:
             raise DeadlineExceeded.after(timeout)
         started = time.monotonic()
-        outcomes = self._compute([item], None)
+        try:
+            outcomes = self._compute([item], None)
+        except Exception:
+            raise
+        except BaseException as error:  # raised on the loop as it is, it would stop the server
+            raise EscapedBaseException(error) from error
         seconds = time.monotonic() - started
         return self._served_alone(item, outcomes, seconds)
 

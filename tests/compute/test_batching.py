@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from app.compute.batching import DynamicBatcher, Served
+from app.compute.threads import EscapedBaseException
 from app.core.errors import ClientGone, DeadlineExceeded, QueueFull
 
 
@@ -377,4 +378,32 @@ async def test_an_item_asked_inline_is_computed_on_the_loop_when_it_would_run_al
     assert (await waiting).result == 8
     assert len(threads) == 4
     assert loop_thread not in threads[2:]
+    await batcher.stop()
+
+
+@pytest.mark.anyio
+async def test_items_asked_inline_together_share_the_queue_and_its_bound(executor: ThreadPoolExecutor) -> None:
+    """Submitted in one turn of the loop, none runs on the loop: the first runs alone on the worker,
+    the next waits in the queue, and the queue's bound holds for the rest."""
+    compute = GatedCompute()
+    batcher = make_batcher(compute, executor, max_queue_size=1)
+    batcher.start()
+    outcomes = await asyncio.gather(*(batcher.submit(n, inline=True) for n in (1, 2, 3, 4)), return_exceptions=True)
+    assert [o.result if isinstance(o, Served) else type(o) for o in outcomes] == [2, 4, QueueFull, QueueFull]
+    assert compute.batches == [[1], [2]]
+    await batcher.stop()
+
+
+@pytest.mark.anyio
+async def test_a_base_exception_computed_inline_fails_its_item_alone(executor: ThreadPoolExecutor) -> None:
+    def compute(items: Sequence[int], key: object) -> list[int | Exception]:
+        if items[0] == 1:
+            raise SystemExit(3)
+        return [item * 2 for item in items]
+
+    batcher = make_batcher(compute, executor)
+    batcher.start()
+    with pytest.raises(EscapedBaseException, match="SystemExit"):
+        await batcher.submit(1, inline=True)
+    assert (await batcher.submit(2, inline=True)).result == 4
     await batcher.stop()
