@@ -80,12 +80,13 @@ def test_auth_request_ids_metrics_and_json_logs() -> None:
 
 def _queued_load(http: httpx.Client, count: int, replies: list[httpx.Response]) -> list[threading.Thread]:
     """``count`` requests that cannot share a batch (each a different size), so with a batch
-    delay each waits its turn in the queue: seconds of queued work."""
+    delay each waits its turn in the queue: seconds of queued work. Each is over the cost computed
+    on the event loop when alone, so that they queue rather than each being computed as it comes."""
 
     def send(size: int) -> None:
         replies.append(http.post("/activate", json={"function": "relu", "input": [-1.0] * (size - 1) + [2.0]}))
 
-    threads = [threading.Thread(target=send, args=(100 + i,)) for i in range(count)]
+    threads = [threading.Thread(target=send, args=(2_000 + i,)) for i in range(count)]
     for thread in threads:
         thread.start()
     return threads
@@ -152,7 +153,9 @@ def test_work_left_after_the_grace_period_gets_503_and_the_process_still_exits_0
             except httpx.TransportError as error:
                 outcomes.append(type(error).__name__)
 
-        threads = [threading.Thread(target=send, args=(100 + i,)) for i in range(count)]
+        # Over the cost computed on the event loop when alone: they queue rather than each being
+        # computed at once as it comes.
+        threads = [threading.Thread(target=send, args=(2_000 + i,)) for i in range(count)]
         for thread in threads:
             thread.start()
         deadline = time.monotonic() + 20

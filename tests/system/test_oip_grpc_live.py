@@ -172,7 +172,9 @@ def test_calls_are_counted_in_the_metrics_and_logged_with_their_request_id(
 
 def _queued_calls(client: Client, count: int, outcomes: list[object]) -> list[threading.Thread]:
     """``count`` calls that cannot share a batch (each a different size): with a batch delay each
-    waits its turn in the queue."""
+    waits its turn in the queue. Each is over the cost computed on the event loop when alone
+    (``TORCHFN_INLINE_COMPUTE_MAX_COST``), so that the calls queue rather than each being computed
+    at once as it comes."""
 
     def send(size: int) -> None:
         request = infer_request("relu", {"input": torch.tensor([-1.0] * (size - 1) + [2.0])})
@@ -181,7 +183,7 @@ def _queued_calls(client: Client, count: int, outcomes: list[object]) -> list[th
         except grpc.RpcError as error:
             outcomes.append(error.code())
 
-    threads = [threading.Thread(target=send, args=(100 + i,)) for i in range(count)]
+    threads = [threading.Thread(target=send, args=(2_000 + i,)) for i in range(count)]
     for thread in threads:
         thread.start()
     return threads
