@@ -55,7 +55,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import platform
 import re
@@ -79,7 +78,7 @@ from app.core.allocator import MMAP_THRESHOLD_BYTES, TRIM_THRESHOLD_BYTES
 from app.protocols.oip.grpc.messages import ModelInferRequest, ModelInferResponse
 from bench import throughput
 from bench.grpc_serve import INFER_PATH
-from bench.machine import choose_cpus, free_port, pinned, stop
+from bench.machine import choose_cpus, free_port, pinned, stop, write_results
 from bench.throughput import children_cpu_s, process_cpu_s, system_busy_s
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -645,9 +644,7 @@ def main(argv: list[str] | None = None) -> int:
         "summary": report,
         "runs": [asdict(run) for run in runs],
     }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    print(f"\nresults: {args.output}")
+    write_results(args.output, results)
     return 0
 
 

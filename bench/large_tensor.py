@@ -27,7 +27,6 @@ import base64
 import binascii
 import contextlib
 import gc
-import json
 import os
 import platform
 import statistics
@@ -47,7 +46,7 @@ import orjson
 import torch
 from numpy.typing import NDArray
 
-from bench.machine import choose_cpus, free_port, grpc_port_env, server_command
+from bench.machine import choose_cpus, free_port, grpc_port_env, server_command, write_results
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "large_tensor.json"
@@ -547,8 +546,7 @@ def report_main(
     except (RuntimeError, OSError, httpx.HTTPError) as error:
         print(f"benchmark failed: {error}", file=sys.stderr)
         return 1
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    write_results(args.output, report)
     print_table(report)
     return 0
 

@@ -4,6 +4,7 @@ server process started and stopped."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import socket
@@ -79,3 +80,10 @@ def stop(process: subprocess.Popen[Any], within: float) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=within)
+
+
+def write_results(path: Path, results: Mapping[str, Any]) -> None:
+    """A benchmark's results as indented JSON at ``path`` (its folder made), and where they went."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    print(f"\nresults: {path}")

@@ -59,7 +59,7 @@ import httpx
 import numpy as np
 import orjson
 
-from bench.machine import choose_cpus, free_port, grpc_port_env, pinned, server_command, stop
+from bench.machine import choose_cpus, free_port, grpc_port_env, pinned, server_command, stop, write_results
 
 ROOT = Path(__file__).resolve().parent.parent
 LUA_SCRIPT = ROOT / "bench" / "post.lua"
@@ -715,9 +715,7 @@ def main(argv: list[str] | None = None) -> int:
         "targets": {name: {"value": target, "sense": sense} for name, (target, sense) in TARGETS.items()},
         "lone_request": lone,
     }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    print(f"\nresults: {args.output}")
+    write_results(args.output, report)
     return 0
 
 

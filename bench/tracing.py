@@ -44,7 +44,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TextIO
 
-from bench.machine import choose_cpus, free_port, pinned
+from bench.machine import choose_cpus, free_port, pinned, stop, write_results
 from bench.throughput import Run, Server, ServerConfig, check_replies, payloads, wait_ready, wrk
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -96,7 +96,7 @@ def running_server(config: ServerConfig, cpu: int | None, log: TextIO) -> Iterat
         wait_ready(server, payloads()[0])
         yield server
     finally:
-        stop(process)
+        stop(process, STOP_TIMEOUT_S)
 
 
 @contextlib.contextmanager
@@ -111,17 +111,7 @@ def running_receiver(cpu: int | None) -> Iterator[tuple[str, subprocess.Popen[st
         json.loads(process.stdout.readline())  # listening
         yield f"http://127.0.0.1:{port}", process
     finally:
-        stop(process)
-
-
-def stop(process: subprocess.Popen[Any]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=STOP_TIMEOUT_S)
+        stop(process, STOP_TIMEOUT_S)
 
 
 def measure_round(
@@ -156,7 +146,7 @@ def measure_round(
         spans = None
         if receiver_process is not None:
             time.sleep(6.0)  # the batch processor exports every 5 s at least
-            stop(receiver_process)
+            stop(receiver_process, STOP_TIMEOUT_S)
             assert receiver_process.stdout is not None
             spans = json.loads(receiver_process.stdout.read().strip().splitlines()[-1])["spans_received"]
     rate = {
@@ -246,9 +236,7 @@ def main(argv: list[str] | None = None) -> int:
         "cpu_ratio_median": statistics.median(r["cpu_ratio"] for r in rounds),
         "target": TARGET,
     }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    print(f"\nresults: {args.output}")
+    write_results(args.output, report)
     return 0
 
 

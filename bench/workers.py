@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import math
 import os
 import shutil
@@ -40,7 +39,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from bench.machine import free_port, grpc_port_env, stop
+from bench.machine import free_port, grpc_port_env, stop, write_results
 from bench.throughput import (
     STOP_TIMEOUT_S,
     Payload,
@@ -262,9 +261,7 @@ def main(argv: list[str] | None = None) -> int:
         "summary": report,
         "runs": [asdict(run) for run in runs],
     }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    print(f"\nresults: {args.output}")
+    write_results(args.output, results)
     return 0
 
 
