@@ -34,8 +34,8 @@ from app.protocols.oip.grpc.messages import (
 SERVICE_NAME = "inference.GRPCInferenceService"
 
 
-class _HealthAndMetadata(Protocol):
-    """The protocol's methods other than ``ModelInfer``: one coroutine each."""
+class InferenceServicer(Protocol):
+    """What serves the protocol: one coroutine per method."""
 
     async def server_live(
         self, request: ServerLiveRequest, context: grpc.aio.ServicerContext[ServerLiveRequest, ServerLiveResponse]
@@ -61,17 +61,37 @@ class _HealthAndMetadata(Protocol):
         context: grpc.aio.ServicerContext[ModelMetadataRequest, ModelMetadataResponse],
     ) -> ModelMetadataResponse: ...
 
-
-class InferenceServicer(_HealthAndMetadata, Protocol):
-    """What serves the protocol: one coroutine per method."""
-
     async def model_infer(
         self, request: ModelInferRequest, context: grpc.aio.ServicerContext[ModelInferRequest, ModelInferResponse]
     ) -> ModelInferResponse: ...
 
 
-class SerializedInferenceServicer(_HealthAndMetadata, Protocol):
+class SerializedInferenceServicer(Protocol):
     """``InferenceServicer`` whose ``model_infer`` takes and returns serialized messages."""
+
+    async def server_live(
+        self, request: ServerLiveRequest, context: grpc.aio.ServicerContext[ServerLiveRequest, ServerLiveResponse]
+    ) -> ServerLiveResponse: ...
+
+    async def server_ready(
+        self, request: ServerReadyRequest, context: grpc.aio.ServicerContext[ServerReadyRequest, ServerReadyResponse]
+    ) -> ServerReadyResponse: ...
+
+    async def model_ready(
+        self, request: ModelReadyRequest, context: grpc.aio.ServicerContext[ModelReadyRequest, ModelReadyResponse]
+    ) -> ModelReadyResponse: ...
+
+    async def server_metadata(
+        self,
+        request: ServerMetadataRequest,
+        context: grpc.aio.ServicerContext[ServerMetadataRequest, ServerMetadataResponse],
+    ) -> ServerMetadataResponse: ...
+
+    async def model_metadata(
+        self,
+        request: ModelMetadataRequest,
+        context: grpc.aio.ServicerContext[ModelMetadataRequest, ModelMetadataResponse],
+    ) -> ModelMetadataResponse: ...
 
     async def model_infer(self, request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes: ...
 
